@@ -1,0 +1,91 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use lcm_concept::ConceptEncoder;
+use lcm_concept::segment::SegmenterConfig;
+use lcm_data::prepare::{PrepareOptions, prepare};
+use lcm_data::reader::ReaderOptions;
+use lcm_data::store::StoreDType;
+
+use super::EncoderArgs;
+use crate::progress::PrepareBar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input: .jsonl files ({"id", "text"} per line), folders of .txt files, or .parquet files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output directory for the Parquet shards.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Storage precision of the vectors.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    dtype: String,
+    /// Input documents per shard.
+    #[arg(long, default_value_t = 500)]
+    shard_size: usize,
+    /// Stop after this many documents.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// JSON field / Parquet column with the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// JSON field / Parquet column with the document id.
+    #[arg(long, default_value = "id")]
+    id_field: String,
+    /// Fail on malformed input lines instead of skipping and counting them.
+    #[arg(long)]
+    strict: bool,
+    /// Language hint for segmentation and encoding.
+    #[arg(long)]
+    lang: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let encoder = args.encoder.load()?;
+    let mut options = PrepareOptions::new(args.inputs, args.out.clone());
+    options.dtype = args.dtype.parse::<StoreDType>()?;
+    options.shard_size = args.shard_size;
+    options.limit = args.limit;
+    options.reader = ReaderOptions {
+        text_field: args.text_field,
+        id_field: args.id_field,
+        strict: args.strict,
+    };
+    options.segmenter = SegmenterConfig {
+        lang: args.lang,
+        ..SegmenterConfig::default()
+    };
+    let bar = PrepareBar::new(args.quiet);
+    let result = prepare(&encoder, &options, &bar);
+    bar.finish();
+    let report = result?;
+    let read = &report.read;
+    println!(
+        "prepared {} documents → {} rows, {} sentences of `{}` (dim {}) in {:.1} s ({:.0} sentences/s) into {}",
+        report.documents,
+        report.rows,
+        report.sentences,
+        encoder.id(),
+        encoder.dim(),
+        report.seconds,
+        report.sentences as f64 / report.seconds.max(1e-9),
+        args.out.display()
+    );
+    println!(
+        "shards: {} written, {} kept from an earlier run; skipped: {} invalid UTF-8 lines, {} invalid JSON lines, {} without text, {} empty documents, {} documents without sentences",
+        report.shards_written,
+        report.shards_resumed,
+        read.invalid_utf8_lines,
+        read.invalid_json_lines,
+        read.missing_text,
+        read.empty_documents,
+        report.documents_without_sentences
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `lcm`: the command-line front end. Argument parsing, progress and output formatting only;
+//! every capability lives in a library crate.
+
+mod commands;
+mod output;
+mod progress;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "lcm", version, about = "Large Concept Models: language modelling in sentence-embedding space")]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Split text into sentences, one per line.
+    Segment(commands::segment::Args),
+    /// Encode sentences into concept vectors (JSON lines, .safetensors or .npy).
+    Encode(commands::encode::Args),
+    /// Turn a corpus (JSONL, text folder, Parquet) into a sharded Parquet concept store.
+    Prepare(commands::prepare::Args),
+    /// Fit the robust per-dimension normaliser (median / IQR) on a sample of a store.
+    FitNormalizer(commands::normalizer::Args),
+    /// Print the schema, metadata and statistics of a store or artifact.
+    Inspect(commands::inspect::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run(cli.command) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Segment(args) => commands::segment::run(args),
+        Command::Encode(args) => commands::encode::run(args),
+        Command::Prepare(args) => commands::prepare::run(args),
+        Command::FitNormalizer(args) => commands::normalizer::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+    }
+}

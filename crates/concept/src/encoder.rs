@@ -1,0 +1,19 @@
+//! The `ConceptEncoder` interface: sentences in, one vector ("concept") per sentence out.
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+
+/// A frozen sentence encoder that maps sentences to fixed-size concept vectors.
+///
+/// `id()` is written into every artifact an encoder produces (Parquet stores, normalisers,
+/// checkpoints) so that vectors from different spaces are never mixed.
+pub trait ConceptEncoder: Send + Sync {
+    /// Encodes `sentences` into a `[N, dim()]` f32 tensor on the CPU, row `i` for sentence `i`.
+    /// `lang` is a language hint (e.g. `eng_Latn`); encoders that ignore language accept any value.
+    fn encode(&self, sentences: &[&str], lang: Option<&str>) -> Result<Tensor>;
+    /// Dimension `D` of the concept vectors.
+    fn dim(&self) -> usize;
+    /// Stable identifier of the embedding space, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+    fn id(&self) -> &str;
+}

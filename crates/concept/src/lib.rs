@@ -1,0 +1,16 @@
+//! Concept space: text ⇄ sentences ⇄ concept vectors.
+//!
+//! - [`segment`]: multilingual sentence segmentation with the LCM reference's length cap.
+//! - [`encoder`]: the [`ConceptEncoder`] trait; [`bert`] implements it for sentence-transformers folders.
+//! - [`resolve`]: finding a model by name or path (explicit path, `$LCM_HOME/models`, HF cache, hub).
+//! - [`normalizer`]: the robust per-dimension scaler the LCM trains in.
+
+pub mod bert;
+pub mod encoder;
+pub mod error;
+pub mod normalizer;
+pub mod resolve;
+pub mod segment;
+
+pub use encoder::ConceptEncoder;
+pub use error::{ConceptError, Result};

@@ -1,0 +1,420 @@
+//! `prepare`: corpus in → sharded Parquet concept store out.
+//!
+//! The document stream is deterministic, so shard `k` always holds input documents
+//! `[k·shard_size, (k+1)·shard_size)`. That makes the job resumable without a journal: a re-run
+//! with the same settings skips every shard that already exists (after checking its footer),
+//! and because shards are written to a temporary name and renamed, a killed run leaves either
+//! a whole shard or none — never a truncated or duplicated one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::DType;
+use lcm_concept::ConceptEncoder;
+use lcm_concept::segment::{SEGMENTER_VERSION, Segmenter, SegmenterConfig};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result, io_error};
+use crate::reader::{Document, DocumentReader, ReadStats, ReaderOptions, input_files};
+use crate::store::{
+    ConceptDocument, StoreDType, StoreFile, StoreMeta, TOOL_VERSION, temporary_path, write_shard,
+};
+
+pub const STATE_FILE: &str = "_prepare.json";
+const STATE_FORMAT: &str = "lcm-prepare-1";
+
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    pub inputs: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Input documents per shard.
+    pub shard_size: usize,
+    /// Stop after this many input documents.
+    pub limit: Option<usize>,
+    pub dtype: StoreDType,
+    pub reader: ReaderOptions,
+    pub segmenter: SegmenterConfig,
+    /// Documents with more sentences are stored as several rows (`id#1`, `id#2`, …) so a
+    /// single enormous document cannot make one row (and the writer's buffers) unbounded.
+    pub max_sentences_per_row: usize,
+    /// Sentences handed to the encoder per call: large enough to sort by length and keep
+    /// both cores busy, small enough for a lively progress bar.
+    pub encode_chunk: usize,
+}
+
+impl PrepareOptions {
+    pub fn new(inputs: Vec<PathBuf>, out: PathBuf) -> Self {
+        Self {
+            inputs,
+            out,
+            shard_size: 1000,
+            limit: None,
+            dtype: StoreDType::F32,
+            reader: ReaderOptions::default(),
+            segmenter: SegmenterConfig::default(),
+            max_sentences_per_row: 4096,
+            encode_chunk: 1024,
+        }
+    }
+}
+
+/// Callbacks for progress display; all methods have empty defaults.
+pub trait PrepareProgress: Sync {
+    fn start(&self, _estimated_documents: Option<u64>) {}
+    fn sentences_encoded(&self, _sentences: u64) {}
+    fn documents_done(&self, _documents: u64, _sentences: u64) {}
+    fn shard_done(&self, _index: usize, _path: &Path, _resumed: bool) {}
+}
+
+pub struct NoProgress;
+impl PrepareProgress for NoProgress {}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PrepareReport {
+    pub documents: usize,
+    pub rows: usize,
+    pub sentences: usize,
+    pub shards_written: usize,
+    pub shards_resumed: usize,
+    pub documents_without_sentences: usize,
+    pub read: ReadStatsReport,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadStatsReport {
+    pub invalid_utf8_lines: usize,
+    pub invalid_json_lines: usize,
+    pub missing_text: usize,
+    pub empty_documents: usize,
+}
+
+impl From<&ReadStats> for ReadStatsReport {
+    fn from(s: &ReadStats) -> Self {
+        Self {
+            invalid_utf8_lines: s.invalid_utf8_lines,
+            invalid_json_lines: s.invalid_json_lines,
+            missing_text: s.missing_text,
+            empty_documents: s.empty_documents,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct InputFingerprint {
+    path: String,
+    bytes: u64,
+}
+
+/// Everything that decides the content of the shards; a resumed run must match it exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct PrepareSettings {
+    format: String,
+    store: StoreMeta,
+    segmenter: SegmenterConfig,
+    shard_size: usize,
+    limit: Option<usize>,
+    max_sentences_per_row: usize,
+    text_field: String,
+    id_field: String,
+    inputs: Vec<InputFingerprint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PrepareState {
+    settings: PrepareSettings,
+    complete: bool,
+    report: Option<PrepareReport>,
+}
+
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
+    let temporary = temporary_path(path);
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| DataError::Invalid(format!("cannot serialise {}: {e}", path.display())))?;
+    std::fs::write(&temporary, text).map_err(io_error(&temporary))?;
+    std::fs::rename(&temporary, path).map_err(io_error(path))
+}
+
+pub fn shard_path(out: &Path, index: usize) -> PathBuf {
+    out.join(format!("shard-{index:05}.parquet"))
+}
+
+/// A cheap upper bound on the number of documents, for the progress bar's ETA.
+fn estimate_documents(files: &[PathBuf]) -> Option<u64> {
+    let mut total = 0u64;
+    for file in files {
+        match file.extension().and_then(|e| e.to_str()) {
+            Some("parquet") => {
+                let handle = std::fs::File::open(file).ok()?;
+                let reader = parquet::file::reader::SerializedFileReader::new(handle).ok()?;
+                use parquet::file::reader::FileReader;
+                total += reader.metadata().file_metadata().num_rows() as u64;
+            }
+            Some("jsonl" | "ndjson" | "json") => {
+                use std::io::Read;
+                let mut handle = std::fs::File::open(file).ok()?;
+                let mut buffer = vec![0u8; 1 << 20];
+                loop {
+                    let n = handle.read(&mut buffer).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                }
+            }
+            _ => total += 1,
+        }
+    }
+    Some(total)
+}
+
+/// Splits each document into sentences (in parallel) and cuts over-long ones into rows.
+fn segment_documents(
+    segmenter: &Segmenter,
+    documents: &[Document],
+    max_sentences_per_row: usize,
+) -> Vec<(String, String, Vec<String>)> {
+    let segmented: Vec<Vec<String>> = documents
+        .par_iter()
+        .map(|d| segmenter.segment(&d.text))
+        .collect();
+    let mut rows = Vec::new();
+    for (document, sentences) in documents.iter().zip(segmented) {
+        if sentences.len() <= max_sentences_per_row {
+            rows.push((document.id.clone(), document.source.clone(), sentences));
+        } else {
+            for (part, chunk) in sentences.chunks(max_sentences_per_row).enumerate() {
+                rows.push((
+                    format!("{}#{}", document.id, part + 1),
+                    document.source.clone(),
+                    chunk.to_vec(),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+fn encode_rows(
+    encoder: &dyn ConceptEncoder,
+    rows: Vec<(String, String, Vec<String>)>,
+    lang: Option<&str>,
+    chunk: usize,
+    progress: &dyn PrepareProgress,
+) -> Result<Vec<ConceptDocument>> {
+    let dim = encoder.dim();
+    let sentences: Vec<&str> = rows
+        .iter()
+        .flat_map(|(_, _, s)| s.iter().map(String::as_str))
+        .collect();
+    let mut values: Vec<f32> = Vec::with_capacity(sentences.len() * dim);
+    for batch in sentences.chunks(chunk.max(1)) {
+        let embeddings = encoder.encode(batch, lang)?;
+        let (n, d) = embeddings.dims2()?;
+        if n != batch.len() || d != dim {
+            return Err(DataError::Invalid(format!(
+                "encoder `{}` returned [{n}, {d}] for {} sentences of dimension {dim}",
+                encoder.id(),
+                batch.len()
+            )));
+        }
+        let flat = embeddings
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        if let Some(bad) = flat.iter().position(|v| !v.is_finite()) {
+            return Err(DataError::Invalid(format!(
+                "encoder `{}` produced a non-finite value for sentence {:?}; the model weights may be corrupt — re-fetch the model",
+                encoder.id(),
+                batch[bad / dim]
+            )));
+        }
+        values.extend_from_slice(&flat);
+        progress.sentences_encoded(batch.len() as u64);
+    }
+    let mut offset = 0;
+    Ok(rows
+        .into_iter()
+        .map(|(id, source, sentences)| {
+            let end = offset + sentences.len() * dim;
+            let embeddings = values[offset..end].to_vec();
+            offset = end;
+            ConceptDocument {
+                id,
+                source,
+                sentences,
+                embeddings,
+            }
+        })
+        .collect())
+}
+
+/// Runs the whole job. Re-running with the same settings resumes; different settings on an
+/// existing output directory are refused rather than mixed.
+pub fn prepare(
+    encoder: &dyn ConceptEncoder,
+    options: &PrepareOptions,
+    progress: &dyn PrepareProgress,
+) -> Result<PrepareReport> {
+    let started = Instant::now();
+    if options.shard_size == 0 || options.max_sentences_per_row == 0 {
+        return Err(DataError::Invalid(
+            "--shard-size and max sentences per row must be positive".into(),
+        ));
+    }
+    let files = input_files(&options.inputs)?;
+    let mut inputs = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes = std::fs::metadata(file).map_err(io_error(file))?.len();
+        inputs.push(InputFingerprint {
+            path: file.display().to_string(),
+            bytes,
+        });
+    }
+    let store = StoreMeta {
+        encoder_id: encoder.id().to_string(),
+        dim: encoder.dim(),
+        dtype: options.dtype,
+        segmenter_version: SEGMENTER_VERSION.to_string(),
+        tool_version: TOOL_VERSION.to_string(),
+    };
+    let settings = PrepareSettings {
+        format: STATE_FORMAT.into(),
+        store: store.clone(),
+        segmenter: options.segmenter.clone(),
+        shard_size: options.shard_size,
+        limit: options.limit,
+        max_sentences_per_row: options.max_sentences_per_row,
+        text_field: options.reader.text_field.clone(),
+        id_field: options.reader.id_field.clone(),
+        inputs,
+    };
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let state_path = out.join(STATE_FILE);
+    check_existing_output(out, &state_path, &settings)?;
+    write_json_atomic(
+        &state_path,
+        &PrepareState {
+            settings: settings.clone(),
+            complete: false,
+            report: None,
+        },
+    )?;
+
+    let segmenter = Segmenter::new(options.segmenter.clone());
+    let mut reader = DocumentReader::open(&options.inputs, options.reader.clone())?;
+    let estimate = estimate_documents(&files).map(|n| match options.limit {
+        Some(limit) => n.min(limit as u64),
+        None => n,
+    });
+    progress.start(estimate);
+
+    let mut report = PrepareReport::default();
+    let lang = options.segmenter.lang.as_deref();
+    let mut shard_index = 0usize;
+    loop {
+        let remaining = options
+            .limit
+            .map(|limit| limit.saturating_sub(report.documents));
+        let take = remaining.map_or(options.shard_size, |r| r.min(options.shard_size));
+        if take == 0 {
+            break;
+        }
+        let documents = (&mut reader).take(take).collect::<Result<Vec<_>>>()?;
+        if documents.is_empty() {
+            break;
+        }
+        report.documents += documents.len();
+        let path = shard_path(out, shard_index);
+        if path.exists() {
+            let existing = StoreFile::open(&path)?;
+            store.check_same_space(&existing.meta, &path)?;
+            report.rows += existing.documents;
+            report.sentences += existing.sentences;
+            report.shards_resumed += 1;
+            progress.documents_done(documents.len() as u64, existing.sentences as u64);
+            progress.shard_done(shard_index, &path, true);
+        } else {
+            let rows = segment_documents(&segmenter, &documents, options.max_sentences_per_row);
+            let (rows, empty): (Vec<_>, Vec<_>) =
+                rows.into_iter().partition(|(_, _, s)| !s.is_empty());
+            report.documents_without_sentences += empty.len();
+            let encoded = encode_rows(encoder, rows, lang, options.encode_chunk, progress)?;
+            let sentences: usize = encoded.iter().map(ConceptDocument::len).sum();
+            write_shard(&path, &store, &encoded)?;
+            report.rows += encoded.len();
+            report.sentences += sentences;
+            report.shards_written += 1;
+            progress.documents_done(documents.len() as u64, sentences as u64);
+            progress.shard_done(shard_index, &path, false);
+        }
+        shard_index += 1;
+    }
+    report.read = ReadStatsReport::from(&reader.stats);
+    report.seconds = started.elapsed().as_secs_f64();
+    write_json_atomic(
+        &state_path,
+        &PrepareState {
+            settings,
+            complete: true,
+            report: Some(report.clone()),
+        },
+    )?;
+    Ok(report)
+}
+
+/// Refuses an output directory that holds another job's shards.
+fn check_existing_output(out: &Path, state_path: &Path, settings: &PrepareSettings) -> Result<()> {
+    if state_path.exists() {
+        let text = std::fs::read_to_string(state_path).map_err(io_error(state_path))?;
+        let state: PrepareState = serde_json::from_str(&text).map_err(|e| {
+            DataError::Invalid(format!(
+                "{} is unreadable ({e}); it records an earlier `lcm prepare` — remove {} or choose another --out",
+                state_path.display(),
+                out.display()
+            ))
+        })?;
+        if state.settings.store.encoder_id != settings.store.encoder_id
+            || state.settings.store.dim != settings.store.dim
+        {
+            return Err(DataError::EncoderMismatch {
+                path: out.to_path_buf(),
+                expected: settings.store.encoder_id.clone(),
+                expected_dim: settings.store.dim,
+                found: state.settings.store.encoder_id,
+                found_dim: state.settings.store.dim,
+            });
+        }
+        if state.settings != *settings {
+            let mut left = serde_json::to_value(&state.settings).unwrap_or_default();
+            let right = serde_json::to_value(settings).unwrap_or_default();
+            let mut changed = Vec::new();
+            if let (Some(l), Some(r)) = (left.as_object_mut(), right.as_object()) {
+                for (key, value) in r {
+                    if l.get(key) != Some(value) {
+                        changed.push(key.clone());
+                    }
+                }
+            }
+            return Err(DataError::Invalid(format!(
+                "{} holds shards of a `lcm prepare` run with different settings ({}); resume with the same settings, or write to a new --out",
+                out.display(),
+                changed.join(", ")
+            )));
+        }
+        return Ok(());
+    }
+    for path in crate::store::shard_paths(out)? {
+        // Shards without a state file: refuse only what belongs to another space; shards of
+        // the same space and settings would be overwritten shard by shard, never mixed.
+        let existing = StoreFile::open(&path)?;
+        settings.store.check_same_space(&existing.meta, &path)?;
+        return Err(DataError::Invalid(format!(
+            "{} already holds Parquet shards not written by this job (no {STATE_FILE}); write to a new --out",
+            out.display()
+        )));
+    }
+    Ok(())
+}
