@@ -63,8 +63,8 @@ pub struct Segmenter {
     /// Abbreviations that end a sentence only after a number ("1990 г." is a year, "г. Москва" a
     /// city).
     unless_after_number: HashSet<String>,
-    /// Month names that keep a German ordinal ("am 3. Oktober") in its sentence.
-    ordinal_months: HashSet<String>,
+    /// Words that keep a German ordinal in its sentence ("am 3. Oktober", "das 20. Jahrhundert").
+    ordinal_followers: HashSet<String>,
 }
 
 impl Default for Segmenter {
@@ -85,8 +85,8 @@ impl Segmenter {
         let mut always = HashSet::new();
         let mut before_number = HashSet::new();
         let mut unless_after_number = HashSet::new();
-        let mut ordinal_months = HashSet::new();
-        let mut add = |set: &mut HashSet<String>, words: &[&str]| {
+        let mut ordinal_followers = HashSet::new();
+        let add = |set: &mut HashSet<String>, words: &[&str]| {
             for w in words {
                 set.insert(normalize_entry(w));
             }
@@ -107,7 +107,7 @@ impl Segmenter {
         if all || lang == Some(Lang::De) {
             add(&mut always, DE_ALWAYS);
             add(&mut before_number, DE_BEFORE_NUMBER);
-            add(&mut ordinal_months, DE_MONTHS);
+            add(&mut ordinal_followers, DE_ORDINAL_FOLLOWERS);
         }
         if all || lang == Some(Lang::Es) {
             add(&mut always, ES_ALWAYS);
@@ -123,7 +123,7 @@ impl Segmenter {
             always,
             before_number,
             unless_after_number,
-            ordinal_months,
+            ordinal_followers,
         }
     }
 
@@ -154,6 +154,13 @@ impl Segmenter {
                 cur = Some(next);
                 continue;
             };
+            // UAX #29 counts opening brackets as closing punctuation, so 「 in 。「本当？」 sticks
+            // to the sentence before it.
+            let open = trailing_openers(&u[c.clone()]);
+            if open > 0 && open < c.len() {
+                c.end -= open;
+                next.start -= open;
+            }
             // French puts a space before a closing guillemet, which UAX #29 reads as the start
             // of the next sentence: « Bonjour. » Puis …
             let lead = shiftable_closers(&u[next.clone()]);
@@ -242,7 +249,7 @@ impl Segmenter {
         }
         if token.len() <= 2 && token.bytes().all(|b| b.is_ascii_digit()) {
             // German ordinals: "am 3. Oktober", "3. 10. 2020".
-            return digit_next || self.ordinal_months.contains(leading_word(next));
+            return digit_next || self.ordinal_followers.contains(leading_word(next));
         }
         // An unknown dotted abbreviation ("a.m.", "Ph.D.") before a number.
         token.contains('.') && digit_next
@@ -295,7 +302,9 @@ impl Segmenter {
             let ideal = p + target;
             let half = (target / 4).max(1);
             let lo = ideal.saturating_sub(half).max(p + min_len);
-            let hi = (ideal + half).min(p + max_len).min(n.saturating_sub(min_len));
+            let hi = (ideal + half)
+                .min(p + max_len)
+                .min(n.saturating_sub(min_len));
             let cut = if lo <= hi {
                 best_cut(chars, p, lo, hi, ideal)
             } else {
@@ -483,8 +492,10 @@ impl UnitBuilder {
         if self.pending_space {
             let prev = self.buf.chars().next_back();
             // Chinese and Japanese wrap lines anywhere and put no spaces between words.
-            let cjk_wrap =
-                self.pending_newline && prev.is_some_and(is_wide) && is_wide(next) && !is_wide_space(next);
+            let cjk_wrap = self.pending_newline
+                && prev.is_some_and(is_wide)
+                && is_wide(next)
+                && !is_wide_space(next);
             if prev.is_some() && !cjk_wrap {
                 self.buf.push(if self.pending_newline {
                     '\u{0B}'
@@ -511,7 +522,10 @@ fn is_inert(c: char) -> bool {
     !c.is_alphanumeric()
         && !c.is_whitespace()
         && !is_terminator(c)
-        && !matches!(c, '-' | '=' | '_' | '*' | '#' | '~' | '+' | '/' | '\\' | '|')
+        && !matches!(
+            c,
+            '-' | '=' | '_' | '*' | '#' | '~' | '+' | '/' | '\\' | '|'
+        )
 }
 
 /// UAX #29 pieces of a unit, as byte ranges covering it.
@@ -563,7 +577,20 @@ fn shiftable_closers(s: &str) -> usize {
     for (i, c) in s.char_indices().take(4) {
         if matches!(
             c,
-            '»' | '›' | '”' | '’' | '"' | '\'' | ')' | ']' | '}' | '」' | '』' | '）' | '】' | '》' | '〉'
+            '»' | '›'
+                | '”'
+                | '’'
+                | '"'
+                | '\''
+                | ')'
+                | ']'
+                | '}'
+                | '」'
+                | '』'
+                | '）'
+                | '】'
+                | '》'
+                | '〉'
         ) {
             end = i + c.len_utf8();
         } else if c.is_whitespace() {
@@ -573,6 +600,40 @@ fn shiftable_closers(s: &str) -> usize {
         }
     }
     if end == s.len() { end } else { 0 }
+}
+
+/// Byte length of unambiguous opening brackets ending `s` right after a sentence terminator.
+fn trailing_openers(s: &str) -> usize {
+    let mut start = s.len();
+    for (i, c) in s.char_indices().rev().take(4) {
+        if matches!(
+            c,
+            '「' | '『'
+                | '（'
+                | '【'
+                | '《'
+                | '〈'
+                | '〔'
+                | '［'
+                | '｛'
+                | '('
+                | '['
+                | '{'
+                | '„'
+                | '‚'
+                | '¿'
+                | '¡'
+        ) {
+            start = i;
+        } else {
+            return if is_terminator(c) || is_closer(c) {
+                s.len() - start
+            } else {
+                0
+            };
+        }
+    }
+    0
 }
 
 /// The word ending `s`: letters, digits and inner dots or hyphens ("e.g", "z.B", "Dipl.-Ing").
@@ -670,11 +731,18 @@ fn strip_closers(s: &str) -> &str {
 }
 
 fn ends_with_terminal(s: &str) -> bool {
-    strip_closers(s).chars().next_back().is_some_and(is_terminator)
+    strip_closers(s)
+        .chars()
+        .next_back()
+        .is_some_and(is_terminator)
 }
 
 /// A list marker on its own: "1.", "2.1.", "a)", "(iv)", "IV.".
 fn is_marker(word: &str) -> bool {
+    // Markers are short; the bound also keeps checks on a long accumulated sentence O(1).
+    if word.len() > 16 {
+        return false;
+    }
     let inner = match word.strip_prefix('(') {
         Some(rest) => rest.strip_suffix(')'),
         None => word.strip_suffix(['.', ')']),
@@ -704,9 +772,28 @@ fn is_list_item(line: &str) -> bool {
     let second = chars.next();
     match first {
         '-' | '*' | '+' => second.is_some_and(char::is_whitespace),
-        '•' | '·' | '‣' | '◦' | '▪' | '▫' | '►' | '▸' | '●' | '○' | '■' | '□' | '✓' | '✔' | '→'
-        | '・' | '–' | '—' | '①'..='⑳' => true,
-        '#' => line.trim_start_matches('#').starts_with(char::is_whitespace),
+        '•'
+        | '·'
+        | '‣'
+        | '◦'
+        | '▪'
+        | '▫'
+        | '►'
+        | '▸'
+        | '●'
+        | '○'
+        | '■'
+        | '□'
+        | '✓'
+        | '✔'
+        | '→'
+        | '・'
+        | '–'
+        | '—'
+        | '①'..='⑳' => true,
+        '#' => line
+            .trim_start_matches('#')
+            .starts_with(char::is_whitespace),
         _ => {
             let word = line.split(char::is_whitespace).next().unwrap_or("");
             if word.len() < line.len() && is_marker(word) {
@@ -990,18 +1077,95 @@ const FR_BEFORE_NUMBER: &[&str] = &[
 ];
 
 const DE_ALWAYS: &[&str] = &[
-    "z.B", "d.h", "u.a", "u.U", "z.T", "i.d.R", "s.o", "s.u", "o.g", "v.a", "bzw", "ggf", "evtl",
-    "vgl", "sog", "inkl", "exkl", "bzgl", "zzgl", "Hr", "Hrn", "Fr", "Dipl", "Dipl.-Ing", "Ing",
-    "Mio", "Mrd", "geb", "gest", "Abt",
+    "z.B",
+    "d.h",
+    "u.a",
+    "u.U",
+    "z.T",
+    "i.d.R",
+    "s.o",
+    "s.u",
+    "o.g",
+    "v.a",
+    "bzw",
+    "ggf",
+    "evtl",
+    "vgl",
+    "sog",
+    "inkl",
+    "exkl",
+    "bzgl",
+    "zzgl",
+    "Hr",
+    "Hrn",
+    "Fr",
+    "Dipl",
+    "Dipl.-Ing",
+    "Ing",
+    "Mio",
+    "Mrd",
+    "geb",
+    "gest",
+    "Abt",
 ];
 const DE_BEFORE_NUMBER: &[&str] = &[
     "Abs", "Bd", "Bde", "S", "Kap", "Tel", "Str", "Jan", "Feb", "Mär", "Apr", "Jun", "Jul", "Aug",
     "Sep", "Sept", "Okt", "Nov", "Dez", "usw", "Jh", "Jhd", "u.ä", "o.ä", "u.v.m",
 ];
-const DE_MONTHS: &[&str] = &[
-    "Januar", "Jänner", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
-    "Oktober", "November", "Dezember", "Jan", "Feb", "Mär", "Apr", "Jun", "Jul", "Aug", "Sep",
-    "Sept", "Okt", "Nov", "Dez",
+/// Words that follow a German ordinal: months, and nouns commonly counted ("20. Jahrhundert").
+const DE_ORDINAL_FOLLOWERS: &[&str] = &[
+    "Januar",
+    "Jänner",
+    "Februar",
+    "März",
+    "April",
+    "Mai",
+    "Juni",
+    "Juli",
+    "August",
+    "September",
+    "Oktober",
+    "November",
+    "Dezember",
+    "Jan",
+    "Feb",
+    "Mär",
+    "Apr",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Sept",
+    "Okt",
+    "Nov",
+    "Dez",
+    "Jahrhundert",
+    "Jahrhunderts",
+    "Jahrtausend",
+    "Jahrestag",
+    "Geburtstag",
+    "Lebensjahr",
+    "Platz",
+    "Platzes",
+    "Stock",
+    "Stockwerk",
+    "Etage",
+    "Klasse",
+    "Mal",
+    "Kapitel",
+    "Auflage",
+    "Ausgabe",
+    "Liga",
+    "Bundesliga",
+    "Weltkrieg",
+    "Weltkriegs",
+    "Runde",
+    "Spieltag",
+    "Sinfonie",
+    "Symphonie",
+    "Jahrgang",
+    "Sitzung",
+    "Wahlperiode",
 ];
 
 const ES_ALWAYS: &[&str] = &[
@@ -1015,8 +1179,32 @@ const ES_BEFORE_NUMBER: &[&str] = &[
 ];
 
 const RU_ALWAYS: &[&str] = &[
-    "т.е", "т.к", "т.н", "т.ч", "напр", "им", "ул", "просп", "пер", "пл", "д", "кв", "гр", "проф",
-    "акад", "доц", "тов", "см", "ср", "англ", "нем", "франц", "лат", "рус", "пос", "обл",
+    "т.е",
+    "т.к",
+    "т.н",
+    "т.ч",
+    "напр",
+    "им",
+    "ул",
+    "просп",
+    "пер",
+    "пл",
+    "д",
+    "кв",
+    "гр",
+    "проф",
+    "акад",
+    "доц",
+    "тов",
+    "см",
+    "ср",
+    "англ",
+    "нем",
+    "франц",
+    "лат",
+    "рус",
+    "пос",
+    "обл",
 ];
 const RU_BEFORE_NUMBER: &[&str] = &[
     "т.д", "т.п", "др", "пр", "рис", "стр", "с", "ст", "т", "гл", "руб", "коп", "тыс", "млн",

@@ -294,6 +294,8 @@ pub fn prepare(
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let state_path = out.join(STATE_FILE);
     check_existing_output(out, &state_path, &settings)?;
+    let segmenter = Segmenter::new(options.segmenter.clone());
+    let mut reader = DocumentReader::open(&options.inputs, options.reader.clone())?;
     write_json_atomic(
         &state_path,
         &PrepareState {
@@ -303,8 +305,6 @@ pub fn prepare(
         },
     )?;
 
-    let segmenter = Segmenter::new(options.segmenter.clone());
-    let mut reader = DocumentReader::open(&options.inputs, options.reader.clone())?;
     let estimate = estimate_documents(&files).map(|n| match options.limit {
         Some(limit) => n.min(limit as u64),
         None => n,
@@ -387,7 +387,8 @@ fn check_existing_output(out: &Path, state_path: &Path, settings: &PrepareSettin
                 found_dim: state.settings.store.dim,
             });
         }
-        if state.settings != *settings {
+        // With no shard written yet there is nothing to mix: the new settings simply win.
+        if state.settings != *settings && !crate::store::shard_paths(out)?.is_empty() {
             let mut left = serde_json::to_value(&state.settings).unwrap_or_default();
             let right = serde_json::to_value(settings).unwrap_or_default();
             let mut changed = Vec::new();
