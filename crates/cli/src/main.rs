@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "lcm", version, about = "Large Concept Models: language modelling in sentence-embedding space")]
+#[command(
+    name = "lcm",
+    version,
+    about = "Large Concept Models: language modelling in sentence-embedding space"
+)]
 struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -27,7 +27,11 @@ pub fn read_text(file: Option<&Path>) -> Result<String> {
         Ok(text) => Ok(text),
         Err(error) => {
             let valid = error.utf8_error().valid_up_to();
-            let line = error.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count() + 1;
+            let line = error.as_bytes()[..valid]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
             bail!(
                 "{name}: line {line}: invalid UTF-8 (byte offset {valid}); convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
             )
@@ -78,9 +82,11 @@ pub fn safetensors_bytes(
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &data)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    safetensors::serialize([("embeddings", view)], Some(metadata)).map_err(|e| anyhow::anyhow!("{e}"))
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &data)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    safetensors::serialize([("embeddings", view)], Some(metadata))
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[cfg(test)]
@@ -96,7 +102,10 @@ mod tests {
         assert!(header.contains("'shape': (2, 3)"));
         assert!(header.ends_with('\n'));
         assert_eq!(bytes.len(), 10 + header_len + 24);
-        assert_eq!(&bytes[10 + header_len..14 + header_len], &1f32.to_le_bytes());
+        assert_eq!(
+            &bytes[10 + header_len..14 + header_len],
+            &1f32.to_le_bytes()
+        );
     }
 
     #[test]
@@ -106,6 +115,9 @@ mod tests {
         std::fs::write(&path, b"fine\nalso fine\nbad \xff byte\n").expect("write");
         let error = read_text(Some(&path)).expect_err("invalid");
         let message = error.to_string();
-        assert!(message.contains("line 3") && message.contains("bad.txt"), "{message}");
+        assert!(
+            message.contains("line 3") && message.contains("bad.txt"),
+            "{message}"
+        );
     }
 }

@@ -62,8 +62,10 @@ impl PrepareProgress for PrepareBar {
     }
     fn shard_done(&self, index: usize, path: &Path, resumed: bool) {
         if resumed {
-            self.bar
-                .println(format!("shard {index}: kept {} (already done)", path.display()));
+            self.bar.println(format!(
+                "shard {index}: kept {} (already done)",
+                path.display()
+            ));
         } else {
             tracing::info!("shard {index}: wrote {}", path.display());
         }

@@ -55,7 +55,10 @@ fn segment_reads_stdin_and_prints_one_sentence_per_line() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all("Mr. Smith paid $3.50 for it. Then he left!\n\n今日は晴れです。明日は雨です。".as_bytes())
+        .write_all(
+            "Mr. Smith paid $3.50 for it. Then he left!\n\n今日は晴れです。明日は雨です。"
+                .as_bytes(),
+        )
         .expect("write");
     let output = child.wait_with_output().expect("wait");
     let text = String::from_utf8(output.stdout).expect("utf-8");
@@ -77,7 +80,10 @@ fn segment_names_the_line_of_invalid_utf8() {
     let file = home.path().join("latin1.txt");
     std::fs::write(&file, b"ok line\ncaf\xe9 au lait\n").expect("write");
     let stderr = run_err(lcm(home.path()).arg("segment").arg(&file));
-    assert!(stderr.contains("latin1.txt: line 2: invalid UTF-8"), "{stderr}");
+    assert!(
+        stderr.contains("latin1.txt: line 2: invalid UTF-8"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -125,7 +131,10 @@ fn encode_writes_npy_and_safetensors() {
             .arg(&st),
     );
     let report = run_ok(lcm(home.path()).arg("inspect").arg(&st));
-    assert!(report.contains("embeddings") && report.contains("[1, 32]"), "{report}");
+    assert!(
+        report.contains("embeddings") && report.contains("[1, 32]"),
+        "{report}"
+    );
     assert!(report.contains("tiny-bert@"), "{report}");
 }
 
@@ -133,7 +142,10 @@ fn encode_writes_npy_and_safetensors() {
 fn missing_and_broken_models_say_how_to_fix_them() {
     let home = tempfile::tempdir().expect("tempdir");
     let stderr = run_err(lcm(home.path()).args(["encode", "--encoder", "minilm", "Hi."]));
-    assert!(stderr.contains("bash scripts/fetch-models.sh minilm"), "{stderr}");
+    assert!(
+        stderr.contains("bash scripts/fetch-models.sh minilm"),
+        "{stderr}"
+    );
 
     let broken = home.path().join("broken-model");
     std::fs::create_dir(&broken).expect("mkdir");
@@ -190,7 +202,10 @@ fn prepare_killed_with_sigkill_resumes_without_corrupt_or_duplicate_shards() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let survived = shard_count(&killed);
-    assert!(survived >= 3, "the run should have written shards before the kill");
+    assert!(
+        survived >= 3,
+        "the run should have written shards before the kill"
+    );
     assert!(survived < 16, "the run finished before it could be killed");
 
     let summary = run_ok(&mut prepare(&killed));
@@ -204,16 +219,25 @@ fn prepare_killed_with_sigkill_resumes_without_corrupt_or_duplicate_shards() {
     assert_eq!(a["store"]["documents"], "16");
     assert_eq!(a["store"]["sentences"], b["store"]["sentences"]);
     assert_eq!(a["statistics"], b["statistics"]);
-    for entry in std::fs::read_dir(&killed).expect("list").filter_map(Result::ok) {
+    for entry in std::fs::read_dir(&killed)
+        .expect("list")
+        .filter_map(Result::ok)
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "temporary file left behind: {name}");
+        assert!(
+            !name.ends_with(".tmp"),
+            "temporary file left behind: {name}"
+        );
     }
     // Byte-identical shards: nothing was duplicated, truncated or reordered.
     for index in 0..16 {
         let name = format!("shard-{index:05}.parquet");
         let x = std::fs::read(clean.join(&name)).expect("clean shard");
         let y = std::fs::read(killed.join(&name)).expect("resumed shard");
-        assert!(x == y, "{name} differs between the clean and the resumed run");
+        assert!(
+            x == y,
+            "{name} differs between the clean and the resumed run"
+        );
     }
 }
 
@@ -241,7 +265,10 @@ fn fit_normalizer_and_inspect_work_on_a_prepared_store() {
     );
     assert!(printed.contains("dim 32"), "{printed}");
     let report = run_ok(lcm(home.path()).arg("inspect").arg(&store));
-    assert!(report.contains("documents") && report.contains("3"), "{report}");
+    assert!(
+        report.contains("documents") && report.contains("3"),
+        "{report}"
+    );
     let report = run_ok(lcm(home.path()).arg("inspect").arg(&norm));
     assert!(report.contains("gaussian_robust"), "{report}");
 }

@@ -203,7 +203,9 @@ impl DocumentReader {
         let mut line = 0usize;
         loop {
             buffer.clear();
-            let n = reader.read_until(b'\n', &mut buffer).map_err(io_error(path))?;
+            let n = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(io_error(path))?;
             if n == 0 {
                 break;
             }
@@ -299,14 +301,12 @@ impl DocumentReader {
         })?;
         let texts = texts.as_string::<i32>();
         let ids = match batch.column_by_name(&self.options.id_field) {
-            Some(column) => Some(
-                arrow::compute::cast(column, &DataType::Utf8).map_err(|e| {
-                    DataError::BadParquet {
-                        path: path.to_path_buf(),
-                        reason: e.to_string(),
-                    }
-                })?,
-            ),
+            Some(column) => Some(arrow::compute::cast(column, &DataType::Utf8).map_err(|e| {
+                DataError::BadParquet {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                }
+            })?),
             None => None,
         };
         let ids = ids.as_ref().map(|a| a.as_string::<i32>());

@@ -32,7 +32,15 @@ pub fn sample_vectors(store: &ConceptStore, size: usize, seed: u64) -> Result<Ve
 }
 
 /// Fits the robust normaliser on a seeded sample of up to `sample_size` vectors of `store`.
-pub fn fit_normalizer(store: &ConceptStore, sample_size: usize, seed: u64) -> Result<RobustNormalizer> {
+pub fn fit_normalizer(
+    store: &ConceptStore,
+    sample_size: usize,
+    seed: u64,
+) -> Result<RobustNormalizer> {
     let sample = sample_vectors(store, sample_size, seed)?;
-    Ok(RobustNormalizer::fit(&sample, store.meta.dim, &store.meta.encoder_id)?)
+    Ok(RobustNormalizer::fit(
+        &sample,
+        store.meta.dim,
+        &store.meta.encoder_id,
+    )?)
 }

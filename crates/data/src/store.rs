@@ -265,10 +265,19 @@ pub fn write_shard(path: &Path, meta: &StoreMeta, documents: &[ConceptDocument])
     let temporary = temporary_path(path);
     let file = File::create(&temporary).map_err(io_error(&temporary))?;
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| {
-            DataError::Invalid(format!("zstd level: {e}"))
-        })?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).map_err(|e| DataError::Invalid(format!("zstd level: {e}")))?,
+        ))
         .set_max_row_group_row_count(Some(256))
+        // Also as plain Parquet key-value metadata, for readers that ignore the Arrow schema.
+        .set_key_value_metadata(Some(
+            meta.to_map()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .map(|(k, v)| parquet::file::metadata::KeyValue::new(k, v))
+                .collect(),
+        ))
         .build();
     let parquet_error = |e: parquet::errors::ParquetError| DataError::BadParquet {
         path: temporary.clone(),
@@ -351,10 +360,8 @@ impl StoreFile {
         check_schema(path, &schema, &meta)?;
         let documents = builder.metadata().file_metadata().num_rows() as usize;
         // Sentence counts are the lengths of the `text_sentences` lists: read only that column.
-        let mask = parquet::arrow::ProjectionMask::columns(
-            builder.parquet_schema(),
-            [SENTENCES_COLUMN],
-        );
+        let mask =
+            parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), [SENTENCES_COLUMN]);
         let reader = builder
             .with_projection(mask)
             .build()
@@ -466,7 +473,9 @@ impl DocumentIter {
             let first = (vector_base + start) * self.dim;
             let last = (vector_base + end) * self.dim;
             let row_values = values.get(first..last).ok_or_else(|| {
-                schema_error(format!("row {row}: vector values out of range (corrupt file?)"))
+                schema_error(format!(
+                    "row {row}: vector values out of range (corrupt file?)"
+                ))
             })?;
             if let Some(bad) = row_values.iter().position(|v| !v.is_finite()) {
                 return Err(DataError::NonFinite {

@@ -123,7 +123,10 @@ fn f16_store_round_trips_within_half_precision() {
     options.out = b.clone();
     options.dtype = StoreDType::F16;
     prepare(&encoder, &options, &NoProgress).expect("f16");
-    assert_eq!(ConceptStore::open(&b).expect("open").meta.dtype, StoreDType::F16);
+    assert_eq!(
+        ConceptStore::open(&b).expect("open").meta.dtype,
+        StoreDType::F16
+    );
     let (full, half) = (read_all(&a), read_all(&b));
     assert_eq!(full.len(), 4);
     for (x, y) in full.iter().zip(&half) {
@@ -208,7 +211,10 @@ fn invalid_utf8_and_bad_lines_are_skipped_and_counted_or_fail_in_strict_mode() {
     options.reader.strict = true;
     let error = prepare(&encoder, &options, &NoProgress).expect_err("strict");
     let message = error.to_string();
-    assert!(message.contains("mixed.jsonl: line 2") && message.contains("UTF-8"), "{message}");
+    assert!(
+        message.contains("mixed.jsonl: line 2") && message.contains("UTF-8"),
+        "{message}"
+    );
     assert!(shard_paths(&options.out).expect("list").is_empty());
 }
 
@@ -247,7 +253,11 @@ fn a_ten_megabyte_single_line_document_is_bounded() {
     assert_eq!(first.sentences.len(), 50_000);
     if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
         // Text (10 MB) + sentences + a few copies in flight; far from unbounded growth.
-        assert!(after.saturating_sub(before) < 400 * 1024, "peak RSS grew by {} KiB", after - before);
+        assert!(
+            after.saturating_sub(before) < 400 * 1024,
+            "peak RSS grew by {} KiB",
+            after - before
+        );
     }
 }
 
@@ -269,7 +279,10 @@ fn non_finite_embeddings_are_refused_and_nothing_is_written() {
     options.shard_size = 1;
     let error = prepare(&encoder, &options, &NoProgress).expect_err("NaN");
     let message = error.to_string();
-    assert!(message.contains("non-finite") && message.contains("whale"), "{message}");
+    assert!(
+        message.contains("non-finite") && message.contains("whale"),
+        "{message}"
+    );
     // The first shard is complete and valid; the failing one does not exist.
     assert!(shard_path(&out, 0).exists());
     assert!(!shard_path(&out, 1).exists());
@@ -292,7 +305,10 @@ fn stores_never_mix_encoders_or_dimensions() {
         poison: None,
     };
     let error = prepare(&other, &options, &NoProgress).expect_err("mixed");
-    assert!(matches!(error, DataError::EncoderMismatch { .. }), "{error}");
+    assert!(
+        matches!(error, DataError::EncoderMismatch { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("new --out"), "{error}");
 
     // Two stores of different dimension in one directory are refused when opened together.
@@ -399,5 +415,8 @@ fn normaliser_fit_on_a_store_is_seeded_and_in_its_space() {
     let path = dir.path().join("norm.safetensors");
     a.save(&path).expect("save");
     let report = lcm_data::inspect::inspect(&path).expect("inspect normaliser");
-    assert_eq!(report.get("metadata", "encoder_id"), Some("hash-test-encoder"));
+    assert_eq!(
+        report.get("metadata", "encoder_id"),
+        Some("hash-test-encoder")
+    );
 }

@@ -42,7 +42,10 @@ pub fn run(args: Args) -> Result<()> {
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let embeddings = encoder.encode(&refs, args.lang.as_deref())?;
     let (rows, cols) = embeddings.dims2()?;
-    let values = embeddings.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let values = embeddings
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     match args.out {
         None => {
             let stdout = std::io::stdout();

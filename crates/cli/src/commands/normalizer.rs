@@ -23,7 +23,8 @@ pub fn run(args: Args) -> Result<()> {
     normalizer
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    let mean_scale = normalizer.scale.iter().map(|&s| s as f64).sum::<f64>() / normalizer.dim() as f64;
+    let mean_scale =
+        normalizer.scale.iter().map(|&s| s as f64).sum::<f64>() / normalizer.dim() as f64;
     println!(
         "fitted on {} vectors of `{}` (dim {}); mean scale {:.5}; wrote {}",
         normalizer.fitted_on,
