@@ -53,11 +53,10 @@ def default_sentences() -> tuple[Path, str]:
         # Any English prose at hand: licence texts and Python's own documentation strings.
         files = sorted(Path("/usr/share/common-licenses").glob("*"))
         texts = [p.read_text(encoding="utf-8", errors="ignore") for p in files if p.is_file()]
-        import pydoc  # noqa: F401  (imported for its module docstrings below)
-        import textwrap
+        import importlib
 
         for mod in ("argparse", "json", "pathlib", "subprocess", "re", "datetime", "pydoc", "textwrap"):
-            texts.append(sys.modules[mod].__doc__ or "")
+            texts.append(importlib.import_module(mod).__doc__ or "")
         for t in texts:
             sentences += split_sentences(" ".join(t.split()))
         source = (

@@ -36,8 +36,9 @@ use kernels::{Mat, MatMut};
 /// How an encoder uses more than one thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Threading {
-    /// Each batch is split into one packed part per thread, and each part runs the whole
-    /// forward pass single-threaded. No synchronisation inside the forward pass.
+    /// Each thread runs whole forward passes single-threaded: threads take whole batches when
+    /// there are many, otherwise each batch is split into one packed part per thread. No synchronisation inside a forward pass; the faster mode on the
+    /// 2-core machine this was measured on (bench/README.md).
     DataParallel,
     /// One forward pass per batch; matrix products, attention and row kernels are split
     /// across threads.
@@ -115,7 +116,10 @@ impl BertConfig {
                 None => Err(format!("missing or non-integer `{key}`")),
             }
         };
-        let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+        let act = v
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
         let hidden_act = match act {
             "gelu" => Activation::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
@@ -148,7 +152,7 @@ impl BertConfig {
             max_position_embeddings: uint("max_position_embeddings")?,
             type_vocab_size,
         };
-        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size, cfg.num_attention_heads
@@ -317,7 +321,8 @@ impl Bert {
                 let dst = &mut ws.h[row * h..(row + 1) * h];
                 let word = &emb.word[id * h..(id + 1) * h];
                 let pos = &emb.position[p * h..(p + 1) * h];
-                for (((d, &w), &ty), &ps) in dst.iter_mut().zip(word).zip(&emb.token_type).zip(pos) {
+                for (((d, &w), &ty), &ps) in dst.iter_mut().zip(word).zip(&emb.token_type).zip(pos)
+                {
                     *d = (w + ty) + ps;
                 }
                 row += 1;
@@ -401,6 +406,9 @@ impl Bert {
 
     /// One sequence: `qkv` is `[L, 3H]`, `ctx` is `[L, H]`.
     fn attend(&self, qkv: &[f32], ctx: &mut [f32], len: usize, scores: &mut Vec<f32>) {
+        if len == 0 {
+            return;
+        }
         let h = self.config.hidden_size;
         let d = self.config.head_dim();
         let scale = 1.0 / (d as f32).sqrt();
@@ -492,7 +500,17 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
         let path = m.get("path").and_then(Value::as_str).unwrap_or("");
         match ty.rsplit('.').next().unwrap_or("") {
-            "Transformer" if i == 0 => {}
+            "Transformer" if i == 0 && path.is_empty() => {}
+            "Transformer" if i == 0 => {
+                return Err(bad(
+                    folder,
+                    format!(
+                        "modules.json puts the Transformer in `{path}/`; only folders with the \
+                         BERT files (config.json, tokenizer.json, model.safetensors) at the top \
+                         level are supported"
+                    ),
+                ));
+            }
             "Pooling" if i > 0 && pooling.is_none() => {
                 pooling = Some(read_pooling(folder, path, hidden)?);
             }
@@ -509,8 +527,12 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
             }
         }
     }
-    let pooling =
-        pooling.ok_or_else(|| bad(folder, "modules.json has no Pooling module after the Transformer"))?;
+    let pooling = pooling.ok_or_else(|| {
+        bad(
+            folder,
+            "modules.json has no Pooling module after the Transformer",
+        )
+    })?;
     Ok(Pipeline {
         pooling,
         normalize,
@@ -524,8 +546,12 @@ fn read_pooling(folder: &Path, dir: &str, hidden: usize) -> Result<Vec<Pooling>>
     } else {
         format!("{dir}/config.json")
     };
-    let cfg = read_json(folder, &rel)?
-        .ok_or_else(|| bad(folder, format!("{rel} (the pooling config named in modules.json) is missing")))?;
+    let cfg = read_json(folder, &rel)?.ok_or_else(|| {
+        bad(
+            folder,
+            format!("{rel} (the pooling config named in modules.json) is missing"),
+        )
+    })?;
     for key in ["embedding_dimension", "word_embedding_dimension"] {
         if let Some(d) = cfg.get(key).and_then(Value::as_u64)
             && d as usize != hidden
@@ -543,7 +569,12 @@ fn read_pooling(folder: &Path, dir: &str, hidden: usize) -> Result<Vec<Pooling>>
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<_>>()
             .ok_or_else(|| bad(folder, format!("{rel}: pooling_mode must hold strings")))?,
-        Some(_) => return Err(bad(folder, format!("{rel}: pooling_mode must be a string or a list"))),
+        Some(_) => {
+            return Err(bad(
+                folder,
+                format!("{rel}: pooling_mode must be a string or a list"),
+            ));
+        }
         // Older sentence-transformers wrote one boolean per mode, concatenated in this order.
         None => [
             ("pooling_mode_cls_token", "cls"),
@@ -584,10 +615,12 @@ fn folder_max_seq_length(folder: &Path, cfg: &BertConfig, has_modules: bool) -> 
         && let Some(sb) = read_json(folder, "sentence_bert_config.json")?
         && let Some(v) = sb.get("max_seq_length").filter(|v| !v.is_null())
     {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| bad(folder, "sentence_bert_config.json: max_seq_length must be an integer"))?
-            as usize;
+        let n = v.as_u64().ok_or_else(|| {
+            bad(
+                folder,
+                "sentence_bert_config.json: max_seq_length must be an integer",
+            )
+        })? as usize;
         if n > positions {
             // PyTorch would index past the position table; use what the model can do.
             tracing::warn!(
@@ -607,7 +640,12 @@ fn folder_max_seq_length(folder: &Path, cfg: &BertConfig, has_modules: bool) -> 
 }
 
 /// Converts a safetensors tensor to f32, checking its shape and that every value is finite.
-fn tensor_f32(st: &SafeTensors<'_>, folder: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+fn tensor_f32(
+    st: &SafeTensors<'_>,
+    folder: &Path,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
     let view = st
         .tensor(name)
         .map_err(|_| bad(folder, format!("model.safetensors has no tensor `{name}`")))?;
@@ -637,7 +675,9 @@ fn tensor_f32(st: &SafeTensors<'_>, folder: &Path, name: &str, shape: &[usize]) 
         other => {
             return Err(bad(
                 folder,
-                format!("model.safetensors: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"),
+                format!(
+                    "model.safetensors: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+                ),
             ));
         }
     };
@@ -659,7 +699,12 @@ struct WeightLoader<'a> {
 
 impl WeightLoader<'_> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        tensor_f32(&self.st, self.folder, &format!("{}{name}", self.prefix), shape)
+        tensor_f32(
+            &self.st,
+            self.folder,
+            &format!("{}{name}", self.prefix),
+            shape,
+        )
     }
 
     /// PyTorch `Linear(d_in, d_out)` at `name`, transposed to `[d_in, d_out]`.
@@ -676,7 +721,11 @@ impl WeightLoader<'_> {
 
     fn layer_norm(&self, name: &str, width: usize, eps: f64) -> Result<LayerNorm> {
         // Checkpoints converted from TensorFlow name the parameters gamma/beta.
-        let has = |suffix: &str| self.st.tensor(&format!("{}{name}.{suffix}", self.prefix)).is_ok();
+        let has = |suffix: &str| {
+            self.st
+                .tensor(&format!("{}{name}.{suffix}", self.prefix))
+                .is_ok()
+        };
         let (g, b) = if !has("weight") && has("gamma") {
             ("gamma", "beta")
         } else {
@@ -702,8 +751,12 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 fn load_bert(folder: &Path, bytes: &[u8], cfg: &BertConfig) -> Result<Bert> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(folder, format!("model.safetensors is not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| {
+        bad(
+            folder,
+            format!("model.safetensors is not a valid safetensors file: {e}"),
+        )
+    })?;
     let probe = "embeddings.word_embeddings.weight";
     let prefix = if st.tensor(probe).is_ok() {
         ""
@@ -712,7 +765,9 @@ fn load_bert(folder: &Path, bytes: &[u8], cfg: &BertConfig) -> Result<Bert> {
     } else {
         return Err(bad(
             folder,
-            format!("model.safetensors has no `{probe}` (with or without a `bert.` prefix); is it a BERT model?"),
+            format!(
+                "model.safetensors has no `{probe}` (with or without a `bert.` prefix); is it a BERT model?"
+            ),
         ));
     };
     let w = WeightLoader { st, folder, prefix };
@@ -787,7 +842,8 @@ impl BertEncoder {
         }
         let config_json = read_json(folder, "config.json")?
             .ok_or_else(|| bad(folder, "config.json is missing"))?;
-        let cfg = BertConfig::from_json(&config_json).map_err(|e| bad(folder, format!("config.json: {e}")))?;
+        let cfg = BertConfig::from_json(&config_json)
+            .map_err(|e| bad(folder, format!("config.json: {e}")))?;
         let pipeline = read_pipeline(folder, cfg.hidden_size)?;
 
         let max_seq_length = match opts.max_seq_length {
@@ -804,7 +860,9 @@ impl BertEncoder {
         if max_seq_length < 2 {
             return Err(bad(
                 folder,
-                format!("maximum sequence length {max_seq_length} leaves no room for [CLS] and [SEP]"),
+                format!(
+                    "maximum sequence length {max_seq_length} leaves no room for [CLS] and [SEP]"
+                ),
             ));
         }
 
@@ -824,7 +882,12 @@ impl BertEncoder {
                 stride: 0,
                 ..Default::default()
             }))
-            .map_err(|e| bad(folder, format!("tokenizer.json: cannot truncate to {max_seq_length}: {e}")))?;
+            .map_err(|e| {
+                bad(
+                    folder,
+                    format!("tokenizer.json: cannot truncate to {max_seq_length}: {e}"),
+                )
+            })?;
         tokenizer.with_padding(None);
         let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
         if max_id >= cfg.vocab_size {
@@ -841,7 +904,9 @@ impl BertEncoder {
         let bytes = std::fs::read(&weights_path).map_err(|e| {
             bad(
                 folder,
-                format!("cannot read model.safetensors: {e} (PyTorch .bin weights are not supported)"),
+                format!(
+                    "cannot read model.safetensors: {e} (PyTorch .bin weights are not supported)"
+                ),
             )
         })?;
         let digest = Sha256::digest(&bytes);
@@ -854,7 +919,12 @@ impl BertEncoder {
             .num_threads(opts.threads)
             .thread_name(|i| format!("lcm-bert-{i}"))
             .build()
-            .map_err(|e| ConceptError::Invalid(format!("cannot start {} encoder threads: {e}", opts.threads)))?;
+            .map_err(|e| {
+                ConceptError::Invalid(format!(
+                    "cannot start {} encoder threads: {e}",
+                    opts.threads
+                ))
+            })?;
         Ok(Self {
             id: format!("{name}@{}", &hex[..12]),
             folder: folder.to_path_buf(),
@@ -900,32 +970,30 @@ impl BertEncoder {
         })
     }
 
-    /// Runs one batch of token sequences and writes the pooled vectors (`[n, dim]`) to `out`.
-    fn encode_batch(&self, seqs: &[&[u32]], out: &mut [f32]) {
-        let parts = if self.threading == Threading::DataParallel && self.threads > 1 {
-            split_by_tokens(seqs, self.threads)
-        } else {
-            vec![seqs]
-        };
-        let intra_threads = if parts.len() > 1 { 1 } else { self.threads };
-        let dim = self.dim();
-        let mut outs: Vec<&mut [f32]> = Vec::with_capacity(parts.len());
-        let mut rest = out;
-        for p in &parts {
-            let (mine, tail) = rest.split_at_mut(p.len() * dim);
-            outs.push(mine);
-            rest = tail;
+    fn data_parallel(&self) -> bool {
+        self.threading == Threading::DataParallel && self.threads > 1
+    }
+
+    /// Groups sentence indices (sorted longest first) into forward passes.
+    ///
+    /// Batches of `batch_size`; in data-parallel mode with few batches, each batch is further
+    /// split into one part per thread (balanced by tokens) so that no thread idles. With many
+    /// batches, whole batches make larger matrix products, and the longest-first order keeps
+    /// the last (shortest) batches from leaving one thread alone for long.
+    fn work_units(&self, order: &[usize], ids: &[&[u32]]) -> Vec<Vec<usize>> {
+        let batches = order.chunks(self.batch_size);
+        if !self.data_parallel() || batches.len() >= WHOLE_BATCHES_PER_THREAD * self.threads {
+            return batches.map(<[usize]>::to_vec).collect();
         }
-        let run = |(part, out): (&[&[u32]], &mut [f32])| {
-            let mut ws = self.take_workspace();
-            self.run_part(part, out, &mut ws, intra_threads);
-            self.return_workspace(ws);
-        };
-        if parts.len() > 1 {
-            parts.into_par_iter().zip(outs).for_each(run);
-        } else {
-            parts.into_iter().zip(outs).for_each(run);
-        }
+        batches
+            .flat_map(|batch| {
+                let lens: Vec<usize> = batch.iter().map(|&i| ids[i].len()).collect();
+                split_by_tokens(&lens, self.threads)
+                    .into_iter()
+                    .map(|r| batch[r].to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     fn run_part(&self, seqs: &[&[u32]], out: &mut [f32], ws: &mut Workspace, threads: usize) {
@@ -935,6 +1003,12 @@ impl BertEncoder {
         let h = self.bert.config.hidden_size;
         let mut start = 0;
         for (&len, row) in lens.iter().zip(out.chunks_exact_mut(self.dim())) {
+            if len == 0 {
+                // Only tokenizers without [CLS]/[SEP] get here (for ""); sentence-transformers
+                // pools such an all-padding row to zeros.
+                row.fill(0.0);
+                continue;
+            }
             let tokens = &ws.h[start * h..(start + len) * h];
             for (mode, o) in self.pooling.iter().zip(row.chunks_exact_mut(h)) {
                 mode.apply(tokens, h, o);
@@ -946,6 +1020,31 @@ impl BertEncoder {
             }
             start += len;
         }
+    }
+
+    /// Guards the forward pass's table lookups against a tokenizer that misbehaves at run time
+    /// (load-time checks cover the vocabulary, but ids and lengths come from user text).
+    fn check_tokens(&self, ids: &[&[u32]], base: usize) -> Result<()> {
+        let vocab = self.bert.config.vocab_size;
+        for (i, seq) in ids.iter().enumerate() {
+            if seq.len() > self.max_seq_length {
+                return Err(ConceptError::Tokenizer(format!(
+                    "sentence {} has {} tokens after truncation to {} ({})",
+                    base + i,
+                    seq.len(),
+                    self.max_seq_length,
+                    self.folder.join("tokenizer.json").display()
+                )));
+            }
+            if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab) {
+                return Err(ConceptError::Tokenizer(format!(
+                    "sentence {} has token id {id} beyond vocab_size {vocab} ({})",
+                    base + i,
+                    self.folder.join("tokenizer.json").display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn take_workspace(&self) -> Workspace {
@@ -964,25 +1063,29 @@ impl BertEncoder {
     }
 }
 
-/// Splits length-sorted sequences into at most `parts` contiguous groups of similar token counts.
-fn split_by_tokens<'a>(seqs: &'a [&'a [u32]], parts: usize) -> Vec<&'a [&'a [u32]]> {
-    let total: usize = seqs.iter().map(|s| s.len()).sum();
-    let mut groups = Vec::with_capacity(parts);
+/// Splits sequences (by their lengths) into at most `parts` contiguous ranges of similar token
+/// counts.
+fn split_by_tokens(lens: &[usize], parts: usize) -> Vec<std::ops::Range<usize>> {
+    let total: usize = lens.iter().sum();
+    let mut ranges = Vec::with_capacity(parts);
     let mut start = 0;
     let mut acc = 0;
-    for (i, s) in seqs.iter().enumerate() {
-        acc += s.len();
-        let boundary = total * (groups.len() + 1) / parts;
-        if acc >= boundary && groups.len() + 1 < parts {
-            groups.push(&seqs[start..=i]);
+    for (i, len) in lens.iter().enumerate() {
+        acc += len;
+        let boundary = total * (ranges.len() + 1) / parts;
+        if acc >= boundary && ranges.len() + 1 < parts {
+            ranges.push(start..i + 1);
             start = i + 1;
         }
     }
-    if start < seqs.len() {
-        groups.push(&seqs[start..]);
+    if start < lens.len() {
+        ranges.push(start..lens.len());
     }
-    groups
+    ranges
 }
+
+/// Below this many batches per thread, batches are split across threads (see `work_units`).
+const WHOLE_BATCHES_PER_THREAD: usize = 4;
 
 /// Sentences tokenised at once: bounds the memory of `Encoding`s for very long inputs while
 /// leaving plenty to sort by length within.
@@ -1000,20 +1103,36 @@ impl ConceptEncoder for BertEncoder {
             let base = chunk_idx * TOKENIZE_CHUNK;
             let encodings = self.tokenize(chunk)?;
             let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+            self.check_tokens(&ids, base)?;
             // Longest first, like sentence-transformers; stable, so ties keep input order.
             let mut order: Vec<usize> = (0..ids.len()).collect();
             order.sort_by_key(|&i| Reverse(ids[i].len()));
-            let mut pooled = vec![0.0f32; self.batch_size.min(ids.len()) * dim];
-            for batch in order.chunks(self.batch_size) {
-                let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i]).collect();
-                let pooled = &mut pooled[..batch.len() * dim];
-                self.pool.install(|| self.encode_batch(&seqs, pooled));
-                for (&i, row) in batch.iter().zip(pooled.chunks_exact(dim)) {
+            let units = self.work_units(&order, &ids);
+            let run = |unit: &Vec<usize>, threads: usize| -> Vec<f32> {
+                let seqs: Vec<&[u32]> = unit.iter().map(|&i| ids[i]).collect();
+                let mut pooled = vec![0.0f32; unit.len() * dim];
+                let mut ws = self.take_workspace();
+                self.run_part(&seqs, &mut pooled, &mut ws, threads);
+                self.return_workspace(ws);
+                pooled
+            };
+            let pooled: Vec<Vec<f32>> = self.pool.install(|| {
+                if self.data_parallel() {
+                    units.par_iter().map(|u| run(u, 1)).collect()
+                } else {
+                    units.iter().map(|u| run(u, self.threads)).collect()
+                }
+            });
+            for (unit, rows) in units.iter().zip(&pooled) {
+                for (&i, row) in unit.iter().zip(rows.chunks_exact(dim)) {
                     out[(base + i) * dim..(base + i + 1) * dim].copy_from_slice(row);
                 }
             }
         }
-        if let Some(bad_row) = out.chunks_exact(dim).position(|r| r.iter().any(|v| !v.is_finite())) {
+        if let Some(bad_row) = out
+            .chunks_exact(dim)
+            .position(|r| r.iter().any(|v| !v.is_finite()))
+        {
             return Err(ConceptError::InvalidEmbedding(format!(
                 "sentence {bad_row} encoded to NaN/inf with {} ({})",
                 self.id,
@@ -1038,16 +1157,13 @@ mod tests {
 
     #[test]
     fn split_balances_tokens() {
-        let a = [0u32; 10];
-        let b = [0u32; 6];
-        let c = [0u32; 4];
-        let seqs: Vec<&[u32]> = vec![&a, &b, &c];
-        let g = split_by_tokens(&seqs, 2);
-        assert_eq!(g.len(), 2);
-        assert_eq!(g[0].len(), 1);
-        assert_eq!(g[1].len(), 2);
-        let one: Vec<&[u32]> = vec![&a];
-        assert_eq!(split_by_tokens(&one, 2).len(), 1);
+        assert_eq!(split_by_tokens(&[10, 6, 4], 2), vec![0..1, 1..3]);
+        assert_eq!(split_by_tokens(&[10], 2), vec![0..1]);
+        assert_eq!(split_by_tokens(&[5, 5, 5, 5], 3), vec![0..2, 2..3, 3..4]);
+        assert_eq!(
+            split_by_tokens(&[], 2),
+            Vec::<std::ops::Range<usize>>::new()
+        );
     }
 
     #[test]

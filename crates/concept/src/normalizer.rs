@@ -218,7 +218,9 @@ impl RobustNormalizer {
         if center.len() != scale.len() || center.is_empty() {
             return Err(bad("center and scale differ in length".into()));
         }
-        if scale.iter().any(|s| !s.is_finite() || *s <= 0.0) || center.iter().any(|c| !c.is_finite()) {
+        if scale.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || center.iter().any(|c| !c.is_finite())
+        {
             return Err(bad("non-finite center or non-positive scale".into()));
         }
         Ok(Self {
@@ -314,7 +316,10 @@ mod tests {
             .and_then(|t| t.to_vec1::<f32>())
             .expect("vec");
         for (a, b) in data.iter().zip(&back) {
-            assert!((a - b).abs() <= 4.0 * f32::EPSILON * a.abs().max(1.0), "{a} vs {b}");
+            assert!(
+                (a - b).abs() <= 4.0 * f32::EPSILON * a.abs().max(1.0),
+                "{a} vs {b}"
+            );
         }
         // Slice path agrees with the tensor path bit for bit.
         let mut in_place = data.clone();
@@ -340,7 +345,9 @@ mod tests {
         let loaded = RobustNormalizer::load(&path).expect("load");
         assert_eq!(n, loaded);
         assert!(loaded.check_encoder("enc@123", &path).is_ok());
-        let err = loaded.check_encoder("other@456", &path).expect_err("mismatch");
+        let err = loaded
+            .check_encoder("other@456", &path)
+            .expect_err("mismatch");
         assert!(err.to_string().contains("enc@123"), "{err}");
         let x = Tensor::zeros((2, dim + 1), DType::F32, &Device::Cpu).expect("zeros");
         assert!(loaded.normalize(&x).is_err());

@@ -40,10 +40,7 @@ const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
 
 /// The project's data root: `$LCM_HOME`, else `$HOME/.lcm`.
 pub fn lcm_home() -> PathBuf {
-    lcm_home_from(
-        std::env::var_os("LCM_HOME").map(PathBuf::from),
-        home_dir(),
-    )
+    lcm_home_from(std::env::var_os("LCM_HOME").map(PathBuf::from), home_dir())
 }
 
 fn lcm_home_from(lcm_home: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
@@ -74,7 +71,11 @@ pub struct SearchRoots {
 impl SearchRoots {
     /// Roots from the process environment.
     pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let hf_cache = var("HF_HUB_CACHE")
             .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
             .unwrap_or_else(|| {
@@ -85,7 +86,12 @@ impl SearchRoots {
                     .join("hub")
             });
         let offline = std::env::var("HF_HUB_OFFLINE")
-            .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+            .map(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "on"
+                )
+            })
             .unwrap_or(false);
         Self {
             lcm_home: lcm_home(),
@@ -110,9 +116,11 @@ pub fn resolve_model_in(name_or_path: &str, roots: &SearchRoots) -> Result<PathB
         return Ok(as_path.to_path_buf());
     }
 
-    let known = KNOWN_MODELS
-        .iter()
-        .find(|m| m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name_or_path)));
+    let known = KNOWN_MODELS.iter().find(|m| {
+        m.aliases
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name_or_path))
+    });
     let repo_id = match known {
         Some(m) => m.repo_id.to_string(),
         None if is_repo_id(name_or_path) => name_or_path.to_string(),
@@ -168,7 +176,9 @@ pub fn resolve_model_in(name_or_path: &str, roots: &SearchRoots) -> Result<PathB
 /// The short model name used in encoder ids: the folder name, or the repo's basename when the
 /// folder is a snapshot inside the HF cache (`models--org--name/snapshots/<rev>`).
 pub fn model_name_for_folder(folder: &Path) -> String {
-    let folder = folder.canonicalize().unwrap_or_else(|_| folder.to_path_buf());
+    let folder = folder
+        .canonicalize()
+        .unwrap_or_else(|_| folder.to_path_buf());
     let file_name = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -199,8 +209,7 @@ fn is_repo_id(s: &str) -> bool {
         !p.is_empty()
             && p != "."
             && p != ".."
-            && p
-                .chars()
+            && p.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!((parts.next(), parts.next(), parts.next()), (Some(org), Some(name), None) if valid(org) && valid(name))
@@ -294,11 +303,17 @@ mod tests {
     fn hf_cache_layout_follows_refs_main() {
         let tmp = tempfile::tempdir().unwrap();
         let r = roots(tmp.path());
-        let repo = r.hf_cache.join("models--sentence-transformers--all-MiniLM-L6-v2");
+        let repo = r
+            .hf_cache
+            .join("models--sentence-transformers--all-MiniLM-L6-v2");
         let rev = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
         touch_model(&repo.join("snapshots").join(rev));
         // A second snapshot that refs/main does not name must be ignored.
-        touch_model(&repo.join("snapshots").join("0000000000000000000000000000000000000000"));
+        touch_model(
+            &repo
+                .join("snapshots")
+                .join("0000000000000000000000000000000000000000"),
+        );
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs").join("main"), format!("{rev}\n")).unwrap();
 
@@ -322,7 +337,9 @@ mod tests {
         let r = roots(tmp.path());
         let local = r.lcm_home.join("models").join("all-MiniLM-L6-v2");
         touch_model(&local);
-        let repo = r.hf_cache.join("models--sentence-transformers--all-MiniLM-L6-v2");
+        let repo = r
+            .hf_cache
+            .join("models--sentence-transformers--all-MiniLM-L6-v2");
         touch_model(&repo.join("snapshots").join("abc"));
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs").join("main"), "abc").unwrap();

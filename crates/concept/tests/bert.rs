@@ -51,7 +51,13 @@ fn matrix(v: &Value) -> Vec<Vec<f32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect()
 }
 
@@ -112,11 +118,16 @@ fn apply_edits(dir: &Path, edits: &Value) {
         std::fs::remove_file(dir.join(rel.as_str().unwrap())).unwrap();
     }
     for (rel, content) in edits["json"].as_object().into_iter().flatten() {
-        std::fs::write(dir.join(rel), serde_json::to_string_pretty(content).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(rel),
+            serde_json::to_string_pretty(content).unwrap(),
+        )
+        .unwrap();
     }
     if let Some(changes) = edits["config"].as_object() {
         let path = dir.join("config.json");
-        let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for (k, v) in changes {
             cfg[k] = v.clone();
         }
@@ -147,7 +158,10 @@ fn rewrite_weights(
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = out
         .iter()
         .map(|(n, (dt, shape, data))| {
-            (n.clone(), safetensors::tensor::TensorView::new(*dt, shape.clone(), data).unwrap())
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, shape.clone(), data).unwrap(),
+            )
         })
         .collect();
     let serialized = safetensors::serialize(views, None).unwrap();
@@ -164,7 +178,10 @@ fn assert_bad_folder(err: ConceptError, needle: &str) {
         matches!(err, ConceptError::BadModelFolder { .. }),
         "expected BadModelFolder, got: {msg}"
     );
-    assert!(msg.contains(needle), "error should mention `{needle}`: {msg}");
+    assert!(
+        msg.contains(needle),
+        "error should mention `{needle}`: {msg}"
+    );
 }
 
 #[test]
@@ -172,13 +189,20 @@ fn tiny_bert_matches_sentence_transformers() {
     let p = load_parity("tiny_parity.json");
     let enc = BertEncoder::from_folder(tiny_dir(), &opts(4)).unwrap();
     assert_eq!(enc.dim(), p.json["dim"].as_u64().unwrap() as usize);
-    assert_eq!(enc.max_seq_length(), p.json["max_seq_length"].as_u64().unwrap() as usize);
+    assert_eq!(
+        enc.max_seq_length(),
+        p.json["max_seq_length"].as_u64().unwrap() as usize
+    );
     let sha = p.json["model_sha256"].as_str().unwrap();
     assert_eq!(enc.id(), format!("tiny-bert@{}", &sha[..12]));
     let got = encode(&enc, &p.sentences);
     let (d, row) = max_abs_diff(&got, &p.embeddings);
     eprintln!("tiny-bert parity: max abs diff {d:.3e} (row {row})");
-    assert!(d <= TINY_TOL, "max abs diff {d} at row {row} ({:?})", p.sentences[row]);
+    assert!(
+        d <= TINY_TOL,
+        "max abs diff {d} at row {row} ({:?})",
+        p.sentences[row]
+    );
 }
 
 #[test]
@@ -188,7 +212,8 @@ fn tiny_bert_folder_variants_match_sentence_transformers() {
         let name = variant["name"].as_str().unwrap();
         let (_tmp, dir) = tiny_copy();
         apply_edits(&dir, &variant["edits"]);
-        let enc = BertEncoder::from_folder(&dir, &opts(4)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let enc =
+            BertEncoder::from_folder(&dir, &opts(4)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             enc.max_seq_length(),
             variant["max_seq_length"].as_u64().unwrap() as usize,
@@ -207,19 +232,37 @@ fn half_precision_and_prefixed_weights_load_identically() {
     // The fixture's weights are bf16 values inside f16's normal range, so both conversions
     // are exact and the outputs must be bit-for-bit those of the f32 file.
     let p = load_parity("tiny_parity.json");
-    let base = encode(&BertEncoder::from_folder(tiny_dir(), &opts(8)).unwrap(), &p.sentences);
-    for (label, dtype) in [("f16", Dtype::F16), ("bf16", Dtype::BF16), ("bert. prefix", Dtype::F32)] {
+    let base = encode(
+        &BertEncoder::from_folder(tiny_dir(), &opts(8)).unwrap(),
+        &p.sentences,
+    );
+    for (label, dtype) in [
+        ("f16", Dtype::F16),
+        ("bf16", Dtype::BF16),
+        ("bert. prefix", Dtype::F32),
+    ] {
         let (_tmp, dir) = tiny_copy();
         rewrite_weights(&dir, |name, shape, values| {
             let data = match dtype {
-                Dtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-                Dtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+                Dtype::F16 => values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                Dtype::BF16 => values
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
                 _ => f32_bytes(&values),
             };
-            let name = if dtype == Dtype::F32 { format!("bert.{name}") } else { name.to_string() };
+            let name = if dtype == Dtype::F32 {
+                format!("bert.{name}")
+            } else {
+                name.to_string()
+            };
             Some((name, dtype, shape, data))
         });
-        let enc = BertEncoder::from_folder(&dir, &opts(8)).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let enc =
+            BertEncoder::from_folder(&dir, &opts(8)).unwrap_or_else(|e| panic!("{label}: {e}"));
         let (d, _) = max_abs_diff(&encode(&enc, &p.sentences), &base);
         assert_eq!(d, 0.0, "{label}");
     }
@@ -228,7 +271,10 @@ fn half_precision_and_prefixed_weights_load_identically() {
 #[test]
 fn order_batch_size_and_threading_do_not_change_rows() {
     let p = load_parity("tiny_parity.json");
-    let base = encode(&BertEncoder::from_folder(tiny_dir(), &opts(4)).unwrap(), &p.sentences);
+    let base = encode(
+        &BertEncoder::from_folder(tiny_dir(), &opts(4)).unwrap(),
+        &p.sentences,
+    );
 
     // A fixed permutation (reversed, then every third moved to the front).
     let n = p.sentences.len();
@@ -257,7 +303,10 @@ fn order_batch_size_and_threading_do_not_change_rows() {
                 };
                 let enc = BertEncoder::from_folder(tiny_dir(), &o).unwrap();
                 let (d, _) = max_abs_diff(&encode(&enc, &p.sentences), &base);
-                assert!(d <= 1e-6, "batch {batch_size} {threading:?} x{threads}: {d}");
+                assert!(
+                    d <= 1e-6,
+                    "batch {batch_size} {threading:?} x{threads}: {d}"
+                );
             }
         }
     }
@@ -282,6 +331,22 @@ fn empty_input_and_empty_strings() {
 }
 
 #[test]
+fn tokenizer_without_special_tokens_pools_empty_input_to_zeros() {
+    let (_t, dir) = tiny_copy();
+    let path = dir.join("tokenizer.json");
+    let mut tok: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["post_processor"] = Value::Null;
+    std::fs::write(&path, serde_json::to_string(&tok).unwrap()).unwrap();
+    let enc = BertEncoder::from_folder(&dir, &opts(4)).unwrap();
+    let lens = enc.token_lengths(&["", "hello"]).unwrap();
+    assert_eq!(lens[0], 0);
+    assert!(lens[1] > 0);
+    let rows = encode(&enc, &[String::new(), "hello".to_string()]);
+    assert!(rows[0].iter().all(|&v| v == 0.0));
+    assert!(rows[1].iter().any(|&v| v != 0.0));
+}
+
+#[test]
 fn max_seq_length_override_truncates() {
     let o = EncoderOptions {
         max_seq_length: Some(8),
@@ -295,7 +360,9 @@ fn max_seq_length_override_truncates() {
         max_seq_length: Some(10_000),
         ..opts(4)
     };
-    let err = BertEncoder::from_folder(tiny_dir(), &too_long).err().unwrap();
+    let err = BertEncoder::from_folder(tiny_dir(), &too_long)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("max_position_embeddings"), "{err}");
 }
 
@@ -303,36 +370,62 @@ fn max_seq_length_override_truncates() {
 fn bad_folders_name_the_file_and_problem() {
     let o = opts(4);
 
-    let err = BertEncoder::from_folder("/nonexistent/model", &o).err().unwrap();
+    let err = BertEncoder::from_folder("/nonexistent/model", &o)
+        .err()
+        .unwrap();
     assert_bad_folder(err, "not a directory");
 
     let (_t, dir) = tiny_copy();
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "tokenizer.json");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "tokenizer.json",
+    );
 
     let (_t, dir) = tiny_copy();
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "model.safetensors");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "model.safetensors",
+    );
 
     let (_t, dir) = tiny_copy();
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "config.json");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "config.json",
+    );
 
     let (_t, dir) = tiny_copy();
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "config.json");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "config.json",
+    );
 
     let (_t, dir) = tiny_copy();
     apply_edits(&dir, &serde_json::json!({"config": {"model_type": "t5"}}));
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "model_type is `t5`");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "model_type is `t5`",
+    );
 
     let (_t, dir) = tiny_copy();
-    apply_edits(&dir, &serde_json::json!({"config": {"hidden_act": "swish"}}));
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "hidden_act `swish`");
+    apply_edits(
+        &dir,
+        &serde_json::json!({"config": {"hidden_act": "swish"}}),
+    );
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "hidden_act `swish`",
+    );
 
     // A config that disagrees with the weights.
     let (_t, dir) = tiny_copy();
-    apply_edits(&dir, &serde_json::json!({"config": {"intermediate_size": 48}}));
+    apply_edits(
+        &dir,
+        &serde_json::json!({"config": {"intermediate_size": 48}}),
+    );
     assert_bad_folder(
         BertEncoder::from_folder(&dir, &o).err().unwrap(),
         "encoder.layer.0.intermediate.dense.weight` has shape [64, 32], expected [48, 32]",
@@ -342,7 +435,12 @@ fn bad_folders_name_the_file_and_problem() {
     let (_t, dir) = tiny_copy();
     rewrite_weights(&dir, |name, shape, values| {
         if name == "encoder.layer.1.attention.self.key.weight" {
-            Some((name.to_string(), Dtype::F32, vec![16, 64], f32_bytes(&values)))
+            Some((
+                name.to_string(),
+                Dtype::F32,
+                vec![16, 64],
+                f32_bytes(&values),
+            ))
         } else {
             Some((name.to_string(), Dtype::F32, shape, f32_bytes(&values)))
         }
@@ -375,14 +473,20 @@ fn bad_folders_name_the_file_and_problem() {
 
     let (_t, dir) = tiny_copy();
     std::fs::write(dir.join("model.safetensors"), b"garbage").unwrap();
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "model.safetensors");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "model.safetensors",
+    );
 
     let (_t, dir) = tiny_copy();
     apply_edits(
         &dir,
         &serde_json::json!({"json": {"1_Pooling/config.json": {"pooling_mode": "median"}}}),
     );
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "1_Pooling/config.json");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "1_Pooling/config.json",
+    );
 
     let (_t, dir) = tiny_copy();
     apply_edits(
@@ -395,10 +499,27 @@ fn bad_folders_name_the_file_and_problem() {
     );
     assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "Dense");
 
+    // Old sentence-transformers layout with the BERT files in a subfolder.
+    let (_t, dir) = tiny_copy();
+    apply_edits(
+        &dir,
+        &serde_json::json!({"json": {"modules.json": [
+            {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+        ]}}),
+    );
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "0_Transformer",
+    );
+
     // A tokenizer whose ids exceed the embedding table.
     let (_t, dir) = tiny_copy();
     apply_edits(&dir, &serde_json::json!({"config": {"vocab_size": 100}}));
-    assert_bad_folder(BertEncoder::from_folder(&dir, &o).err().unwrap(), "vocab_size");
+    assert_bad_folder(
+        BertEncoder::from_folder(&dir, &o).err().unwrap(),
+        "vocab_size",
+    );
 }
 
 /// all-MiniLM-L6-v2 against sentence-transformers. Needs the model: CI runs
@@ -422,12 +543,19 @@ fn minilm_matches_sentence_transformers() {
          re-run `bash scripts/fetch-models.sh minilm`"
     );
     assert_eq!(enc.dim(), 384);
-    assert_eq!(enc.max_seq_length(), p.json["max_seq_length"].as_u64().unwrap() as usize);
+    assert_eq!(
+        enc.max_seq_length(),
+        p.json["max_seq_length"].as_u64().unwrap() as usize
+    );
 
     let got = encode(&enc, &p.sentences);
     let (d, row) = max_abs_diff(&got, &p.embeddings);
     eprintln!("all-MiniLM-L6-v2 parity: max abs diff {d:.3e} (row {row})");
-    assert!(d <= MINILM_TOL, "max abs diff {d} at row {row} ({:?})", p.sentences[row]);
+    assert!(
+        d <= MINILM_TOL,
+        "max abs diff {d} at row {row} ({:?})",
+        p.sentences[row]
+    );
 
     // Batch size and order do not matter beyond float noise.
     let enc1 = BertEncoder::from_folder(&folder, &opts(1)).unwrap();
