@@ -407,11 +407,10 @@ fn check_existing_output(out: &Path, state_path: &Path, settings: &PrepareSettin
         }
         return Ok(());
     }
-    for path in crate::store::shard_paths(out)? {
-        // Shards without a state file: refuse only what belongs to another space; shards of
-        // the same space and settings would be overwritten shard by shard, never mixed.
-        let existing = StoreFile::open(&path)?;
-        settings.store.check_same_space(&existing.meta, &path)?;
+    // Shards without a state file: name the foreign space if there is one, refuse either way.
+    if let Some(path) = crate::store::shard_paths(out)?.first() {
+        let existing = StoreFile::open(path)?;
+        settings.store.check_same_space(&existing.meta, path)?;
         return Err(DataError::Invalid(format!(
             "{} already holds Parquet shards not written by this job (no {STATE_FILE}); write to a new --out",
             out.display()

@@ -25,7 +25,7 @@ fn tiny_encoder() -> BertEncoder {
         threads: 2,
         ..EncoderOptions::default()
     };
-    BertEncoder::from_folder(&repo().join("fixtures/encoder/tiny-bert"), &options)
+    BertEncoder::from_folder(repo().join("fixtures/encoder/tiny-bert"), &options)
         .expect("tiny-bert fixture loads")
 }
 
