@@ -109,33 +109,30 @@ impl RobustNormalizer {
 
     /// In-place normalisation of row-major `[N, D]` values.
     pub fn normalize_in_place(&self, data: &mut [f32]) -> Result<()> {
-        if !data.len().is_multiple_of(self.dim()) {
-            return Err(ConceptError::DimensionMismatch {
-                expected: self.dim(),
-                got: data.len() % self.dim(),
-                context: "normalize_in_place: length is not a multiple of the dimension".into(),
-            });
-        }
-        for row in data.chunks_exact_mut(self.dim()) {
-            for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
-                *v = (*v - c) / s;
-            }
-        }
-        Ok(())
+        self.map_in_place(data, "normalize_in_place", |v, c, s| (v - c) / s)
     }
 
     /// In-place inverse of [`Self::normalize_in_place`].
     pub fn denormalize_in_place(&self, data: &mut [f32]) -> Result<()> {
+        self.map_in_place(data, "denormalize_in_place", |v, c, s| v * s + c)
+    }
+
+    fn map_in_place(
+        &self,
+        data: &mut [f32],
+        context: &str,
+        f: impl Fn(f32, f32, f32) -> f32,
+    ) -> Result<()> {
         if !data.len().is_multiple_of(self.dim()) {
             return Err(ConceptError::DimensionMismatch {
                 expected: self.dim(),
                 got: data.len() % self.dim(),
-                context: "denormalize_in_place: length is not a multiple of the dimension".into(),
+                context: format!("{context}: length is not a multiple of the dimension"),
             });
         }
         for row in data.chunks_exact_mut(self.dim()) {
-            for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
-                *v = *v * s + c;
+            for ((v, &c), &s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
+                *v = f(*v, c, s);
             }
         }
         Ok(())
