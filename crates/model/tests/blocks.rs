@@ -86,7 +86,9 @@ fn grad_check(
         let coords: Vec<usize> = if n <= SAMPLES_PER_VAR {
             (0..n).collect()
         } else {
-            (0..SAMPLES_PER_VAR).map(|_| rng.random_range(0..n)).collect()
+            (0..SAMPLES_PER_VAR)
+                .map(|_| rng.random_range(0..n))
+                .collect()
         };
         for &c in &coords {
             let eval = |delta: f64| {
@@ -186,12 +188,25 @@ fn fused_softmax_passes_no_gradient() {
     let x = var(&[2, 5], 6);
     let fused = candle_nn::ops::softmax_last_dim(x.as_tensor()).unwrap();
     let composed = softmax_last_dim_differentiable(x.as_tensor()).unwrap();
-    let diff = (&fused - &composed).unwrap().abs().unwrap().max_all().unwrap();
+    let diff = (&fused - &composed)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
     assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "forwards agree");
 
     let r = uniform(&[2, 5], 1, 1.0, DType::F64);
-    let grads = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
-    assert!(grads.get(x.as_tensor()).is_none(), "fused softmax passed a gradient");
+    let grads = (&fused * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(
+        grads.get(x.as_tensor()).is_none(),
+        "fused softmax passed a gradient"
+    );
 
     // Attention-shaped: out = softmax(q kᵀ) v.
     let q = var(&[1, 4, 3], 7);
@@ -204,7 +219,10 @@ fn fused_softmax_passes_no_gradient() {
     let grads = (&out * &r).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(q.as_tensor()).is_none());
     assert!(grads.get(k.as_tensor()).is_none());
-    assert!(grads.get(v.as_tensor()).is_some(), "V is downstream of the softmax");
+    assert!(
+        grads.get(v.as_tensor()).is_some(),
+        "V is downstream of the softmax"
+    );
 }
 
 struct AttnFixture {
@@ -242,7 +260,13 @@ fn attention_no_mask_gradients_match_finite_differences() {
     vars.push(("x_q".into(), xq.clone()));
     vars.push(("x_kv".into(), xkv.clone()));
     let s = grad_check("attention/none", &vars, &|| {
-        f.attn.forward(xq.as_tensor(), xkv.as_tensor(), &AttentionMask::None, None, None)
+        f.attn.forward(
+            xq.as_tensor(),
+            xkv.as_tensor(),
+            &AttentionMask::None,
+            None,
+            None,
+        )
     });
     assert_nonzero(&s, &QKVO);
     assert_nonzero(&s, &["x_q", "x_kv"]);
@@ -337,8 +361,13 @@ fn attention_additive_mask_gradients_match_finite_differences() {
     let mask = Tensor::from_vec(m, (2, 1, 4, 4), &cpu()).unwrap();
     let mask = AttentionMask::Additive(mask);
     let s = grad_check("attention/additive", &vars, &|| {
-        f.attn
-            .forward(x.as_tensor(), x.as_tensor(), &mask, Some((&f.rope, 0, 0)), None)
+        f.attn.forward(
+            x.as_tensor(),
+            x.as_tensor(),
+            &mask,
+            Some((&f.rope, 0, 0)),
+            None,
+        )
     });
     assert_nonzero(&s, &QKVO);
 }
@@ -356,7 +385,8 @@ fn decoder_layer_gradients_match_finite_differences() {
     let (varmap, vb) = f64_varmap();
     let cfg = small_config();
     let layer = TransformerDecoderLayer::new(&cfg, vb.pp("layer")).unwrap();
-    let rope = RotaryEmbedding::new(cfg.head_dim(), 32, cfg.rope_theta, DType::F64, &cpu()).unwrap();
+    let rope =
+        RotaryEmbedding::new(cfg.head_dim(), 32, cfg.rope_theta, DType::F64, &cpu()).unwrap();
     let mut vars = reseed(&varmap, 40, 0.5);
     let x = var(&[2, 5, 8], 41);
     vars.push(("x".into(), x.clone()));
@@ -366,7 +396,11 @@ fn decoder_layer_gradients_match_finite_differences() {
     assert_nonzero(&s, &QKVO);
     assert_nonzero(
         &s,
-        &["self_attn_layer_norm.weight", "ffn_layer_norm.weight", "gate_proj.weight"],
+        &[
+            "self_attn_layer_norm.weight",
+            "ffn_layer_norm.weight",
+            "gate_proj.weight",
+        ],
     );
 }
 
@@ -379,8 +413,17 @@ fn full_decoder_gradients_match_finite_differences() {
     let x = var(&[1, 4, 8], 51);
     vars.push(("x".into(), x.clone()));
     let s = grad_check("decoder", &vars, &|| dec.forward(x.as_tensor(), None));
-    assert_nonzero(&s, &["layers.0.self_attn.q_proj.weight", "layers.0.self_attn.k_proj.weight"]);
-    assert_nonzero(&s, &["layers.1.self_attn.q_proj.weight", "layer_norm.weight"]);
+    assert_nonzero(
+        &s,
+        &[
+            "layers.0.self_attn.q_proj.weight",
+            "layers.0.self_attn.k_proj.weight",
+        ],
+    );
+    assert_nonzero(
+        &s,
+        &["layers.1.self_attn.q_proj.weight", "layer_norm.weight"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -410,7 +453,11 @@ fn check_mask(mask: AttentionMask, tq: usize, tk: usize, visible: fn(usize, usiz
         let keep = Tensor::from_vec(keep, (1, tk, 1), &cpu()).unwrap();
         let hidden = (&xkv + noise.broadcast_mul(&keep).unwrap()).unwrap();
         let out = f.attn.forward(&xq, &hidden, &mask, None, None).unwrap();
-        assert_eq!(row(&out, 0, i), row(&base, 0, i), "row {i} saw a hidden key");
+        assert_eq!(
+            row(&out, 0, i),
+            row(&base, 0, i),
+            "row {i} saw a hidden key"
+        );
 
         let shown_mask = (1.0 - keep).unwrap();
         let shown = (&xkv + noise.broadcast_mul(&shown_mask).unwrap()).unwrap();
@@ -471,8 +518,16 @@ fn identity_shortcut_equals_explicit_diagonal_mask() {
         .attn
         .forward(&x, &x, &AttentionMask::Additive(eye), None, None)
         .unwrap();
-    let shortcut = f.attn.forward(&x, &x, &AttentionMask::Identity, None, None).unwrap();
-    let d = (explicit - shortcut).unwrap().abs().unwrap().max_all().unwrap();
+    let shortcut = f
+        .attn
+        .forward(&x, &x, &AttentionMask::Identity, None, None)
+        .unwrap();
+    let d = (explicit - shortcut)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
     assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
 }
 
@@ -542,7 +597,10 @@ fn decoder_kv_cache_incremental_equals_full() {
     let full = dec.forward(&x, None).unwrap();
 
     let mut cache = DecoderCache::new(cfg.n_layers);
-    let mut pieces = vec![dec.forward(&x.narrow(1, 0, 4).unwrap(), Some(&mut cache)).unwrap()];
+    let mut pieces = vec![
+        dec.forward(&x.narrow(1, 0, 4).unwrap(), Some(&mut cache))
+            .unwrap(),
+    ];
     for t in 4..9 {
         pieces.push(
             dec.forward(&x.narrow(1, t, 1).unwrap(), Some(&mut cache))
@@ -601,7 +659,13 @@ fn rope_rotates_interleaved_pairs_like_fairseq2() {
         let mut e = vec![0.0; dh];
         e[2 * i] = 1.0;
         let x = Tensor::from_vec(e, (1, 1, 1, dh), &cpu()).unwrap();
-        let out = rope.apply(&x, p).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let out = rope
+            .apply(&x, p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let angle = p as f64 * theta.powf(-((2 * i) as f64) / dh as f64);
         let mut want = vec![0.0; dh];
         want[2 * i] = angle.cos();

@@ -134,7 +134,7 @@ impl MultiHeadAttention {
     /// Parameter names follow fairseq2: `q_proj`, `k_proj`, `v_proj`, `output_proj`. The
     /// 1.6B reference configs put biases on all four (`mha_output_proj_bias=True`).
     pub fn new(d_model: usize, n_heads: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
-        if d_model % n_heads != 0 {
+        if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
             candle_core::bail!("d_model {d_model} is not divisible by n_heads {n_heads}");
         }
         Ok(Self {

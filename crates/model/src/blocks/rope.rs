@@ -26,7 +26,7 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             candle_core::bail!("RoPE needs an even head dimension, got {head_dim}");
         }
         let half = head_dim / 2;
