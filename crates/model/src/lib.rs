@@ -4,6 +4,12 @@
 //!   identity masks, KV cache) — every op differentiable and gradient-checked.
 //! - [`diffusion`]: noise schedules, DDIM sampling, classifier-free guidance (a port of the
 //!   scheduler the LCM reference uses, checked against HF diffusers).
+//! - [`base_lcm`]: Base-LCM (MSE next-concept regression).
+//! - [`two_tower`]: Two-Tower diffusion LCM (contextualizer + AdaLN denoiser).
+//! - [`presets`]: tiny / small / paper-size configurations.
 
+pub mod base_lcm;
 pub mod blocks;
 pub mod diffusion;
+pub mod presets;
+pub mod two_tower;

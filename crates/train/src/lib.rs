@@ -1,0 +1,58 @@
+//! Training utilities for Large Concept Models: an AdamW optimiser with PyTorch
+//! semantics, global gradient-norm clipping, learning-rate schedules, and atomic,
+//! resumable checkpoints.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod schedule;
+
+pub use checkpoint::{
+    CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
+};
+pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
+pub use schedule::LrSchedule;
+
+use std::path::PathBuf;
+
+/// Errors from the training utilities.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path} is corrupt or incomplete: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("checkpoint {path}: tensor `{name}` {problem}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        problem: String,
+    },
+    #[error(
+        "checkpoint {path}: expected encoder {expected}, checkpoint has {found}; \
+         train in that space or pass the matching store"
+    )]
+    EncoderMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("no checkpoint for step {step} in {dir}")]
+    NoSuchStep { dir: PathBuf, step: u64 },
+    #[error("optimizer: {0}")]
+    Optimizer(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}
