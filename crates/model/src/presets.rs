@@ -35,7 +35,7 @@ pub fn base_lcm_tiny() -> BaseLcmConfig {
     c
 }
 
-/// CPU-trainable on MiniLM: d = 256, 4 heads, 4 layers (≈3.5M parameters).
+/// CPU-trainable on MiniLM: d = 256, 4 heads, 4 layers (3,618,688 parameters).
 pub fn base_lcm_small() -> BaseLcmConfig {
     let mut c = base(MINILM_DIM, 256, 4, 4);
     c.decoder.max_seq_len = 512;
@@ -56,7 +56,8 @@ pub fn two_tower_tiny() -> TwoTowerConfig {
     c
 }
 
-/// CPU-trainable on MiniLM: d = 256, 4 heads, 2 contextualizer + 3 denoiser layers.
+/// CPU-trainable on MiniLM: d = 256, 4 heads, 2 contextualizer + 3 denoiser layers
+/// (7,271,040 parameters).
 pub fn two_tower_small() -> TwoTowerConfig {
     let mut c = TwoTowerConfig::new(MINILM_DIM, 256, 4, 2, 3);
     c.max_seq_len = 512;
