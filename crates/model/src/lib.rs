@@ -6,10 +6,13 @@
 //!   scheduler the LCM reference uses, checked against HF diffusers).
 //! - [`base_lcm`]: Base-LCM (MSE next-concept regression).
 //! - [`two_tower`]: Two-Tower diffusion LCM (contextualizer + AdaLN denoiser).
+//! - [`one_tower`]: One-Tower diffusion LCM (one causal trunk over interleaved noisy/clean
+//!   concepts; paper-only).
 //! - [`presets`]: tiny / small / paper-size configurations.
 
 pub mod base_lcm;
 pub mod blocks;
 pub mod diffusion;
+pub mod one_tower;
 pub mod presets;
 pub mod two_tower;

@@ -79,3 +79,32 @@ pub fn two_tower_7b() -> TwoTowerConfig {
 pub fn reference_ffn_dim(d: usize) -> usize {
     swiglu_inner_dim(d, 256)
 }
+
+/// Test size: D = 16, d = 32, 4 heads, 2 layers, FFN 64, 16-d timestep sinusoid, 64
+/// positions.
+pub fn one_tower_tiny() -> crate::one_tower::OneTowerConfig {
+    let mut c = crate::one_tower::OneTowerConfig::new(16, 32, 4, 2);
+    c.ffn_inner_dim = 64;
+    c.max_seq_len = 64;
+    c.timestep_freq_dim = 16;
+    c
+}
+
+/// CPU-trainable on MiniLM: d = 256, 4 heads, 4 layers, 256 positions (3,881,344
+/// parameters). The trunk sees `2T` tokens per document, so it is kept shallower than the
+/// two Two-Tower towers together; the cost per document is about that of
+/// `two_tower_small`.
+pub fn one_tower_small() -> crate::one_tower::OneTowerConfig {
+    let mut c = crate::one_tower::OneTowerConfig::new(MINILM_DIM, 256, 4, 4);
+    c.max_seq_len = 256;
+    c
+}
+
+/// Paper One-Tower 1.6B (§2.3.3; sizes as summarised in `docs/reference-lcm.md`): 32
+/// layers, d = 2048, 16 heads (1,666,491,392 parameters). Not given there, and taken from
+/// the other 1.6B presets: the reference FFN width (5632), biases, the 256-d timestep
+/// sinusoid, and 4096 rows for the learned position table (the `max_seq_len` of the other
+/// presets; 8.4M of the parameters).
+pub fn one_tower_1_6b() -> crate::one_tower::OneTowerConfig {
+    crate::one_tower::OneTowerConfig::new(SONAR_DIM, 2048, 16, 32)
+}
