@@ -6,11 +6,13 @@
 //! - [`normalizer`]: the robust per-dimension scaler the LCM trains in.
 
 pub mod bert;
+pub mod decoder;
 pub mod encoder;
 pub mod error;
 pub mod normalizer;
 pub mod resolve;
 pub mod segment;
 
+pub use decoder::{ConceptDecoder, DecodeConfig, Decoded};
 pub use encoder::ConceptEncoder;
 pub use error::{ConceptError, Result};

@@ -1,0 +1,14 @@
+//! Evaluation of Large Concept Models.
+//!
+//! - [`metrics`]: teacher-forced pre-training metrics of the LCM paper (ℓ2, contrastive
+//!   accuracy, paraphrasing ratio) over a [`ConceptBatch`] of documents, and the two trivial
+//!   baseline predictors ("repeat previous concept", "mean concept").
+//! - [`report`]: [`EvalReport`], one row of metrics per predictor, rendered as markdown.
+
+pub mod error;
+pub mod metrics;
+pub mod report;
+
+pub use error::{EvalError, Result};
+pub use metrics::{ConceptBatch, EvalOptions, Metrics, evaluate};
+pub use report::EvalReport;
