@@ -56,11 +56,7 @@ pub struct RngState {
 
 impl RngState {
     pub fn capture(rng: &TrainRng) -> Self {
-        let key = rng
-            .get_seed()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let key = rng.get_seed().iter().map(|b| format!("{b:02x}")).collect();
         Self {
             key,
             stream: rng.get_stream(),
@@ -160,8 +156,10 @@ impl CheckpointManager {
 
         let mut opt_meta = HashMap::new();
         opt_meta.insert("step".to_string(), opt.step_count().to_string());
-        let param_steps: HashMap<&str, u64> =
-            opt.param_states().map(|s| (s.name.as_str(), s.step)).collect();
+        let param_steps: HashMap<&str, u64> = opt
+            .param_states()
+            .map(|s| (s.name.as_str(), s.step))
+            .collect();
         opt_meta.insert(
             "param_steps".to_string(),
             serde_json::to_string(&param_steps).expect("map of u64 serialises"),
@@ -248,7 +246,11 @@ impl CheckpointManager {
         if let Ok(p) = fs::read_to_string(self.dir.join(LATEST_FILE))
             && p.trim() != step_dir_name(step)
         {
-            tracing::warn!(latest = p.trim(), newest = step, "`latest` lags; using newest");
+            tracing::warn!(
+                latest = p.trim(),
+                newest = step,
+                "`latest` lags; using newest"
+            );
         }
         self.load(step, varmap, opt, expected_encoder).map(Some)
     }
@@ -331,8 +333,8 @@ pub fn load_checkpoint(
         });
     }
 
-    let model_bytes =
-        fs::read(path.join(MODEL_FILE)).map_err(|e| corrupt(format!("cannot read {MODEL_FILE}: {e}")))?;
+    let model_bytes = fs::read(path.join(MODEL_FILE))
+        .map_err(|e| corrupt(format!("cannot read {MODEL_FILE}: {e}")))?;
     let model = SafeTensors::deserialize(&model_bytes)
         .map_err(|e| corrupt(format!("invalid {MODEL_FILE}: {e}")))?;
     let tensor_err = |name: &str, problem: String| TrainError::Tensor {
@@ -349,16 +351,20 @@ pub fn load_checkpoint(
         if view.shape() != var.dims() {
             return Err(tensor_err(
                 name,
-                format!("has shape {:?}, model expects {:?}", view.shape(), var.dims()),
+                format!(
+                    "has shape {:?}, model expects {:?}",
+                    view.shape(),
+                    var.dims()
+                ),
             ));
         }
-        let t = view_to_tensor(&view, var.as_tensor())
-            .map_err(|problem| tensor_err(name, problem))?;
+        let t =
+            view_to_tensor(&view, var.as_tensor()).map_err(|problem| tensor_err(name, problem))?;
         updates.push((var.clone(), t));
     }
     let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
     for name in model.names() {
-        if !known.contains(name.as_str()) {
+        if !known.contains(name) {
             tracing::warn!(checkpoint = %path.display(), tensor = name, "tensor not in model; ignored");
         }
     }
@@ -387,9 +393,11 @@ pub fn load_checkpoint(
         };
         let mut states = Vec::new();
         for s in opt.param_states() {
-            let mut read = |suffix: &str| -> Result<Vec<f32>> {
+            let read = |suffix: &str| -> Result<Vec<f32>> {
                 let key = format!("{}.{suffix}", s.name);
-                let v = st.tensor(&key).map_err(|_| opt_err(&key, "is missing".into()))?;
+                let v = st
+                    .tensor(&key)
+                    .map_err(|_| opt_err(&key, "is missing".into()))?;
                 if v.shape() != s.shape.as_slice() || v.dtype() != Dtype::F32 {
                     return Err(opt_err(
                         &key,
@@ -558,11 +566,9 @@ fn write_safetensors<V: View>(
     tensors: Vec<(String, V)>,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| {
-        TrainError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        }
+    safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
     })?;
     // serialize_to_file does not fsync; an fsync on a fresh handle flushes the same inode.
     File::open(path)

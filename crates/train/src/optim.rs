@@ -1,11 +1,14 @@
 //! AdamW with PyTorch's exact update order, plus global gradient-norm clipping.
 //!
-//! The element-wise update runs on host `f32` slices rather than as a chain of
-//! candle ops: on CPU a chain of ~10 tensor ops per parameter allocates and
-//! sweeps memory ten times, whereas one fused loop touches each element once.
+//! The element-wise update is one fused loop over `f32` slices rather than a
+//! chain of candle ops: on CPU a chain of ~10 tensor ops per parameter allocates
+//! and sweeps memory ten times, whereas one loop touches each element once.
+
+use std::cell::RefCell;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -222,47 +225,122 @@ impl AdamW {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
-            let g = host_f32(g)?;
-            if g.len() != p.state.exp_avg.len() {
+            if g.elem_count() != p.state.exp_avg.len() {
                 return Err(TrainError::Optimizer(format!(
                     "gradient for `{}` has {} elements, parameter has {}",
                     p.state.name,
-                    g.len(),
+                    g.elem_count(),
                     p.state.exp_avg.len()
                 )));
             }
-            let mut w = host_f32(p.var.as_tensor())?;
 
             p.state.step += 1;
             let t = p.state.step as i32;
             // Scalars in f64 then rounded once, as PyTorch computes them in Python floats.
-            let decay = if p.decay {
-                (1.0 - lr * weight_decay) as f32
-            } else {
-                1.0
+            let k = AdamScalars {
+                decay: if p.decay {
+                    (1.0 - lr * weight_decay) as f32
+                } else {
+                    1.0
+                },
+                step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+                bc2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+                eps: eps as f32,
+                one_m_b1: (1.0 - beta1) as f32,
+                b2: beta2 as f32,
+                one_m_b2: (1.0 - beta2) as f32,
             };
-            let bc1 = 1.0 - beta1.powi(t);
-            let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
-            let step_size = (lr / bc1) as f32;
-            let (bc2_sqrt, eps) = (bc2_sqrt as f32, eps as f32);
-            let (one_m_b1, b2, one_m_b2) = ((1.0 - beta1) as f32, beta2 as f32, (1.0 - beta2) as f32);
-
-            let m = &mut p.state.exp_avg;
-            let v = &mut p.state.exp_avg_sq;
-            for i in 0..w.len() {
-                let gi = g[i];
-                w[i] *= decay;
-                m[i] += one_m_b1 * (gi - m[i]);
-                v[i] = v[i] * b2 + one_m_b2 * gi * gi;
-                let denom = v[i].sqrt() / bc2_sqrt + eps;
-                w[i] -= step_size * (m[i] / denom);
-            }
 
             let var_t = p.var.as_tensor();
-            let new = Tensor::from_vec(w, var_t.shape(), var_t.device())?.to_dtype(var_t.dtype())?;
-            p.var.set(&new)?;
+            let m = p.state.exp_avg.as_mut_slice();
+            let v = p.state.exp_avg_sq.as_mut_slice();
+            if var_t.device().is_cpu()
+                && var_t.dtype() == DType::F32
+                && var_t.is_contiguous()
+                && g.dtype() == DType::F32
+            {
+                // In place on the variable's own storage: no copies of the weights.
+                let g = g.contiguous()?;
+                var_t.inplace_op2(
+                    &g,
+                    &AdamInPlace {
+                        k,
+                        moments: RefCell::new((m, v)),
+                    },
+                )?;
+            } else {
+                let g = host_f32(g)?;
+                let mut w = host_f32(var_t)?;
+                k.apply(&mut w, &g, m, v);
+                let new =
+                    Tensor::from_vec(w, var_t.shape(), var_t.device())?.to_dtype(var_t.dtype())?;
+                p.var.set(&new)?;
+            }
         }
         self.step += 1;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AdamScalars {
+    decay: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    one_m_b1: f32,
+    b2: f32,
+    one_m_b2: f32,
+}
+
+impl AdamScalars {
+    /// PyTorch's single-tensor AdamW order: decay, lerp m, update v, addcdiv.
+    fn apply(&self, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let k = *self;
+        // Zipped iterators instead of indexing: no bounds checks, so the loop vectorises.
+        for (((wi, mi), vi), &gi) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *wi *= k.decay;
+            *mi += k.one_m_b1 * (gi - *mi);
+            *vi = *vi * k.b2 + k.one_m_b2 * gi * gi;
+            let denom = vi.sqrt() / k.bc2_sqrt + k.eps;
+            *wi -= k.step_size * (*mi / denom);
+        }
+    }
+}
+
+/// candle's in-place op hook is the only public way to write a Var's CPU
+/// storage without going through a fresh tensor (two extra full copies).
+struct AdamInPlace<'a> {
+    k: AdamScalars,
+    // `cpu_fwd` takes `&self`; the moments are exclusively borrowed for this call.
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+}
+
+impl InplaceOp2 for AdamInPlace<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(w), CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("adamw-step: expected f32 weight and gradient");
+        };
+        let (Some((w0, w1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("adamw-step: weight and gradient must be contiguous");
+        };
+        let mut mv = self.moments.borrow_mut();
+        let (m, v) = &mut *mv;
+        if w1 - w0 != m.len() || g1 - g0 != m.len() {
+            candle_core::bail!("adamw-step: length mismatch");
+        }
+        self.k.apply(&mut w[w0..w1], &g[g0..g1], m, v);
         Ok(())
     }
 }
