@@ -35,6 +35,8 @@ enum Command {
     FitNormalizer(commands::normalizer::Args),
     /// Print the schema, metadata and statistics of a store or artifact.
     Inspect(commands::inspect::Args),
+    /// Train a Base-LCM or diffusion LCM on a concept store, with resumable checkpoints.
+    Train(commands::train::Args),
 }
 
 fn main() {
@@ -63,5 +65,6 @@ fn run(command: Command) -> Result<()> {
         Command::Prepare(args) => commands::prepare::run(args),
         Command::FitNormalizer(args) => commands::normalizer::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Train(args) => commands::train::run(args),
     }
 }

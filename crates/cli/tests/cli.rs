@@ -272,3 +272,63 @@ fn fit_normalizer_and_inspect_work_on_a_prepared_store() {
     let report = run_ok(lcm(home.path()).arg("inspect").arg(&norm));
     assert!(report.contains("gaussian_robust"), "{report}");
 }
+
+#[test]
+fn train_tiny_base_lcm_then_resume() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let store = home.path().join("store");
+    run_ok(
+        lcm(home.path())
+            .arg("prepare")
+            .arg(repo().join("fixtures/corpus/sample.jsonl"))
+            .arg("--out")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--quiet", "--threads", "1"]),
+    );
+    run_ok(
+        lcm(home.path())
+            .arg("fit-normalizer")
+            .arg(&store)
+            .arg("--out")
+            .arg(store.join("normalizer.safetensors")),
+    );
+    let out = home.path().join("run");
+    let train = |steps: &str, resume: bool| {
+        let mut command = lcm(home.path());
+        command
+            .arg("train")
+            .arg(&store)
+            .args(["--model", "base", "--preset", "tiny", "--steps", steps])
+            .arg("--out")
+            .arg(&out)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args([
+                "--max-concepts",
+                "64",
+                "--eval-every",
+                "2",
+                "--checkpoint-every",
+                "2",
+                "--valid-fraction",
+                "0.2",
+                "--quiet",
+            ]);
+        if resume {
+            command.arg("--resume");
+        }
+        run_ok(&mut command)
+    };
+    let printed = train("4", false);
+    assert!(printed.contains("steps 0→4"), "{printed}");
+    let printed = train("7", true);
+    assert!(printed.contains("steps 4→7"), "{printed}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 7, "{metrics}");
+    assert!(
+        out.join("checkpoints/step-00000007/model.safetensors")
+            .exists()
+    );
+}

@@ -5,12 +5,14 @@
 pub mod checkpoint;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
 };
 pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
 pub use schedule::LrSchedule;
+pub use trainer::{ModelKind, StepMetrics, TrainConfig, TrainSummary, train};
 
 use std::path::PathBuf;
 
@@ -48,6 +50,10 @@ pub enum TrainError {
     Optimizer(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Data(#[from] lcm_data::DataError),
+    #[error(transparent)]
+    Concept(#[from] lcm_concept::error::ConceptError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

@@ -3,6 +3,7 @@ pub mod inspect;
 pub mod normalizer;
 pub mod prepare;
 pub mod segment;
+pub mod train;
 
 use anyhow::{Context, Result};
 use lcm_concept::bert::{BertEncoder, EncoderOptions};

@@ -1,0 +1,190 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use candle_core::DType;
+use indicatif::{ProgressBar, ProgressStyle};
+use lcm_concept::ConceptEncoder;
+use lcm_concept::normalizer::RobustNormalizer;
+use lcm_data::batch::EOS_TEXT;
+use lcm_data::store::ConceptStore;
+use lcm_train::trainer::{ModelKind, TrainConfig, train};
+
+use super::EncoderArgs;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Model {
+    Base,
+    TwoTower,
+    OneTower,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concept store (directory of shards or one .parquet file).
+    store: PathBuf,
+    /// Architecture.
+    #[arg(long, value_enum, default_value = "base")]
+    model: Model,
+    /// Model size: tiny, small, 1.6b (7b for two-tower). The input dimension is the store's.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Total optimiser steps (with --resume: the step to continue up to).
+    #[arg(long)]
+    steps: u64,
+    /// Output directory: metrics.jsonl and checkpoints/.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Normaliser (default: STORE/normalizer.safetensors).
+    #[arg(long)]
+    normalizer: Option<PathBuf>,
+    /// Continue from the newest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 4e-4)]
+    lr: f64,
+    /// Linear warm-up steps (default: 5% of --steps, at most 1000).
+    #[arg(long)]
+    warmup_steps: Option<u64>,
+    /// Concepts per batch, padding included.
+    #[arg(long, default_value_t = 4096)]
+    max_concepts: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Validation every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// Newest checkpoints kept (0: all).
+    #[arg(long, default_value_t = 3)]
+    keep_last: usize,
+    /// Fraction of documents held out for validation.
+    #[arg(long, default_value_t = 0.01)]
+    valid_fraction: f64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let store = ConceptStore::open(&args.store)?;
+    let normalizer_path = args.normalizer.clone().unwrap_or_else(|| {
+        if args.store.is_dir() {
+            args.store.join("normalizer.safetensors")
+        } else {
+            args.store.with_file_name("normalizer.safetensors")
+        }
+    });
+    if !normalizer_path.exists() {
+        bail!(
+            "no normaliser at {}; fit one with `lcm fit-normalizer {} --out {}` or pass --normalizer",
+            normalizer_path.display(),
+            args.store.display(),
+            normalizer_path.display()
+        );
+    }
+    let normalizer = RobustNormalizer::load(&normalizer_path)?;
+
+    let encoder = args.encoder.load()?;
+    if encoder.id() != store.meta.encoder_id {
+        bail!(
+            "the store was encoded with `{}` but --encoder is `{}`; pass the store's encoder \
+             (it embeds the end-of-text concept \"{EOS_TEXT}\")",
+            store.meta.encoder_id,
+            encoder.id()
+        );
+    }
+    let eos = encoder
+        .encode(&[EOS_TEXT], None)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    drop(encoder);
+
+    let model = match args.model {
+        Model::Base => ModelKind::Base,
+        Model::TwoTower => ModelKind::TwoTower,
+        Model::OneTower => ModelKind::OneTower,
+    };
+    let config = TrainConfig {
+        model,
+        preset: args.preset.clone(),
+        steps: args.steps,
+        max_concepts: args.max_concepts,
+        lr: args.lr,
+        warmup_steps: args.warmup_steps.unwrap_or((args.steps / 20).min(1000)),
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        keep_last: args.keep_last,
+        seed: args.seed,
+        valid_fraction: args.valid_fraction,
+        normalizer_path: Some(normalizer_path.display().to_string()),
+        ..TrainConfig::default()
+    };
+
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.steps)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut first = true;
+    let summary = train(
+        &config,
+        &args.store,
+        &normalizer,
+        eos,
+        &args.out,
+        args.resume,
+        &mut |m| {
+            if first {
+                bar.set_position(m.step.saturating_sub(1));
+                bar.reset_eta();
+                first = false;
+            }
+            bar.set_position(m.step);
+            let valid = m
+                .valid_loss
+                .map(|v| format!("  valid {v:.4}"))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.4}{valid}  {:.0} concepts/s",
+                m.loss, m.concepts_per_s
+            ));
+        },
+    )
+    .with_context(|| format!("training into {}", args.out.display()))?;
+    bar.finish_and_clear();
+
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "{} {} ({} parameters): steps {}→{}, loss {}, valid loss {}, {} concepts in {:.1}s; \
+         checkpoint {}; metrics {}",
+        model.name(),
+        args.preset,
+        summary.num_parameters,
+        summary.start_step,
+        summary.final_step,
+        fmt(summary.last_loss),
+        fmt(summary.last_valid_loss),
+        summary.concepts,
+        summary.seconds,
+        summary
+            .checkpoint
+            .as_ref()
+            .map_or("-".to_string(), |p| p.display().to_string()),
+        summary.metrics.display()
+    );
+    Ok(())
+}

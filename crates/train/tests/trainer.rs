@@ -1,0 +1,264 @@
+//! The training loop end to end on a tiny synthetic store.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use lcm_concept::normalizer::RobustNormalizer;
+use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
+use lcm_train::trainer::{METRICS_FILE, ModelKind, StepMetrics, TrainConfig, train};
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 16;
+const ENCODER: &str = "synthetic-encoder";
+
+/// Documents following a smooth, learnable trajectory: concept `k` of document `i` is a
+/// rotation of a per-document phase, so the next concept is predictable from the last.
+fn write_store(dir: &Path) -> RobustNormalizer {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let docs: Vec<ConceptDocument> = (0..40)
+        .map(|i| {
+            let len = rng.random_range(4..=12);
+            let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
+            let embeddings = (0..len)
+                .flat_map(|k| {
+                    (0..DIM).map(move |j| {
+                        let a = phase + 0.4 * k as f32 + j as f32 * 0.7;
+                        if j % 2 == 0 { a.sin() } else { a.cos() }
+                    })
+                })
+                .collect();
+            ConceptDocument {
+                id: format!("doc-{i}"),
+                source: "synthetic".into(),
+                sentences: (0..len).map(|k| format!("sentence {k}")).collect(),
+                embeddings,
+            }
+        })
+        .collect();
+    let meta = StoreMeta {
+        encoder_id: ENCODER.into(),
+        dim: DIM,
+        dtype: StoreDType::F32,
+        segmenter_version: "test".into(),
+        tool_version: "test".into(),
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    write_shard(&dir.join("shard-00000.parquet"), &meta, &docs).unwrap();
+    let all: Vec<f32> = docs.iter().flat_map(|d| d.embeddings.clone()).collect();
+    RobustNormalizer::fit(&all, DIM, ENCODER).unwrap()
+}
+
+fn eos() -> Vec<f32> {
+    vec![0.5; DIM]
+}
+
+fn config(model: ModelKind, steps: u64) -> TrainConfig {
+    TrainConfig {
+        model,
+        preset: "tiny".into(),
+        steps,
+        max_concepts: 64,
+        lr: 3e-3,
+        warmup_steps: 2,
+        final_lr_scale: 0.1,
+        eval_every: 5,
+        checkpoint_every: 3,
+        keep_last: 2,
+        seed: 11,
+        valid_fraction: 0.1,
+        ..TrainConfig::default()
+    }
+}
+
+fn weights(out: &Path) -> Vec<(String, Vec<f32>)> {
+    let dir = out.join("checkpoints");
+    let latest = std::fs::read_to_string(dir.join("latest")).unwrap();
+    let path = dir.join(latest.trim()).join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let v = t
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (k, v)
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn read_metrics(out: &Path) -> Vec<StepMetrics> {
+    std::fs::read_to_string(out.join(METRICS_FILE))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn base_lcm_loss_decreases_and_metrics_have_one_line_per_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    let mut seen = Vec::new();
+    let summary = train(
+        &config(ModelKind::Base, 30),
+        &store,
+        &normalizer,
+        eos(),
+        &out,
+        false,
+        &mut |m| seen.push(m.step),
+    )
+    .unwrap();
+    assert_eq!(summary.final_step, 30);
+    assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+    let metrics = read_metrics(&out);
+    assert_eq!(metrics.len(), 30);
+    assert_eq!(
+        metrics.iter().map(|m| m.step).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert!(metrics.iter().all(|m| m.loss.is_finite() && m.concepts > 0));
+    let evals: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m.valid_loss.is_some())
+        .map(|m| m.step)
+        .collect();
+    assert_eq!(evals, [5, 10, 15, 20, 25, 30]);
+    let first: f64 = metrics[..5].iter().map(|m| m.loss).sum::<f64>() / 5.0;
+    let last: f64 = metrics[25..].iter().map(|m| m.loss).sum::<f64>() / 5.0;
+    assert!(
+        last < 0.7 * first,
+        "loss did not decrease: {first} -> {last}"
+    );
+    let v0 = metrics[4].valid_loss.unwrap();
+    let v1 = metrics[29].valid_loss.unwrap();
+    assert!(v1 < v0, "validation loss did not decrease: {v0} -> {v1}");
+}
+
+fn straight_vs_resumed(model: ModelKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+
+    let straight = tmp.path().join("straight");
+    train(
+        &config(model, 12),
+        &store,
+        &normalizer,
+        eos(),
+        &straight,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let resumed = tmp.path().join("resumed");
+    // Interrupted after step 6 of the same 12-step schedule, then resumed.
+    let mut half = config(model, 12);
+    half.stop_at = Some(6);
+    train(
+        &half,
+        &store,
+        &normalizer,
+        eos(),
+        &resumed,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    let summary = train(
+        &config(model, 12),
+        &store,
+        &normalizer,
+        eos(),
+        &resumed,
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((summary.start_step, summary.final_step), (6, 12));
+
+    let a = read_metrics(&straight);
+    let b = read_metrics(&resumed);
+    let (wa, wb) = (weights(&straight), weights(&resumed));
+    assert!(wa == wb, "{model:?}: weights differ");
+    assert_eq!(b.len(), 12);
+    // Steps after the resume see the same batches and draws (losses identical).
+    for (x, y) in a.iter().zip(&b).skip(6) {
+        assert_eq!((x.step, x.loss.to_bits()), (y.step, y.loss.to_bits()));
+    }
+}
+
+#[test]
+fn resume_is_bit_identical_base() {
+    straight_vs_resumed(ModelKind::Base);
+}
+
+#[test]
+fn resume_is_bit_identical_two_tower() {
+    straight_vs_resumed(ModelKind::TwoTower);
+}
+
+#[test]
+fn one_tower_trains_and_resume_refuses_another_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    let s = train(
+        &config(ModelKind::OneTower, 3),
+        &store,
+        &normalizer,
+        eos(),
+        &out,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(s.last_loss.unwrap().is_finite());
+    // A fresh run refuses to overwrite checkpoints.
+    let err = train(
+        &config(ModelKind::OneTower, 3),
+        &store,
+        &normalizer,
+        eos(),
+        &out,
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("resume"), "{err}");
+
+    // Same run directory, store from another encoder: refused.
+    let other = tmp.path().join("other");
+    let meta_dir = other.clone();
+    std::fs::create_dir_all(&meta_dir).unwrap();
+    let docs = vec![ConceptDocument {
+        id: "x".into(),
+        source: "s".into(),
+        sentences: vec!["a".into(), "b".into()],
+        embeddings: vec![0.1; 2 * DIM],
+    }];
+    let meta = StoreMeta {
+        encoder_id: "another-encoder".into(),
+        dim: DIM,
+        dtype: StoreDType::F32,
+        segmenter_version: "test".into(),
+        tool_version: "test".into(),
+    };
+    write_shard(&other.join("shard-00000.parquet"), &meta, &docs).unwrap();
+    let mut other_norm = normalizer.clone();
+    other_norm.encoder_id = "another-encoder".into();
+    let mut cfg = config(ModelKind::OneTower, 6);
+    cfg.valid_fraction = 0.0;
+    let err = train(&cfg, &other, &other_norm, eos(), &out, true, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("encoder"), "{err}");
+}
