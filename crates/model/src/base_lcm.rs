@@ -51,6 +51,28 @@ pub struct SummedLoss {
 }
 
 impl SummedLoss {
+    /// Σ‖prediction − target‖² over the real positions of `[B, T, D]` tensors; `mask` is
+    /// `[B, T]` with 1 for real and 0 for padded positions (all real when `None`).
+    pub fn masked_squared_error(
+        prediction: &Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Self> {
+        let (b, t, _) = prediction.dims3()?;
+        // [B, T]
+        let per_concept = (prediction - target)?.sqr()?.sum(D::Minus1)?;
+        let weights = match mask {
+            Some(m) => m.to_dtype(per_concept.dtype())?,
+            None => Tensor::ones((b, t), per_concept.dtype(), prediction.device())?,
+        };
+        let count = weights
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+        let sum = (per_concept * weights)?.sum_all()?;
+        Ok(Self { sum, count })
+    }
+
     /// `sum / count` (0-count batches give `sum` unchanged, i.e. 0).
     pub fn mean(&self) -> Result<Tensor> {
         self.sum.affine(1.0 / self.count.max(1.0), 0.0)
@@ -116,24 +138,15 @@ impl BaseLcm {
     /// compared with `x_{i+1}`; a pair counts when its target position is real. Returns the
     /// sum over counted pairs of `‖pred − target‖²` and the number of such pairs.
     pub fn loss(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<SummedLoss> {
-        let (b, t, _) = x.dims3()?;
+        let (_, t, _) = x.dims3()?;
         if t < 2 {
             candle_core::bail!("Base-LCM loss needs at least 2 positions, got {t}");
         }
         // [B, T-1, D]
         let pred = self.forward(&x.narrow(1, 0, t - 1)?, None)?;
         let target = x.narrow(1, 1, t - 1)?;
-        // [B, T-1]
-        let per_concept = (pred - target)?.sqr()?.sum(D::Minus1)?;
-        let weights = match mask {
-            Some(m) => m.narrow(1, 1, t - 1)?.to_dtype(per_concept.dtype())?,
-            None => Tensor::ones((b, t - 1), per_concept.dtype(), x.device())?,
-        };
-        let count = weights
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        let sum = (per_concept * weights)?.sum_all()?;
-        Ok(SummedLoss { sum, count })
+        // A pair counts when its target position is real.
+        let target_mask = mask.map(|m| m.narrow(1, 1, t - 1)).transpose()?;
+        SummedLoss::masked_squared_error(&pred, &target, target_mask.as_ref())
     }
 }

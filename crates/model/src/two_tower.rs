@@ -449,18 +449,7 @@ impl TwoTowerLcm {
         let out =
             self.denoiser
                 .forward(&noisy, timesteps, &keys, &AttentionMask::Additive(cmask))?;
-        // [B, T]
-        let per_concept = (out - target)?.sqr()?.sum(D::Minus1)?;
-        let weights = match mask {
-            Some(m) => m.to_dtype(per_concept.dtype())?,
-            None => Tensor::ones((b, t), per_concept.dtype(), x0.device())?,
-        };
-        let count = weights
-            .to_dtype(DType::F64)?
-            .sum_all()?
-            .to_scalar::<f64>()?;
-        let sum = (per_concept * weights)?.sum_all()?;
-        Ok(SummedLoss { sum, count })
+        SummedLoss::masked_squared_error(&out, &target, mask)
     }
 
     /// [`Self::loss`] with randomness drawn from `rng`: uniform timesteps, standard-normal
