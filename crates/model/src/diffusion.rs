@@ -325,6 +325,29 @@ impl NoiseSchedule {
         Ok((scale_rows(eps, &sa)? - scale_rows(x0, &sb)?)?)
     }
 
+    /// Training pair for per-position diffusion over `[B, T, D]` sequences: the noisy input
+    /// `x_t` and the regression target the schedule's prediction type asks for (x0, ε or v).
+    /// `t` holds one timestep per position, row-major (`B·T` values).
+    pub fn noisy_and_target(
+        &self,
+        x0: &Tensor,
+        eps: &Tensor,
+        t: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, n, d) = x0.dims3()?;
+        let flat_x0 = x0.reshape((b * n, d))?;
+        let flat_eps = eps.reshape((b * n, d))?;
+        let noisy = self.add_noise(&flat_x0, &flat_eps, t)?.reshape((b, n, d))?;
+        let target = match self.config.prediction_type {
+            PredictionType::X0 => x0.clone(),
+            PredictionType::Epsilon => eps.clone(),
+            PredictionType::VPrediction => self
+                .get_velocity(&flat_x0, &flat_eps, t)?
+                .reshape((b, n, d))?,
+        };
+        Ok((noisy, target))
+    }
+
     /// `(x0, ε)` implied by a model output of type `kind` at noisy `sample`.
     ///
     /// For `X0` at a zero-SNR timestep, or `Epsilon` at one (`ᾱ_t = 0`), one of the two is a

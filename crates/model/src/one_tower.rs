@@ -56,7 +56,7 @@ use crate::blocks::{
     AttentionMask, DecoderCache, DecoderConfig, MASK_NEG, RotaryEmbedding, TransformerDecoder,
     swiglu_inner_dim,
 };
-use crate::diffusion::{NoiseSchedule, PredictionType};
+use crate::diffusion::NoiseSchedule;
 use crate::two_tower::{TimestepEmbedder, standard_normal};
 
 /// Hyper-parameters of a One-Tower LCM.
@@ -349,25 +349,13 @@ impl OneTowerLcm {
         noise: &Tensor,
         dropped: &[(usize, usize)],
     ) -> Result<SummedLoss> {
-        let (b, t, dd) = x0.dims3()?;
+        let (b, t, _) = x0.dims3()?;
         if timesteps.len() != b * t {
             candle_core::bail!("{} timesteps for a [{b}, {t}] batch", timesteps.len());
         }
-        let flat_x0 = x0.reshape((b * t, dd))?;
-        let flat_eps = noise.reshape((b * t, dd))?;
-        let err = |e: crate::diffusion::DiffusionError| candle_core::Error::Msg(e.to_string());
-        let noisy = schedule
-            .add_noise(&flat_x0, &flat_eps, timesteps)
-            .map_err(err)?
-            .reshape((b, t, dd))?;
-        let target = match schedule.config().prediction_type {
-            PredictionType::X0 => x0.clone(),
-            PredictionType::Epsilon => noise.clone(),
-            PredictionType::VPrediction => schedule
-                .get_velocity(&flat_x0, &flat_eps, timesteps)
-                .map_err(err)?
-                .reshape((b, t, dd))?,
-        };
+        let (noisy, target) = schedule
+            .noisy_and_target(x0, noise, timesteps)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let out = self.forward(x0, &noisy, timesteps, dropped)?;
         SummedLoss::masked_squared_error(&out, &target, mask)
     }

@@ -39,7 +39,7 @@ use crate::blocks::{
     AttentionMask, DecoderCache, DecoderConfig, MASK_NEG, MultiHeadAttention, RmsNorm,
     RotaryEmbedding, SwiGlu, TransformerDecoder, swiglu_inner_dim,
 };
-use crate::diffusion::{NoiseSchedule, PredictionType};
+use crate::diffusion::NoiseSchedule;
 
 /// Hyper-parameters of a Two-Tower LCM. Both towers share the width `d_model`, the head
 /// count and the FFN width, as in every reference config.
@@ -424,27 +424,15 @@ impl TwoTowerLcm {
         noise: &Tensor,
         dropped_rows: &[usize],
     ) -> Result<SummedLoss> {
-        let (b, t, dd) = x0.dims3()?;
+        let (b, t, _) = x0.dims3()?;
         if timesteps.len() != b * t {
             candle_core::bail!("{} timesteps for a [{b}, {t}] batch", timesteps.len());
         }
         let context = self.encode(x0, None)?;
         let keys = self.keys(Some(&context), b, x0)?;
-        let flat_x0 = x0.reshape((b * t, dd))?;
-        let flat_eps = noise.reshape((b * t, dd))?;
-        let err = |e: crate::diffusion::DiffusionError| candle_core::Error::Msg(e.to_string());
-        let noisy = schedule
-            .add_noise(&flat_x0, &flat_eps, timesteps)
-            .map_err(err)?
-            .reshape((b, t, dd))?;
-        let target = match schedule.config().prediction_type {
-            PredictionType::X0 => x0.clone(),
-            PredictionType::Epsilon => noise.clone(),
-            PredictionType::VPrediction => schedule
-                .get_velocity(&flat_x0, &flat_eps, timesteps)
-                .map_err(err)?
-                .reshape((b, t, dd))?,
-        };
+        let (noisy, target) = schedule
+            .noisy_and_target(x0, noise, timesteps)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let cmask = cross_attention_mask(t, t + 1, dropped_rows, x0.dtype(), x0.device())?;
         let out =
             self.denoiser
