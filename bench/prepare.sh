@@ -11,13 +11,14 @@ export LCM_HOME="${LCM_HOME:-$HOME/.lcm}"
 CORPUS="$LCM_HOME/corpus/default.jsonl"
 [[ -f "$CORPUS" ]] || { echo "no corpus at $CORPUS: run bash scripts/corpus/default.sh" >&2; exit 1; }
 cargo build --release -q -p lcm-cli
+LCM="${CARGO_TARGET_DIR:-target}/release/lcm"
 OUT="$(mktemp -d)/store"
 ARGS=()
 [[ -n "${LIMIT:-}" ]] && ARGS=(--limit "$LIMIT")
 start=$(date +%s.%N)
-target/release/lcm prepare "$CORPUS" --out "$OUT" --encoder minilm --quiet "${ARGS[@]}" | tee "$OUT.log"
+"$LCM" prepare "$CORPUS" --out "$OUT" --encoder minilm --quiet "${ARGS[@]}" | tee "$OUT.log"
 end=$(date +%s.%N)
-sentences=$(target/release/lcm inspect --json "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["sentences"])')
+sentences=$("$LCM" inspect --json "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["sentences"])')
 python3 - "$start" "$end" "$sentences" <<'PY'
 import sys, subprocess, datetime
 start, end, sentences = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])

@@ -19,7 +19,8 @@ fi
 bash scripts/fetch-models.sh minilm
 bash scripts/corpus/default.sh "$LCM_HOME/corpus"
 cargo build --release -p lcm-cli
-LCM=target/release/lcm
+# Honour CARGO_TARGET_DIR: the binary is built wherever cargo puts its output.
+LCM="${CARGO_TARGET_DIR:-target}/release/lcm"
 
 # Resumable: re-running after an interruption keeps the finished shards.
 "$LCM" prepare "$LCM_HOME/corpus/default.jsonl" --out "$STORE" --encoder minilm "${LIMIT_ARGS[@]}"
