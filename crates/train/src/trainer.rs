@@ -129,6 +129,10 @@ pub struct TrainConfig {
     /// training in sessions, continued with `resume`.
     #[serde(default)]
     pub stop_at: Option<u64>,
+    /// Wall-clock budget in seconds: the step that exhausts it is validated and
+    /// checkpointed, then training stops (continue with `resume`).
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -151,6 +155,7 @@ impl Default for TrainConfig {
             max_seq_len: None,
             normalizer_path: None,
             stop_at: None,
+            max_seconds: None,
         }
     }
 }
@@ -177,6 +182,13 @@ impl TrainConfig {
             return bad(format!(
                 "cfg_dropout must be in [0, 1], got {}",
                 self.cfg_dropout
+            ));
+        }
+        if let Some(limit) = self.max_seconds
+            && !(limit.is_finite() && limit > 0.0)
+        {
+            return bad(format!(
+                "max_seconds must be a positive number, got {limit}"
             ));
         }
         Ok(())
@@ -582,7 +594,12 @@ pub fn train(
         concepts_total += concepts as u64;
         let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
 
+        let out_of_time = config
+            .max_seconds
+            .is_some_and(|limit| started.elapsed().as_secs_f64() >= limit);
+        let final_step = step == last_step || out_of_time;
         let eval_now = step == config.steps
+            || final_step
             || (config.eval_every > 0 && step.is_multiple_of(config.eval_every));
         let valid_loss = match (&valid, eval_now) {
             (Some(v), true) => validate(&net, v, config.seed, config.cfg_dropout)?,
@@ -607,10 +624,14 @@ pub fn train(
         metrics_file.flush().map_err(io_err(&metrics_path))?;
         progress(&metrics);
 
-        if step == last_step
+        if final_step
             || (config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every))
         {
             checkpoint = Some(save(step, position, &rng, &opt)?);
+        }
+        if out_of_time {
+            tracing::info!(step, "time budget spent; stopping with a checkpoint");
+            break;
         }
     }
 

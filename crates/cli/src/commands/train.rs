@@ -64,6 +64,13 @@ pub struct Args {
     /// Fraction of documents held out for validation.
     #[arg(long, default_value_t = 0.01)]
     valid_fraction: f64,
+    /// Stop (with a checkpoint) after this step although the LR schedule spans --steps;
+    /// continue later with --resume.
+    #[arg(long)]
+    stop_at: Option<u64>,
+    /// Wall-clock budget: stop (validated and checkpointed) once it is spent.
+    #[arg(long)]
+    max_minutes: Option<f64>,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -124,6 +131,8 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         valid_fraction: args.valid_fraction,
         normalizer_path: Some(normalizer_path.display().to_string()),
+        stop_at: args.stop_at,
+        max_seconds: args.max_minutes.map(|m| m * 60.0),
         ..TrainConfig::default()
     };
 
