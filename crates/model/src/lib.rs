@@ -8,11 +8,14 @@
 //! - [`two_tower`]: Two-Tower diffusion LCM (contextualizer + AdaLN denoiser).
 //! - [`one_tower`]: One-Tower diffusion LCM (one causal trunk over interleaved noisy/clean
 //!   concepts; paper-only).
+//! - [`generate`]: next-concept prediction for every variant, teacher-forced (evaluation)
+//!   and KV-cached incremental (generation).
 //! - [`presets`]: tiny / small / paper-size configurations.
 
 pub mod base_lcm;
 pub mod blocks;
 pub mod diffusion;
+pub mod generate;
 pub mod one_tower;
 pub mod presets;
 pub mod two_tower;

@@ -422,6 +422,18 @@ impl OneTowerLcm {
         self.final_proj.forward(&out)
     }
 
+    /// The unconditional output at every position at once: `noisy: [B, T, D]` at timestep
+    /// `t`, token `n` at position `n` seeing only itself (a CFG-dropped row) → `[B, T, D]`.
+    /// Row `n` equals [`Self::predict_unconditional`] at `position = n`.
+    pub fn predict_unconditional_all(&self, noisy: &Tensor, t: usize) -> Result<Tensor> {
+        let tl = noisy.dim(1)?;
+        let h = self
+            .embed_noisy(noisy, &[t])?
+            .broadcast_add(&self.positions(0, tl)?)?;
+        let out = self.trunk(&h, &AttentionMask::Identity, None)?;
+        self.final_proj.forward(&out)
+    }
+
     /// `(conditional, unconditional)` outputs at position `N` for classifier-free guidance
     /// (the closure shape `DdimSampler::denoise_guided` expects).
     pub fn predict_cfg(
