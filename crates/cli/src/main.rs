@@ -37,6 +37,12 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Train a Base-LCM or diffusion LCM on a concept store, with resumable checkpoints.
     Train(commands::train::Args),
+    /// Continue a prompt concept by concept with a trained model; decode by retrieval.
+    Generate(commands::generate::Args),
+    /// Teacher-forced evaluation (ℓ2, CA, PAR vs trivial baselines) on the held-out split.
+    Eval(commands::eval::Args),
+    /// Plot the loss curve (and learning rate) of a training run's metrics.jsonl as a PNG.
+    Plot(commands::plot::Args),
 }
 
 fn main() {
@@ -66,5 +72,8 @@ fn run(command: Command) -> Result<()> {
         Command::FitNormalizer(args) => commands::normalizer::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Plot(args) => commands::plot::run(args),
     }
 }

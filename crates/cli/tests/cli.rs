@@ -276,24 +276,7 @@ fn fit_normalizer_and_inspect_work_on_a_prepared_store() {
 #[test]
 fn train_tiny_base_lcm_then_resume() {
     let home = tempfile::tempdir().expect("tempdir");
-    let store = home.path().join("store");
-    run_ok(
-        lcm(home.path())
-            .arg("prepare")
-            .arg(repo().join("fixtures/corpus/sample.jsonl"))
-            .arg("--out")
-            .arg(&store)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(["--quiet", "--threads", "1"]),
-    );
-    run_ok(
-        lcm(home.path())
-            .arg("fit-normalizer")
-            .arg(&store)
-            .arg("--out")
-            .arg(store.join("normalizer.safetensors")),
-    );
+    let store = tiny_store(home.path());
     let out = home.path().join("run");
     let train = |steps: &str, resume: bool| {
         let mut command = lcm(home.path());
@@ -331,4 +314,146 @@ fn train_tiny_base_lcm_then_resume() {
         out.join("checkpoints/step-00000007/model.safetensors")
             .exists()
     );
+}
+
+/// Prepare the committed sample with the tiny encoder and fit its normaliser.
+fn tiny_store(home: &Path) -> PathBuf {
+    let store = home.join("store");
+    run_ok(
+        lcm(home)
+            .arg("prepare")
+            .arg(repo().join("fixtures/corpus/sample.jsonl"))
+            .arg("--out")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--quiet", "--threads", "1"]),
+    );
+    run_ok(
+        lcm(home)
+            .arg("fit-normalizer")
+            .arg(&store)
+            .arg("--out")
+            .arg(store.join("normalizer.safetensors")),
+    );
+    store
+}
+
+#[test]
+fn train_eval_generate_and_plot_a_tiny_two_tower() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let store = tiny_store(home.path());
+    let run = home.path().join("run");
+    run_ok(
+        lcm(home.path())
+            .arg("train")
+            .arg(&store)
+            .args(["--model", "two-tower", "--preset", "tiny", "--steps", "3"])
+            .arg("--out")
+            .arg(&run)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
+    );
+
+    let fast = ["--ddim-steps", "3", "--max-concepts", "200"];
+    let report = run_ok(
+        lcm(home.path())
+            .arg("eval")
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(fast)
+            .arg("--json"),
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).expect("eval JSON");
+    let rows = report["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["predictor"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "two-tower tiny (step 3)",
+            "repeat previous concept",
+            "mean concept"
+        ]
+    );
+    for row in rows {
+        let l2 = row["l2"].as_f64().expect("l2");
+        assert!(l2.is_finite() && l2 > 0.0, "{row}");
+        assert!(row["positions"].as_u64().expect("positions") > 0);
+    }
+    // Same seed, same numbers: the diffusion noise is seeded.
+    let again = run_ok(
+        lcm(home.path())
+            .arg("eval")
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(fast)
+            .arg("--json"),
+    );
+    let again: serde_json::Value = serde_json::from_str(&again).expect("eval JSON");
+    assert_eq!(again["rows"], report["rows"]);
+
+    let generate = |prompt: &str| {
+        let mut command = lcm(home.path());
+        command
+            .arg("generate")
+            .arg("--model")
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--ddim-steps", "3", "--max-sentences", "3", "--json"])
+            .arg(prompt);
+        command
+    };
+    let out = run_ok(&mut generate(
+        "It was a bright cold day in April. The clocks were striking thirteen.",
+    ));
+    let out: serde_json::Value = serde_json::from_str(&out).expect("generate JSON");
+    assert_eq!(out["prompt"].as_array().expect("prompt").len(), 2);
+    let generated = out["generated"].as_array().expect("generated");
+    assert!(generated.len() <= 3);
+    for g in generated {
+        assert!(!g["text"].as_str().expect("text").is_empty());
+        let sim = g["similarity"].as_f64().expect("similarity");
+        assert!((-1.0..=1.0).contains(&sim), "{g}");
+    }
+    let stop = out["stop"].as_str().expect("stop");
+    assert!(
+        ["end-of-text", "repetition", "max-sentences"].contains(&stop),
+        "{stop}"
+    );
+    assert!(store.join("sentence-bank/bank.json").exists());
+
+    let err = run_err(&mut generate("   "));
+    assert!(err.contains("holds no sentence"), "{err}");
+    let err = run_err(
+        lcm(home.path())
+            .arg("eval")
+            .arg(home.path().join("nowhere"))
+            .arg("--store")
+            .arg(&store),
+    );
+    assert!(err.contains("no checkpoint at"), "{err}");
+
+    let png = run.join("loss.png");
+    run_ok(
+        lcm(home.path())
+            .arg("plot")
+            .arg(run.join("metrics.jsonl"))
+            .arg("--out")
+            .arg(&png),
+    );
+    let bytes = std::fs::read(&png).expect("png");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
 }

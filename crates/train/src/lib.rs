@@ -3,13 +3,17 @@
 //! resumable checkpoints.
 
 pub mod checkpoint;
+pub mod evaluate;
+pub mod inference;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
 };
+pub use inference::{LoadedModel, load_model, resolve_checkpoint};
 pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
 pub use schedule::LrSchedule;
 pub use trainer::{ModelKind, StepMetrics, TrainConfig, TrainSummary, train};
@@ -48,12 +52,22 @@ pub enum TrainError {
     NoSuchStep { dir: PathBuf, step: u64 },
     #[error("optimizer: {0}")]
     Optimizer(String),
+    #[error("{path}, line {line}: not a metrics record: {reason}")]
+    MetricsLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("plot {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
     Data(#[from] lcm_data::DataError),
     #[error(transparent)]
     Concept(#[from] lcm_concept::error::ConceptError),
+    #[error(transparent)]
+    Eval(#[from] lcm_eval::error::EvalError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

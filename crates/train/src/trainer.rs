@@ -28,6 +28,7 @@ use lcm_data::batch::{
 use lcm_data::store::ConceptStore;
 use lcm_model::base_lcm::{BaseLcm, BaseLcmConfig, SummedLoss};
 use lcm_model::diffusion::{NoiseSchedule, NoiseScheduleConfig};
+use lcm_model::generate::Lcm;
 use lcm_model::one_tower::{OneTowerConfig, OneTowerLcm};
 use lcm_model::presets;
 use lcm_model::two_tower::{TwoTowerConfig, TwoTowerLcm, standard_normal};
@@ -242,16 +243,17 @@ pub struct TrainSummary {
     pub metrics: PathBuf,
 }
 
+/// A resolved model configuration (preset with the store's input dimension).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
-enum ModelConfig {
+pub(crate) enum ModelConfig {
     Base(BaseLcmConfig),
     TwoTower(TwoTowerConfig),
     OneTower(OneTowerConfig),
 }
 
 impl ModelConfig {
-    fn resolve(kind: ModelKind, preset: &str, input_dim: usize) -> Result<Self> {
+    pub(crate) fn resolve(kind: ModelKind, preset: &str, input_dim: usize) -> Result<Self> {
         let unknown = || {
             TrainError::Config(format!(
                 "no `{preset}` preset for the {} model; try tiny, small or 1.6b",
@@ -288,52 +290,64 @@ impl ModelConfig {
         }
     }
 
-    fn to_json(&self, kind: ModelKind, preset: &str) -> Result<serde_json::Value> {
+    /// Reads back what [`Self::to_json`] wrote into a checkpoint.
+    pub(crate) fn from_json(value: &serde_json::Value) -> Result<(ModelKind, String, Self)> {
+        let bad = |what: String| TrainError::Config(format!("checkpoint model config: {what}"));
+        let kind: ModelKind =
+            serde_json::from_value(value["kind"].clone()).map_err(|e| bad(format!("kind: {e}")))?;
+        let preset = value["preset"].as_str().unwrap_or_default().to_string();
+        let config = value["config"].clone();
+        let parsed = match kind {
+            ModelKind::Base => serde_json::from_value(config).map(ModelConfig::Base),
+            ModelKind::TwoTower => serde_json::from_value(config).map(ModelConfig::TwoTower),
+            ModelKind::OneTower => serde_json::from_value(config).map(ModelConfig::OneTower),
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        Ok((kind, preset, parsed))
+    }
+
+    pub(crate) fn to_json(&self, kind: ModelKind, preset: &str) -> Result<serde_json::Value> {
         let config = serde_json::to_value(self)
             .map_err(|e| TrainError::Config(format!("serialising model config: {e}")))?;
         Ok(serde_json::json!({ "kind": kind, "preset": preset, "config": config }))
     }
 }
 
-enum Net {
-    Base(BaseLcm),
-    TwoTower(TwoTowerLcm, NoiseSchedule),
-    OneTower(OneTowerLcm, NoiseSchedule),
+/// Builds the model (a fresh [`VarMap`]-backed one) for a resolved configuration.
+pub(crate) fn build_model(cfg: &ModelConfig, vb: VarBuilder) -> Result<Lcm> {
+    let schedule = || {
+        NoiseSchedule::new(NoiseScheduleConfig::default())
+            .map_err(|e| TrainError::Config(format!("noise schedule: {e}")))
+    };
+    Ok(match cfg {
+        ModelConfig::Base(c) => Lcm::Base(BaseLcm::new(c, vb)?),
+        ModelConfig::TwoTower(c) => Lcm::TwoTower(TwoTowerLcm::new(c, vb)?, schedule()?),
+        ModelConfig::OneTower(c) => Lcm::OneTower(OneTowerLcm::new(c, vb)?, schedule()?),
+    })
 }
 
-impl Net {
-    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let schedule = || {
-            NoiseSchedule::new(NoiseScheduleConfig::default())
-                .map_err(|e| TrainError::Config(format!("noise schedule: {e}")))
-        };
-        Ok(match cfg {
-            ModelConfig::Base(c) => Net::Base(BaseLcm::new(c, vb)?),
-            ModelConfig::TwoTower(c) => Net::TwoTower(TwoTowerLcm::new(c, vb)?, schedule()?),
-            ModelConfig::OneTower(c) => Net::OneTower(OneTowerLcm::new(c, vb)?, schedule()?),
-        })
+/// Shortest document a model can learn from: Base-LCM needs a (context, target) pair.
+fn min_len(model: &Lcm) -> usize {
+    match model {
+        Lcm::Base(_) => 2,
+        _ => 1,
     }
+}
 
-    fn min_len(&self) -> usize {
-        match self {
-            Net::Base(_) => 2,
-            _ => 1,
-        }
-    }
-
-    fn loss(
-        &self,
-        x: &Tensor,
-        mask: &Tensor,
-        cfg_p: f64,
-        rng: &mut TrainRng,
-    ) -> Result<SummedLoss> {
-        Ok(match self {
-            Net::Base(m) => m.loss(x, Some(mask))?,
-            Net::TwoTower(m, s) => m.loss_sampled(x, Some(mask), s, cfg_p, rng)?,
-            Net::OneTower(m, s) => m.loss_sampled(x, Some(mask), s, cfg_p, rng)?,
-        })
-    }
+/// The training objective of any variant, randomness (timesteps, noise, CFG dropout) from
+/// `rng`.
+fn model_loss(
+    model: &Lcm,
+    x: &Tensor,
+    mask: &Tensor,
+    cfg_p: f64,
+    rng: &mut TrainRng,
+) -> Result<SummedLoss> {
+    Ok(match model {
+        Lcm::Base(m) => m.loss(x, Some(mask))?,
+        Lcm::TwoTower(m, s) => m.loss_sampled(x, Some(mask), s, cfg_p, rng)?,
+        Lcm::OneTower(m, s) => m.loss_sampled(x, Some(mask), s, cfg_p, rng)?,
+    })
 }
 
 /// Replaces candle's unseeded random initialisation with seeded draws: every variable whose
@@ -370,7 +384,8 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn normalizer_hash(normalizer: &RobustNormalizer) -> String {
+/// Content hash of a normaliser (its centre, scale and encoder id), recorded in checkpoints.
+pub fn normalizer_hash(normalizer: &RobustNormalizer) -> String {
     let bytes: Vec<u8> = normalizer
         .center
         .iter()
@@ -383,15 +398,15 @@ fn normalizer_hash(normalizer: &RobustNormalizer) -> String {
 
 /// Mean validation loss over one pass of `batcher`, with a fixed RNG so that evaluations
 /// at different steps are comparable.
-fn validate(net: &Net, batcher: &Batcher, seed: u64, cfg_p: f64) -> Result<Option<f64>> {
+fn validate(net: &Lcm, batcher: &Batcher, seed: u64, cfg_p: f64) -> Result<Option<f64>> {
     let mut rng = new_rng(seed ^ EVAL_SALT);
     let (mut sum, mut count) = (0.0f64, 0.0f64);
     for batch in batcher.epoch(0) {
         let batch = batch?;
-        if batch.max_len() < net.min_len() {
+        if batch.max_len() < min_len(net) {
             continue;
         }
-        let loss = net.loss(&batch.x, &batch.mask, cfg_p, &mut rng)?;
+        let loss = model_loss(net, &batch.x, &batch.mask, cfg_p, &mut rng)?;
         sum += loss.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         count += loss.count;
     }
@@ -469,7 +484,7 @@ pub fn train(
     let train_batcher = Batcher::new(split.train, batcher_cfg, device.clone())?;
 
     let varmap = VarMap::new();
-    let net = Net::new(
+    let net = build_model(
         &model_cfg,
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
@@ -572,10 +587,10 @@ pub fn train(
             .next()
             .ok_or_else(|| TrainError::Config("the training split yields no batches".into()))??;
         position = batch.next;
-        if batch.max_len() < net.min_len() {
+        if batch.max_len() < min_len(&net) {
             continue;
         }
-        let loss = net.loss(&batch.x, &batch.mask, config.cfg_dropout, &mut rng)?;
+        let loss = model_loss(&net, &batch.x, &batch.mask, config.cfg_dropout, &mut rng)?;
         let mean = loss.mean()?;
         let loss_value = mean.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss_value.is_finite() {

@@ -1,9 +1,13 @@
 pub mod encode;
+pub mod eval;
+pub mod generate;
 pub mod inspect;
 pub mod normalizer;
+pub mod plot;
 pub mod prepare;
 pub mod segment;
 pub mod train;
+pub mod trained;
 
 use anyhow::{Context, Result};
 use lcm_concept::bert::{BertEncoder, EncoderOptions};

@@ -2,7 +2,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use candle_core::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 use lcm_concept::ConceptEncoder;
 use lcm_concept::normalizer::RobustNormalizer;
@@ -11,6 +10,7 @@ use lcm_data::store::ConceptStore;
 use lcm_train::trainer::{ModelKind, TrainConfig, train};
 
 use super::EncoderArgs;
+use super::trained::eos_embedding;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Model {
@@ -106,11 +106,7 @@ pub fn run(args: Args) -> Result<()> {
             encoder.id()
         );
     }
-    let eos = encoder
-        .encode(&[EOS_TEXT], None)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let eos = eos_embedding(&encoder)?;
     drop(encoder);
 
     let model = match args.model {
@@ -175,11 +171,17 @@ pub fn run(args: Args) -> Result<()> {
     )
     .with_context(|| format!("training into {}", args.out.display()))?;
     bar.finish_and_clear();
+    // The run is saved whatever happens to its picture.
+    let png = args.out.join("loss.png");
+    let title = format!("{} {}: loss", model.name(), args.preset);
+    if let Err(error) = lcm_train::plot::plot_metrics(&summary.metrics, &png, &title) {
+        tracing::warn!(%error, "could not plot the loss curve");
+    }
 
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(
         "{} {} ({} parameters): steps {}→{}, loss {}, valid loss {}, {} concepts in {:.1}s; \
-         checkpoint {}; metrics {}",
+         checkpoint {}; metrics {} (plot: loss.png)",
         model.name(),
         args.preset,
         summary.num_parameters,
