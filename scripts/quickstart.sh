@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # The end-to-end job on the default setup, from a fresh machine:
 #   fetch the default encoder (all-MiniLM-L6-v2) → build the default English corpus →
-#   `lcm prepare` it into a Parquet concept store → fit the normaliser → print a summary.
-# Later stages (train, generate) join this script as they land.
+#   `lcm prepare` it into a Parquet concept store → fit the normaliser → train a `small`
+#   Two-Tower diffusion LCM for a bounded time → teacher-forced evaluation table against
+#   the trivial baselines → generate a continuation of a prompt (retrieval decoder).
 #
-#   bash scripts/quickstart.sh            # whole corpus (~3,900 documents, ~210k sentences)
+#   bash scripts/quickstart.sh            # whole corpus (~3,900 documents, ~236k sentences)
 #   LIMIT=200 bash scripts/quickstart.sh  # first 200 documents only, for a quick look
+#   MODEL=base TRAIN_MINUTES=5 STEPS=100 bash scripts/quickstart.sh
+#
+# Training stops at STEPS optimiser steps (default 300) or after TRAIN_MINUTES minutes
+# (default 20), whichever comes first, with a checkpoint; re-running resumes it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export LCM_HOME="${LCM_HOME:-$HOME/.lcm}"
 STORE="$LCM_HOME/stores/default-minilm"
+MODEL="${MODEL:-two-tower}"
+STEPS="${STEPS:-300}"
+TRAIN_MINUTES="${TRAIN_MINUTES:-20}"
+PROMPT="${PROMPT:-The old man walked slowly along the river. He had lived in the village all his life.}"
 LIMIT_ARGS=()
 if [[ -n "${LIMIT:-}" ]]; then
     STORE="$STORE-limit$LIMIT"
@@ -26,3 +35,12 @@ LCM="${CARGO_TARGET_DIR:-target}/release/lcm"
 "$LCM" prepare "$LCM_HOME/corpus/default.jsonl" --out "$STORE" --encoder minilm "${LIMIT_ARGS[@]}"
 "$LCM" fit-normalizer "$STORE" --out "$STORE/normalizer.safetensors"
 "$LCM" inspect "$STORE"
+
+RUN="$STORE-runs/$MODEL-small"
+RESUME=()
+if [[ -d "$RUN/checkpoints" ]]; then RESUME=(--resume); fi
+"$LCM" train "$STORE" --model "$MODEL" --preset small --steps "$STEPS" \
+    --max-minutes "$TRAIN_MINUTES" --eval-every 50 --checkpoint-every 50 --out "$RUN" "${RESUME[@]}"
+"$LCM" plot "$RUN/metrics.jsonl" --out "$RUN/loss.png"
+"$LCM" eval "$RUN" --store "$STORE" --out "$RUN/eval.md"
+"$LCM" generate --model "$RUN" --store "$STORE" --max-sentences 6 "$PROMPT"
