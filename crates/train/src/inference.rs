@@ -1,9 +1,10 @@
 //! Loading a trained LCM from a checkpoint for generation and evaluation.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_model::generate::Lcm;
 
@@ -73,6 +74,20 @@ pub fn load_model(path: &Path, expected_encoder: Option<&str>) -> Result<LoadedM
     )?;
     let encoder = expected_encoder.unwrap_or(&peek.encoder_id);
     let state = load_checkpoint(&step_dir, &varmap, None, encoder)?;
+    // Rebuilt on detached tensors: operations on trainable variables record a backward
+    // graph, and a 40-step sampling loop would keep every intermediate activation alive.
+    let weights: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
+        .collect();
+    drop(model);
+    let model = build_model(
+        &config,
+        VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
+    )?;
     let train_config = state
         .extra
         .get("train_config")
