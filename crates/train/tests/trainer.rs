@@ -262,3 +262,90 @@ fn one_tower_trains_and_resume_refuses_another_encoder() {
     let err = train(&cfg, &other, &other_norm, eos(), &out, true, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("encoder"), "{err}");
 }
+
+#[test]
+fn a_spent_time_budget_stops_with_a_validated_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    let cfg = TrainConfig {
+        max_seconds: Some(1e-9),
+        ..config(ModelKind::Base, 30)
+    };
+    let summary = train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {}).unwrap();
+    assert_eq!(summary.final_step, 1);
+    assert!(summary.last_valid_loss.is_some());
+    assert!(
+        summary
+            .checkpoint
+            .as_ref()
+            .is_some_and(|c| c.ends_with("step-00000001"))
+    );
+    let bad = TrainConfig {
+        max_seconds: Some(f64::NAN),
+        ..config(ModelKind::Base, 30)
+    };
+    let err = train(&bad, &store, &normalizer, eos(), &out, true, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("max_seconds"), "{err}");
+}
+
+#[test]
+fn a_trained_model_loads_detached_and_beats_the_mean_baseline() {
+    use lcm_data::batch::{DatasetConfig, SplitDataset};
+    use lcm_data::store::ConceptStore;
+    use lcm_model::generate::Lcm;
+    use lcm_train::evaluate::{EvalConfig, evaluate_model, training_mean};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    let cfg = config(ModelKind::Base, 30);
+    train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {}).unwrap();
+
+    let err = lcm_train::load_model(&out, Some("another-encoder")).unwrap_err();
+    assert!(err.to_string().contains("another-encoder"), "{err}");
+    let loaded = lcm_train::load_model(&out, Some(ENCODER)).unwrap();
+    assert_eq!(loaded.state.step, 30);
+    assert_eq!(loaded.preset, "tiny");
+    let Lcm::Base(model) = &loaded.model else {
+        panic!("expected a Base-LCM, got {}", loaded.model.kind_name())
+    };
+    // Weights must not be trainable variables: ops on those record a backward graph.
+    assert!(!model.postnet.weight().is_variable());
+    assert_eq!(
+        loaded.train_config.as_ref().map(|c| c.valid_fraction),
+        Some(cfg.valid_fraction)
+    );
+
+    let opened = ConceptStore::open(&store).unwrap();
+    let split = SplitDataset::from_store(
+        &opened,
+        &normalizer,
+        eos(),
+        DatasetConfig {
+            max_seq_len: 64,
+            valid_fraction: 0.3,
+        },
+    )
+    .unwrap();
+    let mean = training_mean(&split.train, &normalizer).unwrap();
+    let outcome = evaluate_model(
+        &loaded.model,
+        "base",
+        &split.valid,
+        &normalizer,
+        &mean,
+        &EvalConfig::default(),
+    )
+    .unwrap();
+    let model_l2 = outcome.report.get("base").unwrap().l2;
+    let mean_l2 = outcome.report.get("mean concept").unwrap().l2;
+    assert!(
+        model_l2 < mean_l2,
+        "trained model {model_l2} vs mean baseline {mean_l2}\n{}",
+        outcome.report
+    );
+    assert_eq!(outcome.concepts, split.valid.num_concepts());
+}
