@@ -191,38 +191,6 @@ fn configs(args: &Args) -> Result<(BaseLcmConfig, TwoTowerConfig)> {
     Ok((base, tt))
 }
 
-/// Seeded re-initialisation with the trainer's policy (`trainer::seeded_init`, private
-/// there): every randomly initialised variable becomes `N(0, σ²)` with σ = 1/√fan_in for
-/// matrices and 0.02 for vectors; constant inits (norm gains, zero AdaLN modulators) stay.
-/// candle's own init is unseeded, and the PyTorch side applies the same policy, so both
-/// start from statistically identical weights.
-fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
-    let mut rng = new_rng(seed);
-    let mut named: Vec<_> = {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, var) in named {
-        let values = var.flatten_all()?.to_vec1::<f32>()?;
-        let Some(&first) = values.first() else {
-            continue;
-        };
-        if values.iter().all(|&v| v == first) {
-            continue;
-        }
-        let std = match var.dims() {
-            [_, fan_in] => 1.0 / (*fan_in as f64).sqrt(),
-            _ => 0.02,
-        };
-        var.set(&(standard_normal(var.dims(), &mut rng, DType::F32, var.device())? * std)?)?;
-    }
-    Ok(())
-}
-
 fn num_parameters(varmap: &VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
 }
@@ -359,7 +327,7 @@ fn bench_base(args: &Args, cfg: &BaseLcmConfig, dev: &Device) -> Result<()> {
     let name = format!("base_lcm_{}", args.preset);
     let varmap = VarMap::new();
     let model = BaseLcm::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    seeded_init(&varmap, args.seed)?;
+    lcm_train::trainer::seeded_init(&varmap, args.seed)?;
     let params = num_parameters(&varmap);
     if params != cfg.num_parameters() {
         bail!(
@@ -428,7 +396,7 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
     let name = format!("two_tower_{}", args.preset);
     let varmap = VarMap::new();
     let model = TwoTowerLcm::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    seeded_init(&varmap, args.seed)?;
+    lcm_train::trainer::seeded_init(&varmap, args.seed)?;
     let params = num_parameters(&varmap);
     if params != cfg.num_parameters() {
         bail!(

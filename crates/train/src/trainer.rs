@@ -355,7 +355,7 @@ fn model_loss(
 /// σ = 1/√fan_in for matrices (fan_in = second dimension), 0.02 for the learned position
 /// table and for vectors. Constant inits (norm gains, zero modulators and biases) are kept.
 /// Variables are visited in name order.
-fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     let mut rng = new_rng(seed);
     rng.set_stream(INIT_STREAM);
     let mut named: Vec<_> = {
