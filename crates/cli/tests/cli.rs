@@ -356,19 +356,20 @@ fn train_eval_generate_and_plot_a_tiny_two_tower() {
             .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
     );
 
-    let fast = ["--ddim-steps", "3", "--max-concepts", "200"];
-    let report = run_ok(
-        lcm(home.path())
-            .arg("eval")
-            .arg(&run)
-            .arg("--store")
-            .arg(&store)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(fast)
-            .arg("--json"),
-    );
-    let report: serde_json::Value = serde_json::from_str(&report).expect("eval JSON");
+    let eval_json = || {
+        let printed = run_ok(
+            lcm(home.path())
+                .arg("eval")
+                .arg(&run)
+                .arg("--store")
+                .arg(&store)
+                .arg("--encoder")
+                .arg(tiny_bert())
+                .args(["--ddim-steps", "3", "--max-concepts", "200", "--json"]),
+        );
+        serde_json::from_str::<serde_json::Value>(&printed).expect("eval JSON")
+    };
+    let report = eval_json();
     let rows = report["rows"].as_array().expect("rows");
     let names: Vec<&str> = rows
         .iter()
@@ -388,19 +389,7 @@ fn train_eval_generate_and_plot_a_tiny_two_tower() {
         assert!(row["positions"].as_u64().expect("positions") > 0);
     }
     // Same seed, same numbers: the diffusion noise is seeded.
-    let again = run_ok(
-        lcm(home.path())
-            .arg("eval")
-            .arg(&run)
-            .arg("--store")
-            .arg(&store)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(fast)
-            .arg("--json"),
-    );
-    let again: serde_json::Value = serde_json::from_str(&again).expect("eval JSON");
-    assert_eq!(again["rows"], report["rows"]);
+    assert_eq!(eval_json()["rows"], report["rows"]);
 
     let generate = |prompt: &str| {
         let mut command = lcm(home.path());
