@@ -65,6 +65,13 @@ fn main() {
 }
 
 fn run(command: Command) -> Result<()> {
+    if matches!(
+        command,
+        Command::Train(_) | Command::Eval(_) | Command::Generate(_)
+    ) && !lcm_train::memory::retain_freed_memory()
+    {
+        tracing::debug!("allocator tuning unavailable on this platform");
+    }
     match command {
         Command::Segment(args) => commands::segment::run(args),
         Command::Encode(args) => commands::encode::run(args),

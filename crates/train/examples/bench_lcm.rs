@@ -635,6 +635,11 @@ fn dump_two_tower(
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    // What `lcm train`, `eval` and `generate` do at start-up; LCM_BENCH_DEFAULT_MALLOC=1
+    // measures glibc's defaults instead.
+    let tuned = std::env::var_os("LCM_BENCH_DEFAULT_MALLOC").is_none()
+        && lcm_train::memory::retain_freed_memory();
+    eprintln!("[lcm] allocator keeps freed memory: {tuned}");
     let dev = Device::Cpu;
     let (base, tt) = configs(&args)?;
     eprintln!(

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod evaluate;
 pub mod inference;
+pub mod memory;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
