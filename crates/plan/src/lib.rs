@@ -1,0 +1,16 @@
+//! Objective-driven planning (issue 5).
+//!
+//! This first piece holds the environments a planner is evaluated in and the offline,
+//! reward-free datasets a world model is trained on:
+//! - [`env`](mod@env): the [`env::Environment`] trait and PLDM's Two-Rooms ([`env::two_rooms`]), with
+//!   an optional guardrail variant (hazard squares that raise a violation flag).
+//! - [`data`]: PLDM's random-walk dataset recipe (truncated-normal step lengths, von Mises
+//!   heading walk), seeded and reproducible.
+//!
+//! Everything here is plain Rust on `f32` buffers; no tensor library is needed to simulate
+//! or render, so datasets can be generated anywhere and fed to any model later.
+
+pub mod data;
+pub mod env;
+
+pub use env::{EnvError, Environment, StepResult};
