@@ -10,7 +10,10 @@
 //! Everything here is plain Rust on `f32` buffers; no tensor library is needed to simulate
 //! or render, so datasets can be generated anywhere and fed to any model later.
 
+pub mod cost;
 pub mod data;
 pub mod env;
+pub mod planner;
+pub mod world;
 
 pub use env::{EnvError, Environment, StepResult};

@@ -1,0 +1,207 @@
+//! Costs a planner minimises: an objective (reach the goal latent) plus named guardrail terms.
+//!
+//! Each guardrail reports a *margin* per predicted latent: positive means safe, negative
+//! means violated, and its magnitude says by how much. A term is either
+//! - [`Severity::Hard`]: a constraint. Any negative margin makes the rollout infeasible; the
+//!   violation amount is reported separately and never mixed into the objective, so a
+//!   feasible-first planner can rank on it; or
+//! - [`Severity::Soft`]: a penalty `weight · Σ_t max(0, −margin_t)` added to the objective.
+
+use crate::env::two_rooms::{Rect, Vec2};
+
+/// How a guardrail term enters the cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Severity {
+    /// Must never be violated: any margin < 0 makes the rollout infeasible.
+    Hard,
+    /// Violations are allowed but cost `weight` per unit of negative margin per step.
+    Soft { weight: f32 },
+}
+
+/// A per-latent safety margin (positive = safe, negative = violated).
+pub trait Guardrail<L> {
+    fn name(&self) -> &str;
+    fn margin(&self, z: &L) -> f32;
+}
+
+/// A guardrail with its severity.
+pub struct GuardrailTerm<L> {
+    pub guardrail: Box<dyn Guardrail<L>>,
+    pub severity: Severity,
+}
+
+/// Distance between two latents (the objective's building block).
+pub type Distance<L> = fn(&L, &L) -> f32;
+
+/// Euclidean distance between positions (the oracle latent). Not squared, so the cost is in
+/// pixels and temperatures / penalty weights keep an intuitive scale.
+pub fn euclidean(a: &Vec2, b: &Vec2) -> f32 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
+/// Objective plus guardrails for one goal.
+pub struct Cost<L> {
+    pub goal: L,
+    pub distance: Distance<L>,
+    /// Weight of the mean distance over all predicted latents (rewards getting there early).
+    pub stage_weight: f32,
+    /// Weight of the distance of the final predicted latent.
+    pub terminal_weight: f32,
+    pub guardrails: Vec<GuardrailTerm<L>>,
+}
+
+/// What [`Cost::evaluate`] says about one predicted rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Stage + terminal distance terms.
+    pub objective: f32,
+    /// Sum of the soft terms' penalties.
+    pub soft_penalty: f32,
+    /// Sum over hard terms and steps of `max(0, −margin)`; 0 exactly when feasible.
+    pub hard_violation: f32,
+    /// Per guardrail (in [`Cost::guardrails`] order), the minimum margin over the rollout
+    /// (`+∞` for an empty rollout).
+    pub min_margins: Vec<f32>,
+    /// No hard term has a negative margin anywhere.
+    pub feasible: bool,
+}
+
+impl Evaluation {
+    /// Objective plus soft penalties (hard terms excluded; see [`Severity::Hard`]).
+    /// NaN is mapped to `+∞` so a broken candidate always ranks last.
+    pub fn total(&self) -> f32 {
+        let t = self.objective + self.soft_penalty;
+        if t.is_nan() { f32::INFINITY } else { t }
+    }
+}
+
+impl<L> Cost<L> {
+    /// A pure objective with `stage_weight = 0.1`, `terminal_weight = 1` and no guardrails.
+    pub fn new(goal: L, distance: Distance<L>) -> Self {
+        Cost {
+            goal,
+            distance,
+            stage_weight: 0.1,
+            terminal_weight: 1.0,
+            guardrails: Vec::new(),
+        }
+    }
+
+    /// Adds a guardrail term (builder style).
+    pub fn with_guardrail(
+        mut self,
+        guardrail: impl Guardrail<L> + 'static,
+        severity: Severity,
+    ) -> Self {
+        self.guardrails.push(GuardrailTerm {
+            guardrail: Box::new(guardrail),
+            severity,
+        });
+        self
+    }
+
+    pub fn guardrail_names(&self) -> Vec<String> {
+        self.guardrails
+            .iter()
+            .map(|g| g.guardrail.name().to_string())
+            .collect()
+    }
+
+    /// Evaluates a predicted rollout (the latents after each action, start excluded: the
+    /// current state is a fact the plan cannot change, so it must not make every plan
+    /// infeasible).
+    pub fn evaluate(&self, predicted: &[L]) -> Evaluation {
+        let objective = match predicted.last() {
+            None => 0.0,
+            Some(last) => {
+                let stage: f32 = predicted
+                    .iter()
+                    .map(|z| (self.distance)(z, &self.goal))
+                    .sum::<f32>()
+                    / predicted.len() as f32;
+                self.stage_weight * stage + self.terminal_weight * (self.distance)(last, &self.goal)
+            }
+        };
+        let mut soft_penalty = 0.0;
+        let mut hard_violation = 0.0;
+        let mut feasible = true;
+        let mut min_margins = Vec::with_capacity(self.guardrails.len());
+        for term in &self.guardrails {
+            let mut min_m = f32::INFINITY;
+            let mut violation = 0.0;
+            for z in predicted {
+                let m = term.guardrail.margin(z);
+                // A NaN margin cannot be trusted to be safe.
+                let m = if m.is_nan() { f32::NEG_INFINITY } else { m };
+                min_m = min_m.min(m);
+                violation += (-m).max(0.0);
+            }
+            match term.severity {
+                Severity::Hard => {
+                    if min_m < 0.0 {
+                        feasible = false;
+                    }
+                    hard_violation += violation;
+                }
+                Severity::Soft { weight } => soft_penalty += weight * violation,
+            }
+            min_margins.push(min_m);
+        }
+        Evaluation {
+            objective,
+            soft_penalty,
+            hard_violation,
+            min_margins,
+            feasible,
+        }
+    }
+}
+
+/// Two-Rooms guardrail: stay out of the hazard rectangles. The margin of a position is its
+/// signed distance to the union of hazards (distance to the nearest one outside, minus the
+/// depth inside), minus an optional safety buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HazardGuardrail {
+    pub hazards: Vec<Rect>,
+    /// Subtracted from the signed distance. The environment's hazards are closed sets, so a
+    /// plan skimming the boundary at margin 0 would still be flagged; a small buffer keeps
+    /// plans strictly outside.
+    pub buffer: f32,
+}
+
+impl HazardGuardrail {
+    pub fn new(hazards: Vec<Rect>) -> Self {
+        HazardGuardrail {
+            hazards,
+            buffer: 0.0,
+        }
+    }
+
+    pub fn with_buffer(mut self, buffer: f32) -> Self {
+        self.buffer = buffer;
+        self
+    }
+}
+
+/// Signed distance from `p` to the closed rectangle `r` (negative inside).
+pub fn rect_signed_distance(r: &Rect, p: Vec2) -> f32 {
+    // Per-axis distance outside the slab (positive) or minus depth inside it (negative).
+    let dx = (r.x0 - p[0]).max(p[0] - r.x1);
+    let dy = (r.y0 - p[1]).max(p[1] - r.y1);
+    let outside = (dx.max(0.0).powi(2) + dy.max(0.0).powi(2)).sqrt();
+    outside + dx.max(dy).min(0.0)
+}
+
+impl Guardrail<Vec2> for HazardGuardrail {
+    fn name(&self) -> &str {
+        "hazard"
+    }
+
+    fn margin(&self, z: &Vec2) -> f32 {
+        self.hazards
+            .iter()
+            .map(|r| rect_signed_distance(r, *z))
+            .fold(f32::INFINITY, f32::min)
+            - self.buffer
+    }
+}

@@ -1,0 +1,594 @@
+//! Sampling-based planners over action sequences, and the MPC loop that runs them.
+//!
+//! - [`Cem`]: the cross-entropy method (DINO-WM / LeWM style): a diagonal Gaussian over the
+//!   `H × A` action sequence, refit to the `K` best of `N` samples for `I` iterations. Hard
+//!   guardrail violations are folded in as a large penalty (a penalty method).
+//! - [`ConstrainedCem`]: feasible-first CEM (Wen & Topcu 2018; OmniSafe's CCE): feasible
+//!   candidates are ranked by cost before any infeasible one, infeasible ones by total
+//!   violation, and the best feasible candidate seen in *any* iteration is returned, so it
+//!   never returns an infeasible plan once a feasible one was sampled.
+//! - [`Mppi`]: model-predictive path integral control (PLDM / TD-MPC2 style): the mean is the
+//!   softmin(cost / λ)-weighted average of the samples.
+//!
+//! Every planner clips each step's action to the environment's norm cap (the env would clip
+//! anyway; clipping in the planner keeps the Gaussian fitted to actions that actually happen).
+//!
+//! Scope: these planners use short horizons (8 steps by default), which is enough to reach a
+//! goal inside one room and to detour around hazards. Crossing the door between rooms needs
+//! long horizons or subgoals and is not attempted here.
+
+use std::cmp::Ordering;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use crate::cost::{Cost, Evaluation};
+use crate::data::standard_normal;
+use crate::env::Environment;
+use crate::world::{PlanError, WorldModel};
+
+/// A planner's answer for one planning call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan<L> {
+    /// `H` actions of `A` components each.
+    pub actions: Vec<Vec<f32>>,
+    /// The world model's predicted latents after each action.
+    pub predicted: Vec<L>,
+    /// Objective plus soft penalties of the returned plan.
+    pub objective: f32,
+    /// Per guardrail, the minimum predicted margin of the returned plan.
+    pub margins: Vec<(String, f32)>,
+    /// The returned plan satisfies every hard guardrail (as predicted).
+    pub feasible: bool,
+    /// How many sampled candidates (all iterations) were feasible.
+    pub feasible_candidates: usize,
+}
+
+/// A planner: picks an action sequence minimising `cost` from latent `z0`.
+pub trait Planner {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent>;
+
+    /// The first `steps` actions of the last plan were executed: shift the warm start.
+    fn shift(&mut self, _steps: usize) {}
+
+    /// Forget the warm start (a new episode).
+    fn reset(&mut self) {}
+}
+
+/// Settings shared by the CEM variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CemConfig {
+    pub horizon: usize,
+    pub population: usize,
+    pub elites: usize,
+    pub iterations: usize,
+    /// Initial per-component standard deviation (pixels per step for Two-Rooms).
+    pub init_std: f32,
+    /// Floor on the refitted standard deviation, so the search never collapses completely.
+    pub min_std: f32,
+    pub action_dim: usize,
+    /// Per-step action norm cap (the environment's).
+    pub max_action_norm: f32,
+    /// Weight on hard violation in plain [`Cem`]'s ranking (unused by [`ConstrainedCem`]).
+    pub hard_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for CemConfig {
+    /// Sizes chosen for the oracle Two-Rooms model: horizon 8 covers ~20 px, enough to see
+    /// around an 8 px hazard; 64 × 4 keeps a planning call to a few thousand model steps.
+    fn default() -> Self {
+        CemConfig {
+            horizon: 8,
+            population: 64,
+            elites: 8,
+            iterations: 4,
+            init_std: 1.5,
+            min_std: 0.05,
+            action_dim: 2,
+            max_action_norm: 2.45,
+            hard_penalty: 1.0e3,
+            seed: 0,
+        }
+    }
+}
+
+impl CemConfig {
+    fn validate(&self) -> Result<(), PlanError> {
+        let ok = self.horizon > 0
+            && self.population > 0
+            && self.elites > 0
+            && self.elites <= self.population
+            && self.iterations > 0
+            && self.action_dim > 0
+            && self.init_std.is_finite()
+            && self.init_std > 0.0
+            && self.min_std.is_finite()
+            && self.min_std >= 0.0
+            && self.max_action_norm.is_finite()
+            && self.max_action_norm > 0.0
+            && self.hard_penalty.is_finite()
+            && self.hard_penalty >= 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(PlanError::Config(format!("{self:?}")))
+        }
+    }
+}
+
+/// How candidates are ordered (best first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ranking {
+    /// `total + hard_penalty · hard_violation`.
+    Penalty(f32),
+    /// Feasible before infeasible; feasible by total, infeasible by violation then total.
+    FeasibleFirst,
+}
+
+fn penalised(e: &Evaluation, hard_penalty: f32) -> f32 {
+    let v = e.total() + hard_penalty * e.hard_violation;
+    if v.is_nan() { f32::INFINITY } else { v }
+}
+
+fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
+    match ranking {
+        Ranking::Penalty(w) => penalised(a, w).total_cmp(&penalised(b, w)),
+        Ranking::FeasibleFirst => match (a.feasible, b.feasible) {
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (true, true) => a.total().total_cmp(&b.total()),
+            (false, false) => a
+                .hard_violation
+                .total_cmp(&b.hard_violation)
+                .then(a.total().total_cmp(&b.total())),
+        },
+    }
+}
+
+/// Scales each step's action down to the norm cap.
+fn clip_sequence(seq: &mut [f32], action_dim: usize, max_norm: f32) {
+    for a in seq.chunks_exact_mut(action_dim) {
+        let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > max_norm {
+            let s = max_norm / norm;
+            a.iter_mut().for_each(|v| *v *= s);
+        }
+    }
+}
+
+/// Drops the first `steps` actions of a flat warm start and pads with zeros (no move).
+fn shift_warm(warm: &mut Option<Vec<f32>>, steps: usize, action_dim: usize) {
+    if let Some(w) = warm {
+        let n = (steps * action_dim).min(w.len());
+        w.drain(..n);
+        w.resize(w.len() + n, 0.0);
+    }
+}
+
+struct Candidate<L> {
+    actions: Vec<f32>,
+    predicted: Vec<L>,
+    eval: Evaluation,
+}
+
+fn to_plan<L>(
+    c: Candidate<L>,
+    cost: &Cost<L>,
+    action_dim: usize,
+    feasible_candidates: usize,
+) -> Plan<L> {
+    let margins = cost
+        .guardrail_names()
+        .into_iter()
+        .zip(c.eval.min_margins.iter().copied())
+        .collect();
+    Plan {
+        actions: c
+            .actions
+            .chunks_exact(action_dim)
+            .map(<[f32]>::to_vec)
+            .collect(),
+        predicted: c.predicted,
+        objective: c.eval.total(),
+        margins,
+        feasible: c.eval.feasible,
+        feasible_candidates,
+    }
+}
+
+/// Cross-entropy method with hard guardrails folded in as a penalty.
+#[derive(Debug, Clone)]
+pub struct Cem {
+    cfg: CemConfig,
+    ranking: Ranking,
+    rng: ChaCha12Rng,
+    warm: Option<Vec<f32>>,
+}
+
+impl Cem {
+    pub fn new(cfg: CemConfig) -> Result<Self, PlanError> {
+        cfg.validate()?;
+        Ok(Cem {
+            ranking: Ranking::Penalty(cfg.hard_penalty),
+            rng: ChaCha12Rng::seed_from_u64(cfg.seed),
+            warm: None,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &CemConfig {
+        &self.cfg
+    }
+
+    fn run<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        let c = &self.cfg;
+        let len = c.horizon * c.action_dim;
+        let mut mean = match &self.warm {
+            Some(w) if w.len() == len => w.clone(),
+            _ => vec![0.0; len],
+        };
+        let mut std = vec![c.init_std; len];
+        let mut best: Option<Candidate<M::Latent>> = None;
+        let mut feasible_candidates = 0;
+        for _ in 0..c.iterations {
+            let mut seqs = Vec::with_capacity(c.population);
+            // The current mean is always a candidate: refits can then never lose it.
+            let mut m = mean.clone();
+            clip_sequence(&mut m, c.action_dim, c.max_action_norm);
+            seqs.push(m);
+            while seqs.len() < c.population {
+                let mut s: Vec<f32> = mean
+                    .iter()
+                    .zip(&std)
+                    .map(|(mu, sd)| mu + sd * standard_normal(&mut self.rng) as f32)
+                    .collect();
+                clip_sequence(&mut s, c.action_dim, c.max_action_norm);
+                seqs.push(s);
+            }
+            let rollouts = model.rollout_batch(z0, &seqs);
+            let mut cands: Vec<Candidate<M::Latent>> = seqs
+                .into_iter()
+                .zip(rollouts)
+                .map(|(actions, predicted)| {
+                    let eval = cost.evaluate(&predicted);
+                    Candidate {
+                        actions,
+                        predicted,
+                        eval,
+                    }
+                })
+                .collect();
+            feasible_candidates += cands.iter().filter(|k| k.eval.feasible).count();
+            // Stable sort: ties keep sampling order, so results are deterministic per seed.
+            cands.sort_by(|a, b| compare(self.ranking, &a.eval, &b.eval));
+            let elites = &cands[..c.elites.min(cands.len())];
+            let k = elites.len() as f32;
+            for i in 0..len {
+                let mu = elites.iter().map(|e| e.actions[i]).sum::<f32>() / k;
+                let var = elites
+                    .iter()
+                    .map(|e| (e.actions[i] - mu).powi(2))
+                    .sum::<f32>()
+                    / k;
+                mean[i] = mu;
+                std[i] = var.sqrt().max(c.min_std);
+            }
+            // Keep the best candidate across iterations (for FeasibleFirst this is what makes
+            // "never infeasible once a feasible one was seen" hold even if the refit drifts).
+            let top = cands.swap_remove(0);
+            if best
+                .as_ref()
+                .is_none_or(|b| compare(self.ranking, &top.eval, &b.eval) == Ordering::Less)
+            {
+                best = Some(top);
+            }
+        }
+        // iterations > 0 and population > 0 (validated), so a best candidate exists; the
+        // fallback only keeps this total without a panic path.
+        let best = best.unwrap_or_else(|| {
+            let predicted = model.rollout(z0, &mean);
+            let eval = cost.evaluate(&predicted);
+            Candidate {
+                actions: mean,
+                predicted,
+                eval,
+            }
+        });
+        self.warm = Some(best.actions.clone());
+        to_plan(best, cost, c.action_dim, feasible_candidates)
+    }
+}
+
+impl Planner for Cem {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        self.run(model, z0, cost)
+    }
+
+    fn shift(&mut self, steps: usize) {
+        shift_warm(&mut self.warm, steps, self.cfg.action_dim);
+    }
+
+    fn reset(&mut self) {
+        self.warm = None;
+    }
+}
+
+/// Feasible-first constrained CEM (see the module docs).
+#[derive(Debug, Clone)]
+pub struct ConstrainedCem {
+    inner: Cem,
+}
+
+impl ConstrainedCem {
+    pub fn new(cfg: CemConfig) -> Result<Self, PlanError> {
+        let mut inner = Cem::new(cfg)?;
+        inner.ranking = Ranking::FeasibleFirst;
+        Ok(ConstrainedCem { inner })
+    }
+
+    pub fn config(&self) -> &CemConfig {
+        &self.inner.cfg
+    }
+}
+
+impl Planner for ConstrainedCem {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        self.inner.run(model, z0, cost)
+    }
+
+    fn shift(&mut self, steps: usize) {
+        self.inner.shift(steps);
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// MPPI settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MppiConfig {
+    pub horizon: usize,
+    pub population: usize,
+    pub iterations: usize,
+    /// Sampling noise standard deviation per action component.
+    pub sigma: f32,
+    /// Temperature λ: weights are `exp(−(S − S_min) / λ)`, with `S` in cost units (pixels).
+    pub lambda: f32,
+    pub action_dim: usize,
+    pub max_action_norm: f32,
+    /// Weight on hard violation in the sample cost `S`.
+    pub hard_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for MppiConfig {
+    fn default() -> Self {
+        MppiConfig {
+            horizon: 8,
+            population: 64,
+            iterations: 4,
+            sigma: 1.0,
+            lambda: 0.5,
+            action_dim: 2,
+            max_action_norm: 2.45,
+            hard_penalty: 1.0e3,
+            seed: 0,
+        }
+    }
+}
+
+/// Model-predictive path integral control.
+#[derive(Debug, Clone)]
+pub struct Mppi {
+    cfg: MppiConfig,
+    rng: ChaCha12Rng,
+    warm: Option<Vec<f32>>,
+}
+
+impl Mppi {
+    pub fn new(cfg: MppiConfig) -> Result<Self, PlanError> {
+        let ok = cfg.horizon > 0
+            && cfg.population > 0
+            && cfg.iterations > 0
+            && cfg.action_dim > 0
+            && cfg.sigma.is_finite()
+            && cfg.sigma > 0.0
+            && cfg.lambda.is_finite()
+            && cfg.lambda > 0.0
+            && cfg.max_action_norm.is_finite()
+            && cfg.max_action_norm > 0.0
+            && cfg.hard_penalty.is_finite()
+            && cfg.hard_penalty >= 0.0;
+        if !ok {
+            return Err(PlanError::Config(format!("{cfg:?}")));
+        }
+        Ok(Mppi {
+            rng: ChaCha12Rng::seed_from_u64(cfg.seed),
+            warm: None,
+            cfg,
+        })
+    }
+}
+
+impl Planner for Mppi {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        let c = &self.cfg;
+        let len = c.horizon * c.action_dim;
+        let mut mean = match &self.warm {
+            Some(w) if w.len() == len => w.clone(),
+            _ => vec![0.0; len],
+        };
+        let mut feasible_candidates = 0;
+        for _ in 0..c.iterations {
+            let mut seqs = Vec::with_capacity(c.population);
+            let mut m = mean.clone();
+            clip_sequence(&mut m, c.action_dim, c.max_action_norm);
+            seqs.push(m);
+            while seqs.len() < c.population {
+                let mut s: Vec<f32> = mean
+                    .iter()
+                    .map(|mu| mu + c.sigma * standard_normal(&mut self.rng) as f32)
+                    .collect();
+                clip_sequence(&mut s, c.action_dim, c.max_action_norm);
+                seqs.push(s);
+            }
+            let rollouts = model.rollout_batch(z0, &seqs);
+            let scores: Vec<f32> = rollouts
+                .iter()
+                .map(|p| {
+                    let e = cost.evaluate(p);
+                    if e.feasible {
+                        feasible_candidates += 1;
+                    }
+                    penalised(&e, c.hard_penalty)
+                })
+                .collect();
+            let s_min = scores.iter().copied().fold(f32::INFINITY, f32::min);
+            // Subtracting the minimum keeps the best weight at 1, so the sum never underflows
+            // to 0 (unless every score is infinite, handled below).
+            let weights: Vec<f32> = scores
+                .iter()
+                .map(|s| {
+                    if s.is_finite() {
+                        (-(s - s_min) / c.lambda).exp()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f32 = weights.iter().sum();
+            if total > 0.0 && total.is_finite() {
+                for (i, mu) in mean.iter_mut().enumerate() {
+                    *mu = seqs
+                        .iter()
+                        .zip(&weights)
+                        .map(|(s, w)| w * s[i])
+                        .sum::<f32>()
+                        / total;
+                }
+            }
+        }
+        clip_sequence(&mut mean, c.action_dim, c.max_action_norm);
+        let predicted = model.rollout(z0, &mean);
+        let eval = cost.evaluate(&predicted);
+        self.warm = Some(mean.clone());
+        to_plan(
+            Candidate {
+                actions: mean,
+                predicted,
+                eval,
+            },
+            cost,
+            c.action_dim,
+            feasible_candidates,
+        )
+    }
+
+    fn shift(&mut self, steps: usize) {
+        shift_warm(&mut self.warm, steps, self.cfg.action_dim);
+    }
+
+    fn reset(&mut self) {
+        self.warm = None;
+    }
+}
+
+/// Outcome of one MPC episode on the real environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeReport {
+    pub success: bool,
+    /// Real steps that ended in a guardrail violation (as the environment reports it).
+    pub violations: usize,
+    pub steps: usize,
+    /// Wall-clock milliseconds of each planning call.
+    pub plan_ms: Vec<f64>,
+    /// Planning calls whose returned plan was predicted infeasible.
+    pub infeasible_plans: usize,
+}
+
+/// Runs MPC on `env`, which the caller has already reset to its start and goal (the goal is
+/// carried by `cost`): encode the real state, plan, execute the first `replan_every` actions,
+/// repeat until success, the environment ends the episode, or `max_steps` real steps.
+pub fn mpc_episode<E, M, P>(
+    env: &mut E,
+    model: &M,
+    planner: &mut P,
+    cost: &Cost<M::Latent>,
+    max_steps: usize,
+    replan_every: usize,
+) -> Result<EpisodeReport, PlanError>
+where
+    E: Environment,
+    M: WorldModel,
+    P: Planner,
+{
+    planner.reset();
+    let mut report = EpisodeReport {
+        success: false,
+        violations: 0,
+        steps: 0,
+        plan_ms: Vec::new(),
+        infeasible_plans: 0,
+    };
+    while report.steps < max_steps {
+        let z = model.encode(&env.observe_state())?;
+        let t0 = Instant::now();
+        let plan = planner.plan(model, &z, cost);
+        report.plan_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        if !plan.feasible {
+            report.infeasible_plans += 1;
+        }
+        let k = replan_every.clamp(1, plan.actions.len().max(1));
+        let mut executed = 0;
+        for a in plan.actions.iter().take(k) {
+            let r = env.step(a)?;
+            report.steps += 1;
+            executed += 1;
+            report.violations += usize::from(r.violation);
+            if r.success {
+                report.success = true;
+                return Ok(report);
+            }
+            if r.done {
+                return Ok(report);
+            }
+            if report.steps >= max_steps {
+                break;
+            }
+        }
+        if executed == 0 {
+            // An empty plan cannot make progress; stop rather than loop forever.
+            break;
+        }
+        planner.shift(executed);
+    }
+    Ok(report)
+}
