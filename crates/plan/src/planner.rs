@@ -243,20 +243,13 @@ impl Cem {
         let mut best: Option<Candidate<M::Latent>> = None;
         let mut feasible_candidates = 0;
         for _ in 0..c.iterations {
-            let mut seqs = Vec::with_capacity(c.population);
-            // The current mean is always a candidate: refits can then never lose it.
-            let mut m = mean.clone();
-            clip_sequence(&mut m, c.action_dim, c.max_action_norm);
-            seqs.push(m);
-            while seqs.len() < c.population {
-                let mut s: Vec<f32> = mean
-                    .iter()
-                    .zip(&std)
-                    .map(|(mu, sd)| mu + sd * standard_normal(&mut self.rng) as f32)
-                    .collect();
-                clip_sequence(&mut s, c.action_dim, c.max_action_norm);
-                seqs.push(s);
-            }
+            let seqs = sample_sequences(
+                &mean,
+                |i| std[i],
+                c.population,
+                (c.action_dim, c.max_action_norm),
+                &mut self.rng,
+            );
             let rollouts = model.rollout_batch(z0, &seqs);
             let mut cands: Vec<Candidate<M::Latent>> = seqs
                 .into_iter()
@@ -448,18 +441,13 @@ impl Planner for Mppi {
         };
         let mut feasible_candidates = 0;
         for _ in 0..c.iterations {
-            let mut seqs = Vec::with_capacity(c.population);
-            let mut m = mean.clone();
-            clip_sequence(&mut m, c.action_dim, c.max_action_norm);
-            seqs.push(m);
-            while seqs.len() < c.population {
-                let mut s: Vec<f32> = mean
-                    .iter()
-                    .map(|mu| mu + c.sigma * standard_normal(&mut self.rng) as f32)
-                    .collect();
-                clip_sequence(&mut s, c.action_dim, c.max_action_norm);
-                seqs.push(s);
-            }
+            let seqs = sample_sequences(
+                &mean,
+                |_| c.sigma,
+                c.population,
+                (c.action_dim, c.max_action_norm),
+                &mut self.rng,
+            );
             let rollouts = model.rollout_batch(z0, &seqs);
             let scores: Vec<f32> = rollouts
                 .iter()
@@ -591,4 +579,30 @@ where
         planner.shift(executed);
     }
     Ok(report)
+}
+
+/// The candidates of one iteration: the current `mean` first (so a refit can never lose it),
+/// then `population − 1` Gaussian perturbations with per-element standard deviation
+/// `std(i)`; every step of every sequence is clipped to the action-norm cap.
+fn sample_sequences(
+    mean: &[f32],
+    std: impl Fn(usize) -> f32,
+    population: usize,
+    (action_dim, max_action_norm): (usize, f32),
+    rng: &mut ChaCha12Rng,
+) -> Vec<Vec<f32>> {
+    let mut seqs = Vec::with_capacity(population);
+    let mut m = mean.to_vec();
+    clip_sequence(&mut m, action_dim, max_action_norm);
+    seqs.push(m);
+    while seqs.len() < population {
+        let mut s: Vec<f32> = mean
+            .iter()
+            .enumerate()
+            .map(|(i, mu)| mu + std(i) * standard_normal(rng) as f32)
+            .collect();
+        clip_sequence(&mut s, action_dim, max_action_norm);
+        seqs.push(s);
+    }
+    seqs
 }
