@@ -172,6 +172,15 @@ fn shift_warm(warm: &mut Option<Vec<f32>>, steps: usize, action_dim: usize) {
     }
 }
 
+/// The first sampling mean: the shifted previous plan when it has the right length, else
+/// zeros (no motion).
+fn warm_start(warm: &Option<Vec<f32>>, len: usize) -> Vec<f32> {
+    match warm {
+        Some(w) if w.len() == len => w.clone(),
+        _ => vec![0.0; len],
+    }
+}
+
 struct Candidate<L> {
     actions: Vec<f32>,
     predicted: Vec<L>,
@@ -235,10 +244,7 @@ impl Cem {
     ) -> Plan<M::Latent> {
         let c = &self.cfg;
         let len = c.horizon * c.action_dim;
-        let mut mean = match &self.warm {
-            Some(w) if w.len() == len => w.clone(),
-            _ => vec![0.0; len],
-        };
+        let mut mean = warm_start(&self.warm, len);
         let mut std = vec![c.init_std; len];
         let mut best: Option<Candidate<M::Latent>> = None;
         let mut feasible_candidates = 0;
@@ -435,10 +441,7 @@ impl Planner for Mppi {
     ) -> Plan<M::Latent> {
         let c = &self.cfg;
         let len = c.horizon * c.action_dim;
-        let mut mean = match &self.warm {
-            Some(w) if w.len() == len => w.clone(),
-            _ => vec![0.0; len],
-        };
+        let mut mean = warm_start(&self.warm, len);
         let mut feasible_candidates = 0;
         for _ in 0..c.iterations {
             let seqs = sample_sequences(
