@@ -3,35 +3,22 @@
 //! Gradient tests run in f64 on the CPU: scalar loss `sum(out ⊙ R)` with a fixed random
 //! `R`, candle's `backward()` against central differences on a sample of coordinates.
 
-use candle_core::{D, DType, Device, Module, Result, Tensor, Var};
+use candle_core::{D, DType, Module, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_model::blocks::{
     AttentionMask, DecoderCache, DecoderConfig, KvCache, MASK_NEG, MultiHeadAttention, RmsNorm,
     RotaryEmbedding, SwiGlu, TransformerDecoder, TransformerDecoderLayer,
     softmax_last_dim_differentiable, swiglu_inner_dim,
 };
+mod common;
+
+use common::{cpu, uniform, values};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const H: f64 = 1e-5;
 const REL_TOL: f64 = 1e-4;
 const SAMPLES_PER_VAR: usize = 12;
-
-fn cpu() -> Device {
-    Device::Cpu
-}
-
-fn uniform(shape: &[usize], seed: u64, scale: f64, dtype: DType) -> Tensor {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n)
-        .map(|_| scale * (2.0 * rng.random::<f64>() - 1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &cpu())
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
 
 fn var(shape: &[usize], seed: u64) -> Var {
     Var::from_tensor(&uniform(shape, seed, 1.0, DType::F64)).unwrap()
@@ -54,10 +41,6 @@ fn f64_varmap() -> (VarMap, VarBuilder<'static>) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &cpu());
     (varmap, vb)
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
 }
 
 /// Largest absolute analytic gradient per checked variable, after asserting every sampled

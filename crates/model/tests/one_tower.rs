@@ -2,7 +2,7 @@
 //! dropout, cached/uncached inference, gradient flow, finite-difference gradients and DDIM
 //! sampling (tiny config, CPU).
 
-use candle_core::{DType, Device, IndexOp, Tensor, Var};
+use candle_core::{DType, IndexOp, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_model::base_lcm::padding_mask_from_lengths;
 use lcm_model::blocks::MASK_NEG;
@@ -12,33 +12,15 @@ use lcm_model::diffusion::{
 use lcm_model::one_tower::{OneTowerLcm, cfg_dropped_rows, one_tower_mask};
 use lcm_model::presets;
 use lcm_model::two_tower::standard_normal;
+mod common;
+
+use common::{
+    assert_matches_central_differences, count_vars, cpu, max_abs_diff, named_vars, uniform, values,
+};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const DIM: usize = 16;
-
-fn cpu() -> Device {
-    Device::Cpu
-}
-
-fn uniform(shape: &[usize], seed: u64, scale: f64, dtype: DType) -> Tensor {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f64> = (0..n)
-        .map(|_| scale * (2.0 * rng.random::<f64>() - 1.0))
-        .collect();
-    Tensor::from_vec(data, shape, &cpu())
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-}
-
-fn named_vars(varmap: &VarMap) -> Vec<(String, Var)> {
-    let data = varmap.data().lock().unwrap();
-    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-}
 
 /// Seeded re-initialisation (candle's own init is unseeded).
 fn reseed(varmap: &VarMap, seed: u64) {
@@ -56,28 +38,6 @@ fn reseed(varmap: &VarMap, seed: u64) {
         }
         v.set(&t).unwrap();
     }
-}
-
-fn count_vars(varmap: &VarMap) -> usize {
-    named_vars(varmap).iter().map(|(_, v)| v.elem_count()).sum()
-}
-
-fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    values(a)
-        .iter()
-        .zip(values(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
 }
 
 fn model(dtype: DType, seed: u64) -> (VarMap, OneTowerLcm) {
@@ -373,34 +333,13 @@ fn loss_gradient_matches_finite_differences() {
     for name in targets {
         let var = &vars.iter().find(|(n, _)| n == name).expect(name).1;
         let g = values(grads.get(var.as_tensor()).expect(name));
-        let orig = values(var.as_tensor());
         // pos_embed: only rows 0..t are used; pick among them.
         let range = if name == "pos_embed.weight" {
             t * var.dims()[1]
         } else {
-            orig.len()
+            var.elem_count()
         };
-        for _ in 0..4 {
-            let k = pick.random_range(0..range);
-            let mut p = orig.clone();
-            p[k] = orig[k] + h;
-            var.set(&Tensor::from_vec(p.clone(), var.dims(), &cpu()).unwrap())
-                .unwrap();
-            let up = loss_val();
-            p[k] = orig[k] - h;
-            var.set(&Tensor::from_vec(p, var.dims(), &cpu()).unwrap())
-                .unwrap();
-            let down = loss_val();
-            var.set(&Tensor::from_vec(orig.clone(), var.dims(), &cpu()).unwrap())
-                .unwrap();
-            let fd = (up - down) / (2.0 * h);
-            let tol = 1e-4 * fd.abs().max(g[k].abs()).max(1e-3);
-            assert!(
-                (fd - g[k]).abs() <= tol,
-                "{name}[{k}]: fd {fd} vs grad {}",
-                g[k]
-            );
-        }
+        assert_matches_central_differences(name, var, &g, range, 4, h, &mut pick, &loss_val);
     }
 }
 
