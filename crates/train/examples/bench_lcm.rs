@@ -191,6 +191,29 @@ fn configs(args: &Args) -> Result<(BaseLcmConfig, TwoTowerConfig)> {
     Ok((base, tt))
 }
 
+/// Seeded initialisation as the trainer does it, then the parameter count, checked against
+/// the configuration's analytic count.
+fn init_and_count(varmap: &VarMap, seed: u64, name: &str, analytic: usize) -> Result<usize> {
+    lcm_train::trainer::seeded_init(varmap, seed)?;
+    let params = num_parameters(varmap);
+    if params != analytic {
+        bail!("{name}: VarMap holds {params} parameters, the analytic count is {analytic}");
+    }
+    Ok(params)
+}
+
+/// The trainer's optimiser: AdamW with the project defaults and weight decay on matrices.
+fn optimizer(varmap: &VarMap, lr: f64) -> Result<AdamW> {
+    Ok(AdamW::from_varmap(
+        varmap,
+        AdamWConfig {
+            lr,
+            ..AdamWConfig::default()
+        },
+        default_decay_filter,
+    )?)
+}
+
 fn num_parameters(varmap: &VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
 }
@@ -327,26 +350,12 @@ fn bench_base(args: &Args, cfg: &BaseLcmConfig, dev: &Device) -> Result<()> {
     let name = format!("base_lcm_{}", args.preset);
     let varmap = VarMap::new();
     let model = BaseLcm::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    lcm_train::trainer::seeded_init(&varmap, args.seed)?;
-    let params = num_parameters(&varmap);
-    if params != cfg.num_parameters() {
-        bail!(
-            "{name}: VarMap holds {params} parameters, the analytic count is {}",
-            cfg.num_parameters()
-        );
-    }
+    let params = init_and_count(&varmap, args.seed, &name, cfg.num_parameters())?;
     let mut data_rng = new_rng(args.seed.wrapping_add(1));
 
     if args.train {
         let (x, mask) = random_batch(args, cfg.input_dim, &mut data_rng, dev)?;
-        let mut opt = AdamW::from_varmap(
-            &varmap,
-            AdamWConfig {
-                lr: args.lr,
-                ..AdamWConfig::default()
-            },
-            default_decay_filter,
-        )?;
+        let mut opt = optimizer(&varmap, args.lr)?;
         let (times, losses) =
             time_steps(args.warmup, args.steps, &format!("{name} train"), || {
                 let loss = model.loss(&x, Some(&mask))?;
@@ -396,27 +405,13 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
     let name = format!("two_tower_{}", args.preset);
     let varmap = VarMap::new();
     let model = TwoTowerLcm::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    lcm_train::trainer::seeded_init(&varmap, args.seed)?;
-    let params = num_parameters(&varmap);
-    if params != cfg.num_parameters() {
-        bail!(
-            "{name}: VarMap holds {params} parameters, the analytic count is {}",
-            cfg.num_parameters()
-        );
-    }
+    let params = init_and_count(&varmap, args.seed, &name, cfg.num_parameters())?;
     let schedule = NoiseSchedule::new(NoiseScheduleConfig::default())?;
     let mut data_rng = new_rng(args.seed.wrapping_add(1));
 
     if args.train {
         let (x, mask) = random_batch(args, cfg.input_dim, &mut data_rng, dev)?;
-        let mut opt = AdamW::from_varmap(
-            &varmap,
-            AdamWConfig {
-                lr: args.lr,
-                ..AdamWConfig::default()
-            },
-            default_decay_filter,
-        )?;
+        let mut opt = optimizer(&varmap, args.lr)?;
         // Timesteps, noise and CFG rows are drawn inside the step, as in the trainer.
         let mut rng = new_rng(args.seed.wrapping_add(2));
         let (times, losses) =
