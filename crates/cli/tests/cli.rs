@@ -355,6 +355,9 @@ fn train_eval_generate_and_plot_a_tiny_two_tower() {
             .arg(tiny_bert())
             .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
     );
+    // `lcm train` draws its own loss curve.
+    let drawn = std::fs::read(run.join("loss.png")).expect("lcm train wrote loss.png");
+    assert!(drawn.starts_with(b"\x89PNG\r\n\x1a\n"));
 
     let eval_json = || {
         let printed = run_ok(
