@@ -13,7 +13,10 @@
 pub mod cost;
 pub mod data;
 pub mod env;
+pub mod jepa;
+pub mod learned;
 pub mod planner;
+pub mod wm_train;
 pub mod world;
 
 pub use env::{EnvError, Environment, StepResult};

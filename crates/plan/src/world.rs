@@ -20,6 +20,8 @@ pub enum PlanError {
     Config(String),
     #[error(transparent)]
     Env(#[from] crate::env::EnvError),
+    #[error("world model: {0}")]
+    Model(String),
 }
 
 /// An encoder plus a one-step latent predictor.

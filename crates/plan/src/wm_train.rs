@@ -1,0 +1,622 @@
+//! Training a [`Jepa`] world model on the offline random-walk dataset (`lcm wm train`).
+//!
+//! The dataset is regenerated from its seed at every start (generation takes well under a
+//! second), so a run directory holds only `config.json`, `metrics.jsonl` and checkpoints.
+//! Checkpoints go through the LCM trainer's [`CheckpointManager`]: atomic `step-N/`
+//! directories with the model, the AdamW moments and the exact RNG position, so a resumed
+//! run takes the same batches and reaches bit-identical weights.
+//!
+//! Each step samples `batch_size` windows of `rollout_steps + 1` consecutive states (and
+//! their actions) uniformly over trajectories and start times. Every `eval_every` steps the
+//! held-out trajectories (a different seed) give the validation losses and the collapse
+//! diagnostics (per-dimension std and effective rank of the latents), logged to
+//! `metrics.jsonl`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use lcm_train::TrainError;
+use lcm_train::checkpoint::{CheckpointManager, RngState, TrainRng, TrainState, new_rng};
+use lcm_train::optim::{AdamW, AdamWConfig, clip_grad_norm, default_decay_filter};
+use lcm_train::schedule::LrSchedule;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, DatasetConfig, generate, render_state};
+use crate::env::TwoRoomsConfig;
+use crate::jepa::{
+    CollapseStats, Jepa, JepaConfig, JepaLossConfig, ObservationKind, collapse_stats, host,
+    jepa_loss, seeded_init,
+};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+
+/// Errors of world-model training and loading.
+#[derive(Debug, thiserror::Error)]
+pub enum WmError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Env(#[from] crate::env::EnvError),
+    #[error("invalid world-model training configuration: {0}")]
+    Config(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Run { path: PathBuf, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WmError + '_ {
+    move |source| WmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything that defines a training run (written to `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WmTrainConfig {
+    pub model: JepaConfig,
+    pub loss: JepaLossConfig,
+    /// Training trajectories and the random-walk recipe.
+    pub data: DatasetSpec,
+    /// Held-out trajectories (generated with `data.seed + 1`).
+    pub valid_trajectories: usize,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub final_lr: f64,
+    pub warmup_steps: u64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub keep_last: usize,
+    pub seed: u64,
+    /// Stop (and checkpoint) after the step that exhausts this wall-clock budget.
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
+}
+
+/// The serialisable part of [`DatasetConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    pub num_trajectories: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+impl DatasetSpec {
+    fn to_config(&self, seed_offset: u64, num: usize) -> DatasetConfig {
+        DatasetConfig {
+            num_trajectories: num,
+            steps: self.steps,
+            seed: self.seed + seed_offset,
+            ..DatasetConfig::default()
+        }
+    }
+}
+
+impl WmTrainConfig {
+    /// Defaults for Two-Rooms with state (`pixels = false`) or image observations.
+    pub fn two_rooms(pixels: bool) -> Self {
+        WmTrainConfig {
+            model: if pixels {
+                JepaConfig::two_rooms_pixels()
+            } else {
+                JepaConfig::two_rooms_state()
+            },
+            loss: JepaLossConfig::default(),
+            data: DatasetSpec {
+                num_trajectories: 1000,
+                steps: 200,
+                seed: 0,
+            },
+            valid_trajectories: 50,
+            steps: if pixels { 3000 } else { 6000 },
+            batch_size: if pixels { 32 } else { 128 },
+            lr: 1e-3,
+            final_lr: 1e-5,
+            warmup_steps: 200,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            eval_every: 250,
+            checkpoint_every: 500,
+            keep_last: 2,
+            seed: 0,
+            max_seconds: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), WmError> {
+        self.model.validate().map_err(WmError::Config)?;
+        let bad = |m: String| Err(WmError::Config(m));
+        if self.loss.rollout_steps == 0 || self.loss.rollout_steps >= self.data.steps {
+            return bad(format!(
+                "rollout_steps must be in 1..{} (trajectory length), got {}",
+                self.data.steps, self.loss.rollout_steps
+            ));
+        }
+        if self.data.num_trajectories == 0 || self.valid_trajectories == 0 {
+            return bad("need at least one training and one validation trajectory".into());
+        }
+        if self.batch_size < 2 {
+            return bad("batch_size must be ≥ 2 (VICReg needs a batch variance)".into());
+        }
+        if self.steps == 0 || self.eval_every == 0 || self.checkpoint_every == 0 {
+            return bad("steps, eval_every and checkpoint_every must be > 0".into());
+        }
+        if let Some(s) = self.max_seconds
+            && !(s.is_finite() && s > 0.0)
+        {
+            return bad(format!("max_seconds must be positive, got {s}"));
+        }
+        Ok(())
+    }
+
+    /// Identifies the observation space in checkpoints, so a model is never loaded for
+    /// the wrong kind of observation.
+    pub fn space_id(&self) -> String {
+        match self.model.observation {
+            ObservationKind::State { dim } => format!("two-rooms/state{dim}"),
+            ObservationKind::Pixels {
+                channels,
+                height,
+                width,
+            } => format!("two-rooms/pixels{channels}x{height}x{width}"),
+        }
+    }
+
+    fn schedule(&self) -> Result<LrSchedule, WmError> {
+        Ok(LrSchedule::cosine_with_final_lr(
+            self.lr,
+            0.0,
+            self.final_lr,
+            self.warmup_steps.min(self.steps),
+            self.steps,
+        )?)
+    }
+}
+
+/// One line of `metrics.jsonl` (`loss`, `valid_loss` and `lr` are what `lcm plot` draws).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WmMetrics {
+    pub step: u64,
+    pub loss: f64,
+    pub prediction: f64,
+    pub std: f64,
+    pub cov: f64,
+    pub probe: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub elapsed_s: f64,
+    /// Validation prediction loss (same rollout length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+    /// Validation probe error in environment units (pixels), RMS over both axes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_probe_rms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse: Option<CollapseStats>,
+}
+
+/// What a training call did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WmTrainSummary {
+    pub start_step: u64,
+    pub final_step: u64,
+    pub last: Option<WmMetrics>,
+    pub seconds: f64,
+}
+
+/// Windows sampled from trajectories, as tensors ready for [`jepa_loss`].
+struct WindowBatch {
+    obs: Tensor,
+    actions: Tensor,
+    states: Tensor,
+}
+
+fn observation_of(
+    kind: &ObservationKind,
+    env: &TwoRoomsConfig,
+    p: [f32; 2],
+) -> Result<Vec<f32>, WmError> {
+    Ok(match kind {
+        ObservationKind::State { .. } => p.to_vec(),
+        ObservationKind::Pixels { .. } => render_state(env, p)?,
+    })
+}
+
+/// Builds a batch from `(trajectory, start)` pairs.
+fn window_batch(
+    data: &Dataset,
+    kind: &ObservationKind,
+    windows: &[(usize, usize)],
+    horizon: usize,
+    device: &Device,
+) -> Result<WindowBatch, WmError> {
+    let b = windows.len();
+    let obs_len = kind.len();
+    let mut obs = Vec::with_capacity(b * (horizon + 1) * obs_len);
+    let mut actions = Vec::with_capacity(b * horizon * 2);
+    let mut states = Vec::with_capacity(b * (horizon + 1) * 2);
+    for &(ti, start) in windows {
+        let traj = &data.trajectories[ti];
+        for t in start..=start + horizon {
+            let p = traj.states[t];
+            obs.extend(observation_of(kind, &data.env_config, p)?);
+            states.extend(p);
+            if t < start + horizon {
+                actions.extend(traj.actions[t]);
+            }
+        }
+    }
+    Ok(WindowBatch {
+        obs: Tensor::from_vec(obs, (b, horizon + 1, obs_len), device)?,
+        actions: Tensor::from_vec(actions, (b, horizon, 2), device)?,
+        states: Tensor::from_vec(states, (b, horizon + 1, 2), device)?,
+    })
+}
+
+fn sample_windows(
+    rng: &mut TrainRng,
+    data: &Dataset,
+    n: usize,
+    horizon: usize,
+) -> Vec<(usize, usize)> {
+    (0..n)
+        .map(|_| {
+            let ti = rng.random_range(0..data.trajectories.len());
+            let len = data.trajectories[ti].actions.len();
+            (ti, rng.random_range(0..=len - horizon))
+        })
+        .collect()
+}
+
+/// Fixed validation windows: evenly spaced starts in every held-out trajectory.
+fn validation_windows(
+    data: &Dataset,
+    horizon: usize,
+    per_trajectory: usize,
+) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (ti, traj) in data.trajectories.iter().enumerate() {
+        let last = traj.actions.len() - horizon;
+        for k in 0..per_trajectory {
+            out.push((ti, k * last / per_trajectory.max(1)));
+        }
+    }
+    out
+}
+
+/// Training state of a run directory.
+pub struct RunPaths {
+    pub dir: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunPaths { dir: dir.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join(METRICS_FILE)
+    }
+    pub fn checkpoints(&self) -> CheckpointManager {
+        CheckpointManager::new(self.dir.join(CHECKPOINT_DIR), 2)
+    }
+}
+
+/// Trains (or resumes, when `resume` and a checkpoint exists) a world model in `out`.
+/// `on_step` sees every step's metrics (progress bars, logs).
+pub fn train_world_model(
+    cfg: &WmTrainConfig,
+    out: &Path,
+    resume: bool,
+    mut on_step: impl FnMut(&WmMetrics),
+) -> Result<WmTrainSummary, WmError> {
+    cfg.validate()?;
+    let paths = RunPaths::new(out);
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let ckpt = CheckpointManager::new(out.join(CHECKPOINT_DIR), cfg.keep_last);
+    if !resume && !ckpt.steps()?.is_empty() {
+        return Err(WmError::Run {
+            path: out.to_path_buf(),
+            reason: "already holds checkpoints; pass --resume to continue or choose a new --out"
+                .into(),
+        });
+    }
+    if resume && let Ok(text) = fs::read_to_string(paths.config()) {
+        let old: WmTrainConfig = serde_json::from_str(&text).map_err(|e| WmError::Run {
+            path: paths.config(),
+            reason: format!("invalid config: {e}"),
+        })?;
+        let same = WmTrainConfig {
+            max_seconds: cfg.max_seconds,
+            ..old.clone()
+        };
+        if same != *cfg {
+            return Err(WmError::Run {
+                path: paths.config(),
+                reason:
+                    "the run was started with a different configuration; resume with the same flags"
+                        .into(),
+            });
+        }
+    }
+    write_atomic(
+        &paths.config(),
+        serde_json::to_string_pretty(cfg)
+            .expect("config serialises")
+            .as_bytes(),
+    )?;
+
+    let device = Device::Cpu;
+    let env_cfg = TwoRoomsConfig::default();
+    let train_data = generate(&cfg.data.to_config(0, cfg.data.num_trajectories), &env_cfg)?;
+    let valid_data = generate(&cfg.data.to_config(1, cfg.valid_trajectories), &env_cfg)?;
+    let horizon = cfg.loss.rollout_steps;
+    let valid_windows = validation_windows(&valid_data, horizon, 4);
+
+    let varmap = VarMap::new();
+    let model = Jepa::new(
+        &cfg.model,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
+    seeded_init(&varmap, cfg.seed)?;
+    let mut opt = AdamW::from_varmap(
+        &varmap,
+        AdamWConfig {
+            lr: cfg.lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: cfg.weight_decay,
+        },
+        default_decay_filter,
+    )?;
+    let vars: Vec<Var> = opt.vars();
+    let schedule = cfg.schedule()?;
+    let space = cfg.space_id();
+    let mut rng = new_rng(cfg.seed);
+    let mut step = 0u64;
+    if resume && let Some(state) = ckpt.load_latest(&varmap, Some(&mut opt), &space)? {
+        step = state.step;
+        rng = state.rng.restore()?;
+        truncate_metrics(&paths.metrics(), step)?;
+        tracing::info!(step, "resumed world-model training");
+    } else if !resume {
+        // A fresh run must not append to an older run's metrics.
+        let _ = fs::remove_file(paths.metrics());
+    }
+    let start_step = step;
+
+    let mut metrics_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.metrics())
+        .map_err(io_err(&paths.metrics()))?;
+    let started = Instant::now();
+    let mut last = None;
+    while step < cfg.steps {
+        let lr = schedule.lr_at(step);
+        opt.set_lr(lr);
+        let windows = sample_windows(&mut rng, &train_data, cfg.batch_size, horizon);
+        let batch = window_batch(
+            &train_data,
+            &cfg.model.observation,
+            &windows,
+            horizon,
+            &device,
+        )?;
+        let loss = jepa_loss(&model, &batch.obs, &batch.actions, &batch.states, &cfg.loss)?;
+        let mut grads = loss.total.backward()?;
+        let grad_norm = clip_grad_norm(&mut grads, &vars, cfg.grad_clip)?;
+        opt.step(&grads)?;
+        step += 1;
+
+        let scalar = |t: &Tensor| -> Result<f64, WmError> { Ok(f64::from(t.to_scalar::<f32>()?)) };
+        let mut m = WmMetrics {
+            step,
+            loss: scalar(&loss.total)?,
+            prediction: scalar(&loss.prediction)?,
+            std: scalar(&loss.std)?,
+            cov: scalar(&loss.cov)?,
+            probe: scalar(&loss.probe)?,
+            lr,
+            grad_norm,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            valid_loss: None,
+            valid_probe_rms: None,
+            collapse: None,
+        };
+        let out_of_time = cfg
+            .max_seconds
+            .is_some_and(|s| started.elapsed().as_secs_f64() >= s);
+        let finished = step == cfg.steps || out_of_time;
+        if step % cfg.eval_every == 0 || finished {
+            let v = validate(
+                &model,
+                &valid_data,
+                &cfg.model,
+                &valid_windows,
+                horizon,
+                &cfg.loss,
+                &device,
+            )?;
+            m.valid_loss = Some(v.prediction);
+            m.valid_probe_rms = Some(v.probe_rms);
+            m.collapse = Some(v.collapse);
+        }
+        let line = serde_json::to_string(&m).expect("metrics serialise");
+        writeln!(metrics_file, "{line}").map_err(io_err(&paths.metrics()))?;
+        on_step(&m);
+        if step % cfg.checkpoint_every == 0 || finished {
+            let state = TrainState {
+                step,
+                rng: RngState::capture(&rng),
+                data: Default::default(),
+                encoder_id: space.clone(),
+                normalizer: None,
+                tool_version: lcm_train::checkpoint::TOOL_VERSION.to_string(),
+                model_config: serde_json::to_value(&cfg.model).expect("config serialises"),
+                extra: serde_json::json!({ "kind": "jepa" }),
+            };
+            ckpt.save(&varmap, &opt, &state)?;
+        }
+        last = Some(m);
+        if out_of_time {
+            tracing::info!(step, "time budget exhausted; stopping");
+            break;
+        }
+    }
+    Ok(WmTrainSummary {
+        start_step,
+        final_step: step,
+        last,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+struct Validation {
+    prediction: f64,
+    probe_rms: f64,
+    collapse: CollapseStats,
+}
+
+fn validate(
+    model: &Jepa,
+    data: &Dataset,
+    mcfg: &JepaConfig,
+    windows: &[(usize, usize)],
+    horizon: usize,
+    lcfg: &JepaLossConfig,
+    device: &Device,
+) -> Result<Validation, WmError> {
+    let mut prediction = 0.0;
+    let mut sq = 0.0;
+    let mut count = 0usize;
+    let mut latents = Vec::new();
+    for chunk in windows.chunks(64) {
+        let batch = window_batch(data, &mcfg.observation, chunk, horizon, device)?;
+        let loss = jepa_loss(model, &batch.obs, &batch.actions, &batch.states, lcfg)?;
+        prediction += f64::from(loss.prediction.to_scalar::<f32>()?) * chunk.len() as f64;
+        let (b, t1, len) = batch.obs.dims3()?;
+        let z = model.encode(&batch.obs.reshape((b * t1, len))?)?;
+        let probed = host(&model.probe(&z)?)?;
+        let truth = host(&batch.states)?;
+        for (p, s) in probed.iter().zip(&truth) {
+            let p = p * mcfg.state_scale + mcfg.state_shift;
+            sq += f64::from((p - s) * (p - s));
+            count += 1;
+        }
+        latents.extend(host(&z)?);
+    }
+    Ok(Validation {
+        prediction: prediction / windows.len().max(1) as f64,
+        probe_rms: (sq / count.max(1) as f64).sqrt(),
+        collapse: collapse_stats(&latents, mcfg.latent_dim),
+    })
+}
+
+/// Drops metrics lines after `step` (a resumed run rewrites them).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), WmError> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WmError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// A trained world model loaded for planning: weights are detached tensors, so inference
+/// records no backward graph.
+pub struct LoadedWorldModel {
+    pub model: Jepa,
+    pub config: WmTrainConfig,
+    pub step: u64,
+    pub checkpoint: PathBuf,
+}
+
+/// Loads the newest checkpoint of a run directory (or a `step-N` directory inside it).
+pub fn load_world_model(run: &Path) -> Result<LoadedWorldModel, WmError> {
+    let (run_dir, step_dir) = if run.join(CONFIG_FILE).is_file() {
+        let ckpt = CheckpointManager::new(run.join(CHECKPOINT_DIR), 0);
+        let step = *ckpt.steps()?.last().ok_or_else(|| WmError::Run {
+            path: run.to_path_buf(),
+            reason: "has no checkpoint yet; train with `lcm wm train` first".into(),
+        })?;
+        (run.to_path_buf(), ckpt.step_dir(step))
+    } else if let Some(parent) = run.parent().and_then(Path::parent)
+        && parent.join(CONFIG_FILE).is_file()
+    {
+        (parent.to_path_buf(), run.to_path_buf())
+    } else {
+        return Err(WmError::Run {
+            path: run.to_path_buf(),
+            reason: format!(
+                "not a world-model run (no {CONFIG_FILE}); pass the --out directory of `lcm wm train`"
+            ),
+        });
+    };
+    let cfg_path = run_dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let config: WmTrainConfig = serde_json::from_str(&text).map_err(|e| WmError::Run {
+        path: cfg_path.clone(),
+        reason: format!("invalid config: {e}"),
+    })?;
+    config.validate()?;
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    Jepa::new(
+        &config.model,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
+    let state =
+        lcm_train::checkpoint::load_checkpoint(&step_dir, &varmap, None, &config.space_id())?;
+    let tensors = varmap
+        .data()
+        .lock()
+        .map_err(|_| WmError::Config("variable map lock poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let model = Jepa::new(
+        &config.model,
+        VarBuilder::from_tensors(tensors, DType::F32, &device),
+    )?;
+    Ok(LoadedWorldModel {
+        model,
+        config,
+        step: state.step,
+        checkpoint: step_dir,
+    })
+}
