@@ -12,10 +12,12 @@
 
 pub mod cost;
 pub mod data;
+pub mod data_point_maze;
 pub mod env;
 pub mod jepa;
 pub mod learned;
 pub mod planner;
+pub mod wm_eval;
 pub mod wm_train;
 pub mod world;
 

@@ -5,8 +5,10 @@
 //! sees. Rewards are not part of it: objective-driven planning computes its own cost from
 //! the goal, and the environment only reports facts (success, guardrail violation, done).
 
+pub mod point_maze;
 pub mod two_rooms;
 
+pub use point_maze::{PointMaze, PointMazeConfig};
 pub use two_rooms::{TwoRooms, TwoRoomsConfig};
 
 /// Errors from driving an environment. They come from caller input (a wrong action length,
