@@ -121,7 +121,7 @@ impl JepaConfig {
             return Err("state_shift must be finite and state_scale > 0".into());
         }
         match self.observation {
-            ObservationKind::State { dim } if dim == 0 => Err("state dim must be > 0".into()),
+            ObservationKind::State { dim: 0 } => Err("state dim must be > 0".into()),
             ObservationKind::Pixels { height, width, .. }
                 if conv_out(height) == 0 || conv_out(width) == 0 =>
             {

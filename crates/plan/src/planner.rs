@@ -10,12 +10,18 @@
 //! - [`Mppi`]: model-predictive path integral control (PLDM / TD-MPC2 style): the mean is the
 //!   softmin(cost / λ)-weighted average of the samples.
 //!
+//! - [`AugLagCem`]: augmented-Lagrangian planning (as stable-worldmodel's `LagrangianSolver`):
+//!   CEM minimises `J + λ·v + ρ/2·v²` for the total hard violation `v`, then the multiplier
+//!   rises by `ρ·v`; repeated a few times per call, the best feasible plan of any round wins.
+//! - [`RandomPolicy`]: the random baseline (a fresh random action every step).
+//!
 //! Every planner clips each step's action to the environment's norm cap (the env would clip
 //! anyway; clipping in the planner keeps the Gaussian fitted to actions that actually happen).
 //!
-//! Scope: these planners use short horizons (8 steps by default), which is enough to reach a
-//! goal inside one room and to detour around hazards. Crossing the door between rooms needs
-//! long horizons or subgoals and is not attempted here.
+//! Long horizons: [`RepeatActions`] makes one planner action stand for `k` environment steps
+//! (DINO-WM's frameskip), so a 12-action plan looks 60 steps ahead — far enough to go through
+//! the door between the rooms — while the search stays 24-dimensional. Rollouts keep every
+//! intermediate latent, so guardrails are still checked at every real step.
 
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -41,6 +47,8 @@ pub struct Plan<L> {
     pub margins: Vec<(String, f32)>,
     /// The returned plan satisfies every hard guardrail (as predicted).
     pub feasible: bool,
+    /// Total predicted hard violation of the returned plan (0 when feasible).
+    pub hard_violation: f32,
     /// How many sampled candidates (all iterations) were feasible.
     pub feasible_candidates: usize,
 }
@@ -130,6 +138,8 @@ enum Ranking {
     Penalty(f32),
     /// Feasible before infeasible; feasible by total, infeasible by violation then total.
     FeasibleFirst,
+    /// Augmented Lagrangian `total + λ·v + ρ/2·v²`.
+    Lagrangian { lambda: f32, rho: f32 },
 }
 
 fn penalised(e: &Evaluation, hard_penalty: f32) -> f32 {
@@ -140,6 +150,14 @@ fn penalised(e: &Evaluation, hard_penalty: f32) -> f32 {
 fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
     match ranking {
         Ranking::Penalty(w) => penalised(a, w).total_cmp(&penalised(b, w)),
+        Ranking::Lagrangian { lambda, rho } => {
+            let l = |e: &Evaluation| {
+                let v = e.hard_violation;
+                let x = e.total() + lambda * v + 0.5 * rho * v * v;
+                if x.is_nan() { f32::INFINITY } else { x }
+            };
+            l(a).total_cmp(&l(b))
+        }
         Ranking::FeasibleFirst => match (a.feasible, b.feasible) {
             (true, false) => Ordering::Less,
             (false, true) => Ordering::Greater,
@@ -208,6 +226,7 @@ fn to_plan<L>(
         objective: c.eval.total(),
         margins,
         feasible: c.eval.feasible,
+        hard_violation: c.eval.hard_violation,
         feasible_candidates,
     }
 }
@@ -363,6 +382,216 @@ impl Planner for ConstrainedCem {
 
     fn reset(&mut self) {
         self.inner.reset();
+    }
+}
+
+/// Augmented-Lagrangian settings on top of the CEM ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugLagConfig {
+    pub cem: CemConfig,
+    /// Multiplier/penalty rounds per planning call (each runs `cem.iterations` CEM steps).
+    pub rounds: usize,
+    /// Initial penalty weight ρ and its growth per round (capped at `rho_max`).
+    pub rho: f32,
+    pub rho_growth: f32,
+    pub rho_max: f32,
+}
+
+impl Default for AugLagConfig {
+    fn default() -> Self {
+        AugLagConfig {
+            cem: CemConfig {
+                iterations: 2,
+                ..CemConfig::default()
+            },
+            rounds: 3,
+            rho: 1.0,
+            rho_growth: 4.0,
+            rho_max: 1.0e4,
+        }
+    }
+}
+
+/// Augmented-Lagrangian planning (see the module docs). The multiplier persists across the
+/// calls of one episode (the constraint's price learnt so far), and resets with the episode.
+#[derive(Debug, Clone)]
+pub struct AugLagCem {
+    inner: Cem,
+    cfg: AugLagConfig,
+    lambda: f32,
+}
+
+impl AugLagCem {
+    pub fn new(cfg: AugLagConfig) -> Result<Self, PlanError> {
+        let ok = cfg.rounds > 0
+            && cfg.rho.is_finite()
+            && cfg.rho > 0.0
+            && cfg.rho_growth.is_finite()
+            && cfg.rho_growth >= 1.0
+            && cfg.rho_max.is_finite()
+            && cfg.rho_max >= cfg.rho;
+        if !ok {
+            return Err(PlanError::Config(format!("{cfg:?}")));
+        }
+        Ok(AugLagCem {
+            inner: Cem::new(cfg.cem.clone())?,
+            cfg,
+            lambda: 0.0,
+        })
+    }
+
+    /// The current multiplier λ.
+    pub fn multiplier(&self) -> f32 {
+        self.lambda
+    }
+}
+
+impl Planner for AugLagCem {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        let mut rho = self.cfg.rho;
+        let mut best: Option<Plan<M::Latent>> = None;
+        let mut feasible_candidates = 0;
+        for _ in 0..self.cfg.rounds {
+            self.inner.ranking = Ranking::Lagrangian {
+                lambda: self.lambda,
+                rho,
+            };
+            let plan = self.inner.run(model, z0, cost);
+            feasible_candidates += plan.feasible_candidates;
+            let v = plan.hard_violation;
+            self.lambda = (self.lambda + rho * v).min(1.0e6);
+            rho = (rho * self.cfg.rho_growth).min(self.cfg.rho_max);
+            let better = best
+                .as_ref()
+                .is_none_or(|b| match (plan.feasible, b.feasible) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    (true, true) => plan.objective < b.objective,
+                    (false, false) => v < b.hard_violation,
+                });
+            if better {
+                best = Some(plan);
+            }
+        }
+        // rounds > 0 (validated), so a plan exists; the fallback keeps this panic-free.
+        let mut best = best.unwrap_or_else(|| self.inner.run(model, z0, cost));
+        best.feasible_candidates = feasible_candidates;
+        // Warm-start the next call from the plan actually returned.
+        self.inner.warm = Some(best.actions.concat());
+        best
+    }
+
+    fn shift(&mut self, steps: usize) {
+        self.inner.shift(steps);
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.lambda = 0.0;
+    }
+}
+
+/// The random baseline: every call returns one random action (uniform heading, uniform
+/// length up to the norm cap), ignoring model and cost.
+#[derive(Debug, Clone)]
+pub struct RandomPolicy {
+    rng: ChaCha12Rng,
+    max_action_norm: f32,
+}
+
+impl RandomPolicy {
+    pub fn new(max_action_norm: f32, seed: u64) -> Self {
+        RandomPolicy {
+            rng: ChaCha12Rng::seed_from_u64(seed),
+            max_action_norm,
+        }
+    }
+}
+
+impl Planner for RandomPolicy {
+    fn plan<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Plan<M::Latent> {
+        use rand::Rng;
+        let heading = self.rng.random_range(0.0..std::f32::consts::TAU);
+        let len = self.rng.random_range(0.0..=self.max_action_norm);
+        let mut action = vec![0.0; model.action_dim()];
+        if let [x, y, ..] = action.as_mut_slice() {
+            *x = len * heading.cos();
+            *y = len * heading.sin();
+        }
+        let predicted = model.rollout(z0, &action);
+        let eval = cost.evaluate(&predicted);
+        to_plan(
+            Candidate {
+                actions: action,
+                predicted,
+                eval,
+            },
+            cost,
+            model.action_dim(),
+            0,
+        )
+    }
+}
+
+/// Frameskip: each planner action is applied `repeat` times. `rollout` returns all
+/// `H·repeat` intermediate latents (so guardrails see every real step); element
+/// `t·repeat + r` is the latent after repetition `r` of action `t`.
+#[derive(Debug, Clone)]
+pub struct RepeatActions<M> {
+    pub inner: M,
+    pub repeat: usize,
+}
+
+impl<M: WorldModel> RepeatActions<M> {
+    fn expand(&self, actions: &[f32]) -> Vec<f32> {
+        let a = self.inner.action_dim().max(1);
+        actions
+            .chunks_exact(a)
+            .flat_map(|step| {
+                std::iter::repeat_n(step, self.repeat.max(1))
+                    .flatten()
+                    .copied()
+            })
+            .collect()
+    }
+}
+
+impl<M: WorldModel> WorldModel for RepeatActions<M> {
+    type Latent = M::Latent;
+
+    fn action_dim(&self) -> usize {
+        self.inner.action_dim()
+    }
+
+    fn encode(&self, obs: &[f32]) -> Result<Self::Latent, PlanError> {
+        self.inner.encode(obs)
+    }
+
+    fn predict(&self, z: &Self::Latent, action: &[f32]) -> Self::Latent {
+        let mut z = z.clone();
+        for _ in 0..self.repeat.max(1) {
+            z = self.inner.predict(&z, action);
+        }
+        z
+    }
+
+    fn rollout(&self, z0: &Self::Latent, actions: &[f32]) -> Vec<Self::Latent> {
+        self.inner.rollout(z0, &self.expand(actions))
+    }
+
+    fn rollout_batch(&self, z0: &Self::Latent, candidates: &[Vec<f32>]) -> Vec<Vec<Self::Latent>> {
+        let expanded: Vec<Vec<f32>> = candidates.iter().map(|c| self.expand(c)).collect();
+        self.inner.rollout_batch(z0, &expanded)
     }
 }
 
@@ -541,39 +770,146 @@ where
     M: WorldModel,
     P: Planner,
 {
-    planner.reset();
-    let mut report = EpisodeReport {
-        success: false,
-        violations: 0,
-        steps: 0,
-        plan_ms: Vec::new(),
-        infeasible_plans: 0,
+    let options = EpisodeOptions {
+        max_steps,
+        replan_every,
+        action_repeat: 1,
+        observation: ObservationSource::State,
     };
-    while report.steps < max_steps {
-        let z = model.encode(&env.observe_state())?;
+    run_episode(env, model, planner, cost, &options).map(|t| t.report)
+}
+
+/// What the world model is fed from the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservationSource {
+    /// [`Environment::observe_state`].
+    State,
+    /// [`Environment::render`].
+    Pixels,
+}
+
+/// How an MPC episode is run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeOptions {
+    /// Real environment steps at most.
+    pub max_steps: usize,
+    /// Planner actions executed between planning calls.
+    pub replan_every: usize,
+    /// Real steps per planner action (must match a [`RepeatActions`] model's `repeat`).
+    pub action_repeat: usize,
+    pub observation: ObservationSource,
+}
+
+/// One planning call of an episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanCall {
+    /// Real steps taken before the call.
+    pub step: usize,
+    /// The plan's predicted objective (the agent's anticipated cost).
+    pub predicted_objective: f32,
+    /// Number of latents the plan predicted (its look-ahead in real steps).
+    pub lookahead: usize,
+    pub feasible: bool,
+}
+
+/// An episode with everything an evaluation needs afterwards.
+#[derive(Debug, Clone)]
+pub struct EpisodeTrace<L> {
+    pub report: EpisodeReport,
+    /// The environment's state vector at the start and after every real step.
+    pub states: Vec<Vec<f32>>,
+    /// The world model's encoding of the real observation at the start and after every step.
+    pub latents: Vec<L>,
+    pub calls: Vec<PlanCall>,
+}
+
+impl<L: Clone> EpisodeTrace<L> {
+    /// The objective the cost assigns to what really happened after call `i`: the real
+    /// latents over the call's look-ahead (the last one repeated if the episode ended
+    /// sooner, since the agent stays where it stopped).
+    pub fn realised_objective(&self, cost: &Cost<L>, i: usize) -> Option<f32> {
+        let call = self.calls.get(i)?;
+        let last = self.latents.last()?;
+        let real: Vec<L> = (1..=call.lookahead.max(1))
+            .map(|k| self.latents.get(call.step + k).unwrap_or(last).clone())
+            .collect();
+        Some(cost.evaluate(&real).total())
+    }
+}
+
+fn observe<E: Environment>(env: &E, source: ObservationSource) -> Vec<f32> {
+    match source {
+        ObservationSource::State => env.observe_state(),
+        ObservationSource::Pixels => env.render(),
+    }
+}
+
+/// [`mpc_episode`] with options and a full trace (states, real latents, planning calls).
+pub fn run_episode<E, M, P>(
+    env: &mut E,
+    model: &M,
+    planner: &mut P,
+    cost: &Cost<M::Latent>,
+    options: &EpisodeOptions,
+) -> Result<EpisodeTrace<M::Latent>, PlanError>
+where
+    E: Environment,
+    M: WorldModel,
+    P: Planner,
+{
+    planner.reset();
+    let mut trace = EpisodeTrace {
+        report: EpisodeReport {
+            success: false,
+            violations: 0,
+            steps: 0,
+            plan_ms: Vec::new(),
+            infeasible_plans: 0,
+        },
+        states: vec![env.observe_state()],
+        latents: vec![model.encode(&observe(env, options.observation))?],
+        calls: Vec::new(),
+    };
+    let repeat = options.action_repeat.max(1);
+    'episode: while trace.report.steps < options.max_steps {
+        let z = trace
+            .latents
+            .last()
+            .cloned()
+            .ok_or(PlanError::NonFiniteObservation)?;
         let t0 = Instant::now();
         let plan = planner.plan(model, &z, cost);
+        let report = &mut trace.report;
         report.plan_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         if !plan.feasible {
             report.infeasible_plans += 1;
         }
-        let k = replan_every.clamp(1, plan.actions.len().max(1));
+        trace.calls.push(PlanCall {
+            step: report.steps,
+            predicted_objective: plan.objective,
+            lookahead: plan.predicted.len(),
+            feasible: plan.feasible,
+        });
+        let k = options.replan_every.clamp(1, plan.actions.len().max(1));
         let mut executed = 0;
         for a in plan.actions.iter().take(k) {
-            let r = env.step(a)?;
-            report.steps += 1;
+            for _ in 0..repeat {
+                let r = env.step(a)?;
+                trace.report.steps += 1;
+                trace.report.violations += usize::from(r.violation);
+                trace.states.push(env.observe_state());
+                trace
+                    .latents
+                    .push(model.encode(&observe(env, options.observation))?);
+                if r.success {
+                    trace.report.success = true;
+                    break 'episode;
+                }
+                if r.done || trace.report.steps >= options.max_steps {
+                    break 'episode;
+                }
+            }
             executed += 1;
-            report.violations += usize::from(r.violation);
-            if r.success {
-                report.success = true;
-                return Ok(report);
-            }
-            if r.done {
-                return Ok(report);
-            }
-            if report.steps >= max_steps {
-                break;
-            }
         }
         if executed == 0 {
             // An empty plan cannot make progress; stop rather than loop forever.
@@ -581,7 +917,7 @@ where
         }
         planner.shift(executed);
     }
-    Ok(report)
+    Ok(trace)
 }
 
 /// The candidates of one iteration: the current `mean` first (so a refit can never lose it),

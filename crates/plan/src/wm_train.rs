@@ -448,7 +448,7 @@ pub fn train_world_model(
             .max_seconds
             .is_some_and(|s| started.elapsed().as_secs_f64() >= s);
         let finished = step == cfg.steps || out_of_time;
-        if step % cfg.eval_every == 0 || finished {
+        if step.is_multiple_of(cfg.eval_every) || finished {
             let v = validate(
                 &model,
                 &valid_data,
@@ -465,7 +465,7 @@ pub fn train_world_model(
         let line = serde_json::to_string(&m).expect("metrics serialise");
         writeln!(metrics_file, "{line}").map_err(io_err(&paths.metrics()))?;
         on_step(&m);
-        if step % cfg.checkpoint_every == 0 || finished {
+        if step.is_multiple_of(cfg.checkpoint_every) || finished {
             let state = TrainState {
                 step,
                 rng: RngState::capture(&rng),
