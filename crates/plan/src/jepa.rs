@@ -306,8 +306,11 @@ impl Jepa {
     }
 }
 
+/// Linear layers of the predictor MLP.
+const PREDICTOR_LAYERS: usize = 3;
+
 /// Seeded initialisation (candle's own init draws from an unseeded RNG): weights
-/// `N(0, 2/fan_in)` (He, for the ReLU layers), biases zero. Deterministic in `seed` and
+/// `N(0, 2/fan_in)` (He, for the ReLU layers), biases zero, the predictor's output layer zero. Deterministic in `seed` and
 /// independent of the map's iteration order.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     let mut rng = lcm_train::checkpoint::new_rng(seed);
@@ -321,7 +324,13 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     named.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, var) in named {
         let dims = var.dims().to_vec();
-        let fresh = if name.ends_with("bias") || dims.len() < 2 {
+        // The predictor's output layer starts at zero (as AdaLN-zero / DiT do), so the
+        // initial prediction is "nothing moves": with a random residual, an 8-step rollout
+        // starts with errors orders of magnitude above the latents' spread, its gradient
+        // dominates the clipped update and the encoder collapses before VICReg can act.
+        let zero_init = name.starts_with("predictor.")
+            && name.ends_with(&format!(".{}.weight", PREDICTOR_LAYERS - 1));
+        let fresh = if zero_init || name.ends_with("bias") || dims.len() < 2 {
             Tensor::zeros(dims.as_slice(), var.dtype(), var.device())?
         } else {
             let fan_in: usize = dims[1..].iter().product();

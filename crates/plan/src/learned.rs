@@ -79,6 +79,19 @@ impl LearnedWorld {
         HostProbe::from_model(&self.model)
     }
 
+    fn try_rollout_tensor(&self, z0: &Latent, actions: &Tensor) -> candle_core::Result<Tensor> {
+        let (r, h, _) = actions.dims3()?;
+        let mut z = Tensor::from_slice(z0, (1, z0.len()), &self.device)?.repeat((r, 1))?;
+        let mut steps = Vec::with_capacity(h);
+        for t in 0..h {
+            z = self
+                .model
+                .predict(&z, &actions.narrow(1, t, 1)?.squeeze(1)?)?;
+            steps.push(z.clone());
+        }
+        Tensor::stack(&steps, 1)
+    }
+
     fn try_rollout_batch(
         &self,
         z0: &Latent,
@@ -148,6 +161,14 @@ impl WorldModel for LearnedWorld {
         self.rollout_batch(z0, &[actions.to_vec()])
             .pop()
             .unwrap_or_default()
+    }
+
+    fn rollout_tensor(&self, z0: &Latent, actions: &Tensor) -> Option<candle_core::Result<Tensor>> {
+        Some(self.try_rollout_tensor(z0, actions))
+    }
+
+    fn latent_values(&self, z: &Latent) -> Option<Vec<f32>> {
+        Some(z.clone())
     }
 
     /// One batched predictor call per step. A tensor error (which only a corrupt model can

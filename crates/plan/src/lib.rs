@@ -14,6 +14,7 @@ pub mod cost;
 pub mod data;
 pub mod data_point_maze;
 pub mod env;
+pub mod gradient;
 pub mod jepa;
 pub mod learned;
 pub mod planner;

@@ -14,6 +14,7 @@
 //!   CEM minimises `J + λ·v + ρ/2·v²` for the total hard violation `v`, then the multiplier
 //!   rises by `ρ·v`; repeated a few times per call, the best feasible plan of any round wins.
 //! - [`RandomPolicy`]: the random baseline (a fresh random action every step).
+//! - Gradient-based planning through a learned model: [`crate::gradient::GradientPlanner`].
 //!
 //! Every planner clips each step's action to the environment's norm cap (the env would clip
 //! anyway; clipping in the planner keeps the Gaussian fitted to actions that actually happen).
@@ -171,7 +172,7 @@ fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
 }
 
 /// Scales each step's action down to the norm cap.
-fn clip_sequence(seq: &mut [f32], action_dim: usize, max_norm: f32) {
+pub(crate) fn clip_sequence(seq: &mut [f32], action_dim: usize, max_norm: f32) {
     for a in seq.chunks_exact_mut(action_dim) {
         let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
         if norm > max_norm {
@@ -182,7 +183,7 @@ fn clip_sequence(seq: &mut [f32], action_dim: usize, max_norm: f32) {
 }
 
 /// Drops the first `steps` actions of a flat warm start and pads with zeros (no move).
-fn shift_warm(warm: &mut Option<Vec<f32>>, steps: usize, action_dim: usize) {
+pub(crate) fn shift_warm(warm: &mut Option<Vec<f32>>, steps: usize, action_dim: usize) {
     if let Some(w) = warm {
         let n = (steps * action_dim).min(w.len());
         w.drain(..n);
@@ -592,6 +593,29 @@ impl<M: WorldModel> WorldModel for RepeatActions<M> {
     fn rollout_batch(&self, z0: &Self::Latent, candidates: &[Vec<f32>]) -> Vec<Vec<Self::Latent>> {
         let expanded: Vec<Vec<f32>> = candidates.iter().map(|c| self.expand(c)).collect();
         self.inner.rollout_batch(z0, &expanded)
+    }
+
+    fn rollout_tensor(
+        &self,
+        z0: &Self::Latent,
+        actions: &candle_core::Tensor,
+    ) -> Option<candle_core::Result<candle_core::Tensor>> {
+        let expand = || -> candle_core::Result<candle_core::Tensor> {
+            let (r, h, a) = actions.dims3()?;
+            let k = self.repeat.max(1);
+            actions
+                .unsqueeze(2)?
+                .broadcast_as((r, h, k, a))?
+                .reshape((r, h * k, a))
+        };
+        match expand() {
+            Ok(expanded) => self.inner.rollout_tensor(z0, &expanded),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn latent_values(&self, z: &Self::Latent) -> Option<Vec<f32>> {
+        self.inner.latent_values(z)
     }
 }
 

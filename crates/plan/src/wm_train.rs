@@ -184,7 +184,8 @@ impl WmTrainConfig {
             self.lr,
             0.0,
             self.final_lr,
-            self.warmup_steps.min(self.steps),
+            // Short runs (tests, smoke runs) keep a tenth of their steps for warm-up.
+            self.warmup_steps.min(self.steps / 10),
             self.steps,
         )?)
     }
@@ -345,8 +346,11 @@ pub fn train_world_model(
             path: paths.config(),
             reason: format!("invalid config: {e}"),
         })?;
+        // The step budget may grow on resume (the LR schedule is then recomputed for the new
+        // length, so such a run is not bit-identical to a straight one); nothing else may change.
         let same = WmTrainConfig {
             max_seconds: cfg.max_seconds,
+            steps: cfg.steps,
             ..old.clone()
         };
         if same != *cfg {

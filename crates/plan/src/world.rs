@@ -58,6 +58,23 @@ pub trait WorldModel {
     fn rollout_batch(&self, z0: &Self::Latent, candidates: &[Vec<f32>]) -> Vec<Vec<Self::Latent>> {
         candidates.iter().map(|c| self.rollout(z0, c)).collect()
     }
+
+    /// Rollout as a tensor computation, so gradients reach the actions (gradient-based
+    /// planning): `actions` `[R, H, A]` → latents `[R, H', L]` (`H' = H` for a one-step model,
+    /// more with frameskip). `None` when the model is not differentiable (the oracle).
+    fn rollout_tensor(
+        &self,
+        _z0: &Self::Latent,
+        _actions: &candle_core::Tensor,
+    ) -> Option<candle_core::Result<candle_core::Tensor>> {
+        None
+    }
+
+    /// The latent as a vector (what a differentiable cost compares); `None` if the latent
+    /// is not a vector.
+    fn latent_values(&self, _z: &Self::Latent) -> Option<Vec<f32>> {
+        None
+    }
 }
 
 /// The exact Two-Rooms dynamics as a world model: latent = agent position, prediction =

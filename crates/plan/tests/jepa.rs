@@ -275,7 +275,7 @@ fn eigenvalues_and_effective_rank() {
     assert_eq!(stats.min_std, 0.0);
 }
 
-fn trained_tiny_model(seed: u64) -> Jepa {
+fn random_state_model(seed: u64) -> Jepa {
     let cfg = JepaConfig::two_rooms_state();
     let varmap = VarMap::new();
     let model = Jepa::new(
@@ -284,12 +284,20 @@ fn trained_tiny_model(seed: u64) -> Jepa {
     )
     .unwrap();
     seeded_init(&varmap, seed).unwrap();
+    // The seeded init zeroes the predictor's output layer; randomise it so rollouts move.
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    for var in varmap.all_vars() {
+        let fresh = tensor(&mut rng, var.dims(), -0.3, 0.3)
+            .to_dtype(DType::F32)
+            .unwrap();
+        var.set(&fresh).unwrap();
+    }
     model
 }
 
 #[test]
 fn batched_rollouts_match_the_one_step_predictor_and_host_probe_matches_tensor_probe() {
-    let model = trained_tiny_model(4);
+    let model = random_state_model(4);
     let world = LearnedWorld::new(model.clone());
     let z0 = world.encode(&[12.0, 40.0]).unwrap();
     assert_eq!(z0.len(), 16);
@@ -425,4 +433,47 @@ fn training_reduces_prediction_loss_and_resumes_bit_identically() {
     // Loading something that is not a run names the problem.
     let err = load_world_model(dir.path()).err().unwrap().to_string();
     assert!(err.contains("not a world-model run"), "{err}");
+}
+
+#[test]
+fn seeded_init_is_deterministic_he_scaled_with_a_zero_predictor_output() {
+    let values = |seed| {
+        let varmap = VarMap::new();
+        Jepa::new(
+            &JepaConfig::two_rooms_state(),
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        seeded_init(&varmap, seed).unwrap();
+        let mut all: Vec<(String, Vec<f32>)> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    let a = values(1);
+    assert_eq!(a, values(1));
+    assert_ne!(a, values(2));
+    for (name, v) in &a {
+        if name == "predictor.2.weight" || name.ends_with("bias") {
+            assert!(v.iter().all(|x| *x == 0.0), "{name} should start at zero");
+        } else if name == "predictor.1.weight" {
+            // fan-in 128: He std sqrt(2/128) = 0.125.
+            let std = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+            assert!((std - 0.125).abs() < 0.01, "{name}: std {std}");
+        }
+    }
 }
