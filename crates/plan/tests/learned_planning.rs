@@ -210,8 +210,10 @@ fn gradient_descent_improves_on_its_starting_samples() {
 #[test]
 fn constrained_planners_on_learned_latents_detour_around_a_probed_hazard() {
     let hazard = Rect::square(14.0, 26.0, 8.0);
-    let mut cfg = TwoRoomsConfig::default();
-    cfg.hazards = vec![hazard];
+    let cfg = TwoRoomsConfig {
+        hazards: vec![hazard],
+        ..TwoRoomsConfig::default()
+    };
     let world = free_world(2);
     for seed in 0..3 {
         let cem = CemConfig {
@@ -222,7 +224,7 @@ fn constrained_planners_on_learned_latents_detour_around_a_probed_hazard() {
             seed,
             ..CemConfig::default()
         };
-        let planners: Vec<(&str, Box<dyn FnMut() -> Box<dyn ErasedPlanner>>)> = vec![
+        let planners: Vec<(&str, MakePlanner)> = vec![
             (
                 "constrained",
                 Box::new(|| Box::new(ConstrainedCem::new(cem.clone()).unwrap())),
@@ -252,6 +254,8 @@ fn constrained_planners_on_learned_latents_detour_around_a_probed_hazard() {
         }
     }
 }
+
+type MakePlanner<'a> = Box<dyn FnMut() -> Box<dyn ErasedPlanner> + 'a>;
 
 /// Object-safe wrapper so one loop can run both planners.
 trait ErasedPlanner {
