@@ -1,46 +1,13 @@
 //! The `lcm` binary end to end: commands, error messages, and surviving SIGKILL.
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn tiny_bert() -> PathBuf {
-    repo().join("fixtures/encoder/tiny-bert")
-}
-
-/// `lcm` with an isolated, empty model home so no test depends on what this machine has.
-fn lcm(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lcm"));
-    command
-        .env("LCM_HOME", home)
-        .env("HF_HOME", home.join("hf"))
-        .env("HF_HUB_CACHE", home.join("hf/hub"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("RUST_LOG");
-    command
-}
-
-fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("spawn lcm");
-    assert!(
-        output.status.success(),
-        "lcm failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 stdout")
-}
-
-fn run_err(command: &mut Command) -> String {
-    let output = command.output().expect("spawn lcm");
-    assert!(!output.status.success(), "lcm unexpectedly succeeded");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use common::{lcm, repo, run_err, run_ok, tiny_bert, tiny_store};
 
 #[test]
 fn segment_reads_stdin_and_prints_one_sentence_per_line() {
@@ -314,29 +281,6 @@ fn train_tiny_base_lcm_then_resume() {
         out.join("checkpoints/step-00000007/model.safetensors")
             .exists()
     );
-}
-
-/// Prepare the committed sample with the tiny encoder and fit its normaliser.
-fn tiny_store(home: &Path) -> PathBuf {
-    let store = home.join("store");
-    run_ok(
-        lcm(home)
-            .arg("prepare")
-            .arg(repo().join("fixtures/corpus/sample.jsonl"))
-            .arg("--out")
-            .arg(&store)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(["--quiet", "--threads", "1"]),
-    );
-    run_ok(
-        lcm(home)
-            .arg("fit-normalizer")
-            .arg(&store)
-            .arg("--out")
-            .arg(store.join("normalizer.safetensors")),
-    );
-    store
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! Everything here is plain Rust on `f32` buffers; no tensor library is needed to simulate
 //! or render, so datasets can be generated anywhere and fed to any model later.
 
+pub mod concept;
 pub mod cost;
 pub mod data;
 pub mod data_point_maze;

@@ -202,8 +202,19 @@ pub fn run(args: Args) -> Result<()> {
 
 /// The retrieval decoder over `--bank`, or over STORE/sentence-bank (built when missing).
 fn open_decoder(args: &Args, encoder_id: &str, dim: usize) -> Result<RetrievalDecoder> {
-    let path = match (&args.bank, &args.store) {
-        (Some(bank), _) => bank.clone(),
+    open_retrieval_decoder(args.bank.as_deref(), args.store.as_deref(), encoder_id, dim)
+}
+
+/// The retrieval decoder over `bank`, or over STORE/sentence-bank (built when missing);
+/// shared with `lcm plan`.
+pub(crate) fn open_retrieval_decoder(
+    bank: Option<&Path>,
+    store: Option<&Path>,
+    encoder_id: &str,
+    dim: usize,
+) -> Result<RetrievalDecoder> {
+    let path = match (bank, store) {
+        (Some(bank), _) => bank.to_path_buf(),
         (None, Some(store)) => {
             let path = bank_path(store);
             if !path.exists() {
