@@ -41,8 +41,15 @@ enum Command {
     Generate(commands::generate::Args),
     /// Teacher-forced evaluation (ℓ2, CA, PAR vs trivial baselines) on the held-out split.
     Eval(commands::eval::Args),
+    /// Plan the next sentences toward a goal, outside guardrail regions, with a trained LCM
+    /// as the world model; `--cases` compares it with unconstrained generation and greedy
+    /// retrieval.
+    Plan(commands::plan::Args),
     /// Plot the loss curve (and learning rate) of a training run's metrics.jsonl as a PNG.
     Plot(commands::plot::Args),
+    /// World models learned from observation: `lcm wm train`, `lcm wm eval`.
+    #[command(subcommand)]
+    Wm(commands::wm::Command),
 }
 
 fn main() {
@@ -67,7 +74,11 @@ fn main() {
 fn run(command: Command) -> Result<()> {
     if matches!(
         command,
-        Command::Train(_) | Command::Eval(_) | Command::Generate(_)
+        Command::Train(_)
+            | Command::Eval(_)
+            | Command::Generate(_)
+            | Command::Plan(_)
+            | Command::Wm(_)
     ) && !lcm_train::memory::retain_freed_memory()
     {
         tracing::debug!("allocator tuning unavailable on this platform");
@@ -81,6 +92,8 @@ fn run(command: Command) -> Result<()> {
         Command::Train(args) => commands::train::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Plan(args) => commands::plan::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Wm(command) => commands::wm::run(command),
     }
 }

@@ -798,6 +798,7 @@ where
         max_steps,
         replan_every,
         action_repeat: 1,
+        steps_per_call: None,
         observation: ObservationSource::State,
     };
     run_episode(env, model, planner, cost, &options).map(|t| t.report)
@@ -821,6 +822,10 @@ pub struct EpisodeOptions {
     pub replan_every: usize,
     /// Real steps per planner action (must match a [`RepeatActions`] model's `repeat`).
     pub action_repeat: usize,
+    /// Real steps executed per planning call; `None` means `replan_every · action_repeat`.
+    /// Fewer than a whole held action replans mid-action (finer control near the goal, at
+    /// more planning calls per step); the warm start then shifts by whole actions only.
+    pub steps_per_call: Option<usize>,
     pub observation: ObservationSource,
 }
 
@@ -895,6 +900,8 @@ where
         calls: Vec::new(),
     };
     let repeat = options.action_repeat.max(1);
+    // Real steps of a partly executed held action, carried to the next warm-start shift.
+    let mut pending_steps = 0;
     'episode: while trace.report.steps < options.max_steps {
         let z = trace
             .latents
@@ -915,9 +922,17 @@ where
             feasible: plan.feasible,
         });
         let k = options.replan_every.clamp(1, plan.actions.len().max(1));
-        let mut executed = 0;
+        let budget = options
+            .steps_per_call
+            .unwrap_or(k * repeat)
+            .clamp(1, k * repeat);
+        let mut executed_steps = 0;
         for a in plan.actions.iter().take(k) {
             for _ in 0..repeat {
+                if executed_steps == budget {
+                    break;
+                }
+                executed_steps += 1;
                 let r = env.step(a)?;
                 trace.report.steps += 1;
                 trace.report.violations += usize::from(r.violation);
@@ -933,13 +948,14 @@ where
                     break 'episode;
                 }
             }
-            executed += 1;
         }
-        if executed == 0 {
+        if executed_steps == 0 {
             // An empty plan cannot make progress; stop rather than loop forever.
             break;
         }
-        planner.shift(executed);
+        pending_steps += executed_steps;
+        planner.shift(pending_steps / repeat);
+        pending_steps %= repeat;
     }
     Ok(trace)
 }

@@ -154,6 +154,7 @@ fn options() -> EpisodeOptions {
         max_steps: 120,
         replan_every: 1,
         action_repeat: 2,
+        steps_per_call: None,
         observation: ObservationSource::State,
     }
 }

@@ -3,11 +3,14 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod normalizer;
+pub mod plan;
 pub mod plot;
 pub mod prepare;
 pub mod segment;
 pub mod train;
 pub mod trained;
+pub mod wm;
+pub mod wm_eval;
 
 use anyhow::{Context, Result};
 use lcm_concept::bert::{BertEncoder, EncoderOptions};
