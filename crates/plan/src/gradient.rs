@@ -21,7 +21,11 @@ use rand_chacha::ChaCha12Rng;
 
 use crate::cost::Cost;
 use crate::data::standard_normal;
-use crate::planner::{Plan, Planner, clip_sequence, shift_warm};
+use std::cmp::Ordering;
+
+use crate::planner::{
+    Candidate, Plan, Planner, clip_sequence, feasible_first, shift_warm, to_plan,
+};
 use crate::world::{PlanError, WorldModel};
 
 /// Settings of [`GradientPlanner`].
@@ -164,42 +168,34 @@ impl Planner for GradientPlanner {
             init.chunks_exact(len).map(<[f32]>::to_vec).collect()
         });
         let rollouts = model.rollout_batch(z0, &candidates);
-        let mut best: Option<(usize, crate::cost::Evaluation)> = None;
         let mut feasible = 0;
-        for (i, predicted) in rollouts.iter().enumerate() {
-            let e = cost.evaluate(predicted);
-            feasible += usize::from(e.feasible);
-            let better = best
+        let mut best: Option<Candidate<M::Latent>> = None;
+        for (actions, predicted) in candidates.into_iter().zip(rollouts) {
+            let eval = cost.evaluate(&predicted);
+            feasible += usize::from(eval.feasible);
+            if best
                 .as_ref()
-                .is_none_or(|(_, b)| match (e.feasible, b.feasible) {
-                    (true, false) => true,
-                    (false, true) => false,
-                    (true, true) => e.total() < b.total(),
-                    (false, false) => e.hard_violation < b.hard_violation,
+                .is_none_or(|b| feasible_first(&eval, &b.eval) == Ordering::Less)
+            {
+                best = Some(Candidate {
+                    actions,
+                    predicted,
+                    eval,
                 });
-            if better {
-                best = Some((i, e));
             }
         }
-        let (i, eval) = best.unwrap_or_else(|| (0, cost.evaluate(&[])));
-        let actions = candidates.get(i).cloned().unwrap_or_else(|| vec![0.0; len]);
-        self.warm = Some(actions.clone());
-        Plan {
-            actions: actions
-                .chunks_exact(c.action_dim)
-                .map(<[f32]>::to_vec)
-                .collect(),
-            predicted: rollouts.into_iter().nth(i).unwrap_or_default(),
-            objective: eval.total(),
-            margins: cost
-                .guardrail_names()
-                .into_iter()
-                .zip(eval.min_margins.iter().copied())
-                .collect(),
-            feasible: eval.feasible,
-            hard_violation: eval.hard_violation,
-            feasible_candidates: feasible,
-        }
+        // restarts > 0 (validated), so a candidate exists; the fallback keeps this total.
+        let best = best.unwrap_or_else(|| {
+            let predicted = model.rollout(z0, &mean);
+            let eval = cost.evaluate(&predicted);
+            Candidate {
+                actions: mean,
+                predicted,
+                eval,
+            }
+        });
+        self.warm = Some(best.actions.clone());
+        to_plan(best, cost, c.action_dim, feasible)
     }
 
     fn shift(&mut self, steps: usize) {

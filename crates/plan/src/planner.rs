@@ -159,15 +159,20 @@ fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
             };
             l(a).total_cmp(&l(b))
         }
-        Ranking::FeasibleFirst => match (a.feasible, b.feasible) {
-            (true, false) => Ordering::Less,
-            (false, true) => Ordering::Greater,
-            (true, true) => a.total().total_cmp(&b.total()),
-            (false, false) => a
-                .hard_violation
-                .total_cmp(&b.hard_violation)
-                .then(a.total().total_cmp(&b.total())),
-        },
+        Ranking::FeasibleFirst => feasible_first(a, b),
+    }
+}
+
+/// Feasible before infeasible; feasible by total, infeasible by violation then total.
+pub(crate) fn feasible_first(a: &Evaluation, b: &Evaluation) -> Ordering {
+    match (a.feasible, b.feasible) {
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (true, true) => a.total().total_cmp(&b.total()),
+        (false, false) => a
+            .hard_violation
+            .total_cmp(&b.hard_violation)
+            .then(a.total().total_cmp(&b.total())),
     }
 }
 
@@ -200,13 +205,13 @@ fn warm_start(warm: &Option<Vec<f32>>, len: usize) -> Vec<f32> {
     }
 }
 
-struct Candidate<L> {
-    actions: Vec<f32>,
-    predicted: Vec<L>,
-    eval: Evaluation,
+pub(crate) struct Candidate<L> {
+    pub(crate) actions: Vec<f32>,
+    pub(crate) predicted: Vec<L>,
+    pub(crate) eval: Evaluation,
 }
 
-fn to_plan<L>(
+pub(crate) fn to_plan<L>(
     c: Candidate<L>,
     cost: &Cost<L>,
     action_dim: usize,
