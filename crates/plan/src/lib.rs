@@ -1,14 +1,21 @@
-//! Objective-driven planning (issue 5).
+//! Objective-driven planning (issue 5): a world model predicts the consequences of candidate
+//! actions, a cost scores them against an objective plus guardrails, a planner picks the plan
+//! that reaches the objective without breaking a hard guardrail, and the predicted cost is the
+//! agent's anticipation.
 //!
-//! This first piece holds the environments a planner is evaluated in and the offline,
-//! reward-free datasets a world model is trained on:
-//! - [`env`](mod@env): the [`env::Environment`] trait and PLDM's Two-Rooms ([`env::two_rooms`]), with
-//!   an optional guardrail variant (hazard squares that raise a violation flag).
-//! - [`data`]: PLDM's random-walk dataset recipe (truncated-normal step lengths, von Mises
-//!   heading walk), seeded and reproducible.
+//! - [`env`](mod@env): the [`env::Environment`] trait, PLDM's Two-Rooms and DINO-WM's PointMaze
+//!   U-maze, each with hazard variants; [`data`] and [`data_point_maze`]: seeded reward-free
+//!   datasets.
+//! - [`world`]: the [`world::WorldModel`] interface and the oracle simulators; [`jepa`],
+//!   [`wm_train`], [`learned`]: the JEPA world model, its trainer, and its use by planners.
+//! - [`cost`]: objectives and hard/soft guardrails; [`planner`] and [`gradient`]: CEM, MPPI,
+//!   feasible-first constrained CEM, augmented Lagrangian, gradient descent, random; frameskip;
+//!   the MPC loop.
+//! - [`wm_eval`]: seeded episodes, success intervals, violations, calibration, plots.
+//! - [`concept`]: the same ideas in concept space, with an LCM as the world model.
 //!
-//! Everything here is plain Rust on `f32` buffers; no tensor library is needed to simulate
-//! or render, so datasets can be generated anywhere and fed to any model later.
+//! Environments, datasets and the sampling planners are plain Rust on `f32` buffers; only the
+//! JEPA and the gradient planner use the tensor library.
 
 pub mod concept;
 pub mod cost;

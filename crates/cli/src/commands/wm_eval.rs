@@ -309,7 +309,7 @@ pub fn run(args: Args) -> Result<()> {
                         build,
                         &opts,
                     )?,
-                    _ => unreachable!("oracle and random agents are handled above"),
+                    other => bail!("agent {other:?} needs no world model; handled above"),
                 }
             }
         };
