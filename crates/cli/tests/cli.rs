@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{lcm, repo, run_err, run_ok, tiny_bert, tiny_store};
+use common::{lcm, repo, run_err, run_ok, tiny_bert, tiny_store, tiny_two_tower};
 
 #[test]
 fn segment_reads_stdin_and_prints_one_sentence_per_line() {
@@ -286,19 +286,7 @@ fn train_tiny_base_lcm_then_resume() {
 #[test]
 fn train_eval_generate_and_plot_a_tiny_two_tower() {
     let home = tempfile::tempdir().expect("tempdir");
-    let store = tiny_store(home.path());
-    let run = home.path().join("run");
-    run_ok(
-        lcm(home.path())
-            .arg("train")
-            .arg(&store)
-            .args(["--model", "two-tower", "--preset", "tiny", "--steps", "3"])
-            .arg("--out")
-            .arg(&run)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
-    );
+    let (store, run) = tiny_two_tower(home.path());
     // `lcm train` draws its own loss curve.
     let drawn = std::fs::read(run.join("loss.png")).expect("lcm train wrote loss.png");
     assert!(drawn.starts_with(b"\x89PNG\r\n\x1a\n"));

@@ -4,29 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{lcm, run_err, run_ok, tiny_bert, tiny_store};
+use common::{lcm, run_err, run_ok, tiny_bert, tiny_two_tower};
 use serde_json::Value;
-
-/// A prepared store and a Two-Tower model trained on it for 3 steps.
-fn tiny_run(home: &Path) -> (PathBuf, PathBuf) {
-    let store = tiny_store(home);
-    let run = home.join("run");
-    run_ok(
-        lcm(home)
-            .arg("train")
-            .arg(&store)
-            .args(["--model", "two-tower", "--preset", "tiny", "--steps", "3"])
-            .arg("--out")
-            .arg(&run)
-            .arg("--encoder")
-            .arg(tiny_bert())
-            .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
-    );
-    (store, run)
-}
 
 fn plan(home: &Path, store: &Path, run: &Path) -> Command {
     let mut command = lcm(home);
@@ -94,7 +76,7 @@ fn check_planner(planner: &Value, steps: usize) {
 #[test]
 fn plan_one_prompt_and_a_case_file_on_a_tiny_model() {
     let home = tempfile::tempdir().expect("tempdir");
-    let (store, run) = tiny_run(home.path());
+    let (store, run) = tiny_two_tower(home.path());
     let prompt = "The ministers were expelled from power. Negotiations were suspended.";
 
     // A generous radius leaves room for feasible plans: the invariant must then hold.

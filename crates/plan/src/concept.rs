@@ -545,15 +545,10 @@ struct Node {
 
 /// Feasible before infeasible; then cost (feasible) or violation, then cost (infeasible).
 fn rank(a: &ConceptEvaluation, b: &ConceptEvaluation) -> Ordering {
-    match (a.feasible, b.feasible) {
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (true, true) => a.total().total_cmp(&b.total()),
-        (false, false) => a
-            .hard_violation
-            .total_cmp(&b.hard_violation)
-            .then(a.total().total_cmp(&b.total())),
-    }
+    crate::cost::feasible_first_order(
+        (a.feasible, a.hard_violation, a.total()),
+        (b.feasible, b.hard_violation, b.total()),
+    )
 }
 
 /// A seed per (planner seed, depth): SplitMix64 of their combination, so the proposer's

@@ -157,6 +157,18 @@ impl<L> Cost<L> {
     }
 }
 
+/// The order every feasible-first search uses, on `(feasible, hard violation, total cost)`:
+/// feasible before infeasible; feasible ones by cost, infeasible ones by violation, then cost.
+pub fn feasible_first_order(a: (bool, f32, f32), b: (bool, f32, f32)) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.0, b.0) {
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (true, true) => a.2.total_cmp(&b.2),
+        (false, false) => a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)),
+    }
+}
+
 /// Two-Rooms guardrail: stay out of the hazard rectangles. The margin of a position is its
 /// signed distance to the union of hazards (distance to the nearest one outside, minus the
 /// depth inside), minus an optional safety buffer.

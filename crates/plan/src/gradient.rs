@@ -171,29 +171,17 @@ impl Planner for GradientPlanner {
         let mut feasible = 0;
         let mut best: Option<Candidate<M::Latent>> = None;
         for (actions, predicted) in candidates.into_iter().zip(rollouts) {
-            let eval = cost.evaluate(&predicted);
-            feasible += usize::from(eval.feasible);
+            let candidate = Candidate::scored(actions, predicted, cost);
+            feasible += usize::from(candidate.eval.feasible);
             if best
                 .as_ref()
-                .is_none_or(|b| feasible_first(&eval, &b.eval) == Ordering::Less)
+                .is_none_or(|b| feasible_first(&candidate.eval, &b.eval) == Ordering::Less)
             {
-                best = Some(Candidate {
-                    actions,
-                    predicted,
-                    eval,
-                });
+                best = Some(candidate);
             }
         }
         // restarts > 0 (validated), so a candidate exists; the fallback keeps this total.
-        let best = best.unwrap_or_else(|| {
-            let predicted = model.rollout(z0, &mean);
-            let eval = cost.evaluate(&predicted);
-            Candidate {
-                actions: mean,
-                predicted,
-                eval,
-            }
-        });
+        let best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
         self.warm = Some(best.actions.clone());
         to_plan(best, cost, c.action_dim, feasible)
     }

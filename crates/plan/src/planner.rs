@@ -165,15 +165,10 @@ fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
 
 /// Feasible before infeasible; feasible by total, infeasible by violation then total.
 pub(crate) fn feasible_first(a: &Evaluation, b: &Evaluation) -> Ordering {
-    match (a.feasible, b.feasible) {
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (true, true) => a.total().total_cmp(&b.total()),
-        (false, false) => a
-            .hard_violation
-            .total_cmp(&b.hard_violation)
-            .then(a.total().total_cmp(&b.total())),
-    }
+    crate::cost::feasible_first_order(
+        (a.feasible, a.hard_violation, a.total()),
+        (b.feasible, b.hard_violation, b.total()),
+    )
 }
 
 /// Scales each step's action down to the norm cap.
@@ -209,6 +204,29 @@ pub(crate) struct Candidate<L> {
     pub(crate) actions: Vec<f32>,
     pub(crate) predicted: Vec<L>,
     pub(crate) eval: Evaluation,
+}
+
+impl<L> Candidate<L> {
+    /// Scores an already rolled-out sequence.
+    pub(crate) fn scored(actions: Vec<f32>, predicted: Vec<L>, cost: &Cost<L>) -> Self {
+        let eval = cost.evaluate(&predicted);
+        Candidate {
+            actions,
+            predicted,
+            eval,
+        }
+    }
+
+    /// Rolls `actions` out from `z0` and scores them.
+    pub(crate) fn rolled_out<M: WorldModel<Latent = L>>(
+        model: &M,
+        z0: &L,
+        cost: &Cost<L>,
+        actions: Vec<f32>,
+    ) -> Self {
+        let predicted = model.rollout(z0, &actions);
+        Self::scored(actions, predicted, cost)
+    }
 }
 
 pub(crate) fn to_plan<L>(
@@ -285,14 +303,7 @@ impl Cem {
             let mut cands: Vec<Candidate<M::Latent>> = seqs
                 .into_iter()
                 .zip(rollouts)
-                .map(|(actions, predicted)| {
-                    let eval = cost.evaluate(&predicted);
-                    Candidate {
-                        actions,
-                        predicted,
-                        eval,
-                    }
-                })
+                .map(|(actions, predicted)| Candidate::scored(actions, predicted, cost))
                 .collect();
             feasible_candidates += cands.iter().filter(|k| k.eval.feasible).count();
             // Stable sort: ties keep sampling order, so results are deterministic per seed.
@@ -321,15 +332,7 @@ impl Cem {
         }
         // iterations > 0 and population > 0 (validated), so a best candidate exists; the
         // fallback only keeps this total without a panic path.
-        let best = best.unwrap_or_else(|| {
-            let predicted = model.rollout(z0, &mean);
-            let eval = cost.evaluate(&predicted);
-            Candidate {
-                actions: mean,
-                predicted,
-                eval,
-            }
-        });
+        let best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
         self.warm = Some(best.actions.clone());
         to_plan(best, cost, c.action_dim, feasible_candidates)
     }
@@ -534,14 +537,8 @@ impl Planner for RandomPolicy {
             *x = len * heading.cos();
             *y = len * heading.sin();
         }
-        let predicted = model.rollout(z0, &action);
-        let eval = cost.evaluate(&predicted);
         to_plan(
-            Candidate {
-                actions: action,
-                predicted,
-                eval,
-            },
+            Candidate::rolled_out(model, z0, cost, action),
             cost,
             model.action_dim(),
             0,
@@ -746,15 +743,9 @@ impl Planner for Mppi {
             }
         }
         clip_sequence(&mut mean, c.action_dim, c.max_action_norm);
-        let predicted = model.rollout(z0, &mean);
-        let eval = cost.evaluate(&predicted);
         self.warm = Some(mean.clone());
         to_plan(
-            Candidate {
-                actions: mean,
-                predicted,
-                eval,
-            },
+            Candidate::rolled_out(model, z0, cost, mean),
             cost,
             c.action_dim,
             feasible_candidates,

@@ -64,3 +64,21 @@ pub fn tiny_store(home: &Path) -> PathBuf {
     );
     store
 }
+
+/// [`tiny_store`] plus a tiny Two-Tower model trained on it for 3 steps in `home/run`.
+pub fn tiny_two_tower(home: &Path) -> (PathBuf, PathBuf) {
+    let store = tiny_store(home);
+    let run = home.join("run");
+    run_ok(
+        lcm(home)
+            .arg("train")
+            .arg(&store)
+            .args(["--model", "two-tower", "--preset", "tiny", "--steps", "3"])
+            .arg("--out")
+            .arg(&run)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--max-concepts", "64", "--valid-fraction", "0.2", "--quiet"]),
+    );
+    (store, run)
+}
