@@ -3,8 +3,10 @@
 //! - [`metrics`]: teacher-forced pre-training metrics of the LCM paper (ℓ2, contrastive
 //!   accuracy, paraphrasing ratio) over a [`ConceptBatch`] of documents, and the two trivial
 //!   baseline predictors ("repeat previous concept", "mean concept").
+//! - [`bleu`]: sacreBLEU-compatible corpus and sentence BLEU (13a tokenisation).
 //! - [`report`]: [`EvalReport`], one row of metrics per predictor, rendered as markdown.
 
+pub mod bleu;
 pub mod error;
 pub mod metrics;
 pub mod report;

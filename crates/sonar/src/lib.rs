@@ -10,3 +10,9 @@ pub mod incremental;
 
 pub use error::{Result, SonarError};
 pub use incremental::{IncrementalDecoder, SpecialIds};
+pub mod generate;
+pub mod model;
+pub mod tokenizer;
+pub mod trained;
+pub mod weights;
+pub mod pipeline;

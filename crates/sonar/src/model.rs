@@ -1,0 +1,881 @@
+//! SONAR's text encoder and decoder (sonar-space 0.5.0 on fairseq2 0.5.2), in candle.
+//!
+//! Both are pre-norm Transformers (Vaswani et al. 2017) with the fairseq1 frontend:
+//!
+//! ```text
+//! frontend:   x₀ = √d · E[ids] + P[p]            P[p] = sinusoid(p + 2), sines then cosines
+//! encoder:    x  = x + MHA(LN₁(x))               (padding mask on keys)
+//!             x  = x + W₂ relu(W₁ LN₂(x))
+//!             h  = LN_final(x);   e = Σ_valid h / (len + 1e-7)
+//! decoder:    x  = x + MHA_causal(LN₁(x))
+//!             x  = x + CrossAttn(LN₂(x), e)      = W_o (W_v e + b_v) + b_o (one key: softmax = 1)
+//!             x  = x + W₂ relu(W₁ LN₃(x))
+//!             logits = LN_final(x) · Eᵀ          (output projection tied to the embedding)
+//! ```
+//!
+//! The conditioning of the decoder is the sentence embedding `e` seen as an encoder output of
+//! length one. Softmax over a single key is exactly 1, so cross-attention does not depend on
+//! the query: the `encoder_decoder_attn` q/k projections and its layer norm are loaded (they
+//! are in every checkpoint and are trained parameters of the reference) but never change the
+//! output, and they receive exactly zero gradient in the reference too. We compute
+//! `W_o(W_v e)` once per sentence and layer.
+//!
+//! Every forward exists in two modes ([`Mode`]): `Train` composes elementary candle ops that
+//! all have a backward pass (candle's fused `softmax_last_dim` and `layer_norm` have none,
+//! see `crates/model/src/blocks/mod.rs`), `Infer` uses the fused kernels. The weights are
+//! used as loaded (no transposed copies), so a decoder trained through a `VarMap` decodes
+//! with its current weights; `gemm` packs transposed operands itself.
+
+use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SonarError};
+use crate::incremental::IncrementalDecoder;
+
+/// Layer-norm epsilon of every SONAR norm (fairseq2 `StandardLayerNorm` default).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Additive attention bias for masked keys. Finite so that a fully masked row cannot
+/// produce NaN; `exp(-1e9)` is exactly 0 in f32 and f64.
+const MASK_NEG: f64 = -1e9;
+
+/// Hyper-parameters of the text encoder (`SonarTextEncoderConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EncoderConfig {
+    pub vocab_size: usize,
+    pub model_dim: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub ffn_inner_dim: usize,
+    /// Longest input in tokens (512 + pad_idx + 1 = 514 for the fairseq1-derived models).
+    pub max_seq_len: usize,
+    /// The model's pad index. It only sets the sinusoid offset (`pad_idx + 1`).
+    pub pad_idx: usize,
+}
+
+impl EncoderConfig {
+    /// `basic` encoder: 24 layers, d 1024, 16 heads, FFN 8192, vocab 256206.
+    pub fn sonar_basic() -> Self {
+        Self {
+            vocab_size: 256_206,
+            model_dim: 1024,
+            num_layers: 24,
+            num_heads: 16,
+            ffn_inner_dim: 8192,
+            max_seq_len: 514,
+            pad_idx: 1,
+        }
+    }
+}
+
+/// Hyper-parameters of the text decoder (`SonarTextDecoderConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecoderConfig {
+    pub vocab_size: usize,
+    pub model_dim: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub ffn_inner_dim: usize,
+    /// Longest target (prompt + generated tokens).
+    pub max_seq_len: usize,
+    /// The model's pad index. It only sets the sinusoid offset (`pad_idx + 1`).
+    pub pad_idx: usize,
+}
+
+impl DecoderConfig {
+    /// `basic` decoder: 24 layers, d 1024, 16 heads, FFN 8192, vocab 256206.
+    pub fn sonar_basic() -> Self {
+        Self {
+            vocab_size: 256_206,
+            model_dim: 1024,
+            num_layers: 24,
+            num_heads: 16,
+            ffn_inner_dim: 8192,
+            max_seq_len: 512,
+            pad_idx: 1,
+        }
+    }
+}
+
+fn check_dims(model_dim: usize, num_heads: usize, what: &str) -> Result<()> {
+    if num_heads == 0 || model_dim == 0 || !model_dim.is_multiple_of(num_heads) {
+        return Err(SonarError::Input(format!(
+            "{what}: model_dim {model_dim} must be a positive multiple of num_heads {num_heads}"
+        )));
+    }
+    Ok(())
+}
+
+/// Which kernels a forward uses: differentiable composed ops, or fused inference kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Infer,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+// ---------------------------------------------------------------------------------------------
+
+/// `y = x Wᵀ + b`, torch layout `W: [out, in]`.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get((out_dim, in_dim), "weight")?,
+            bias: vb.get(out_dim, "bias")?,
+        })
+    }
+
+    /// `[..., in] -> [..., out]`, as one `[rows, in] × [in, out]` product.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let y = x
+            .reshape((rows, in_dim))?
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?;
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `LN(x) = (x − mean) / √(var + eps) · γ + β` over the last axis.
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Infer => Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                LAYER_NORM_EPS as f32,
+            )?),
+            Mode::Train => {
+                // [..., 1]
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                let inv_std = (var + LAYER_NORM_EPS)?.sqrt()?.recip()?;
+                Ok(centered
+                    .broadcast_mul(&inv_std)?
+                    .broadcast_mul(&self.weight)?
+                    .broadcast_add(&self.bias)?)
+            }
+        }
+    }
+}
+
+/// Softmax over the last axis; the `Train` form is built from ops with a backward pass.
+fn softmax(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
+        Mode::Train => {
+            // The shift by the row max does not change the result; its exact gradient is 0.
+            let max = x.max_keepdim(D::Minus1)?.detach();
+            let e = x.broadcast_sub(&max)?.exp()?;
+            let sum = e.sum_keepdim(D::Minus1)?;
+            Ok(e.broadcast_div(&sum)?)
+        }
+    }
+}
+
+/// `W₂ relu(W₁ x + b₁) + b₂` (fairseq2 `StandardFeedForwardNetwork`, keys `inner_proj`,
+/// `output_proj`).
+#[derive(Debug, Clone)]
+struct FeedForward {
+    inner_proj: Linear,
+    output_proj: Linear,
+}
+
+impl FeedForward {
+    fn new(model_dim: usize, inner_dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            inner_proj: Linear::new(model_dim, inner_dim, vb.pp("inner_proj"))?,
+            output_proj: Linear::new(inner_dim, model_dim, vb.pp("output_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.output_proj
+            .forward(&self.inner_proj.forward(x)?.relu()?)
+    }
+}
+
+/// Multi-head scaled dot-product attention with biased q/k/v/output projections.
+#[derive(Debug, Clone)]
+struct MultiheadAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    output_proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl MultiheadAttention {
+    fn new(model_dim: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            q_proj: Linear::new(model_dim, model_dim, vb.pp("q_proj"))?,
+            k_proj: Linear::new(model_dim, model_dim, vb.pp("k_proj"))?,
+            v_proj: Linear::new(model_dim, model_dim, vb.pp("v_proj"))?,
+            output_proj: Linear::new(model_dim, model_dim, vb.pp("output_proj"))?,
+            num_heads,
+            head_dim: model_dim / num_heads,
+        })
+    }
+
+    /// `[B, T, D] -> [B, H, T, Dh]`, contiguous.
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        Ok(x.reshape((b, t, self.num_heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    /// Projected keys and values of `x: [B, T, D]`, each `[B, H, T, Dh]`.
+    fn keys_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(&self.k_proj.forward(x)?)?,
+            self.split_heads(&self.v_proj.forward(x)?)?,
+        ))
+    }
+
+    /// Attention of queries `x: [B, Tq, D]` over projected `k, v: [B, H, Tk, Dh]`;
+    /// `bias` is additive and broadcastable to `[B, H, Tq, Tk]`. Returns `[B, Tq, D]`.
+    fn attend(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (b, tq, d) = x.dims3()?;
+        // q·kᵀ/√Dh, the scale folded into q (fewer elements than the scores).
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = (self.split_heads(&self.q_proj.forward(x)?)? * scale)?;
+        // [B, H, Tq, Tk]
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let probs = softmax(&scores, mode)?;
+        // [B, H, Tq, Dh] -> [B, Tq, H, Dh] -> [B, Tq, D]
+        let ctx = probs
+            .matmul(v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, tq, d))?;
+        self.output_proj.forward(&ctx)
+    }
+
+    /// Attention over a memory of length one: softmax is 1, so the output is
+    /// `W_o(W_v m + b_v) + b_o` whatever the queries. `memory: [B, D] -> [B, 1, D]`.
+    fn single_key_output(&self, memory: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .output_proj
+            .forward(&self.v_proj.forward(memory)?)?
+            .unsqueeze(1)?)
+    }
+}
+
+/// Rows `P[p] = sinusoid(p + pad_idx + 1)` for `p < max_seq_len`: `[sin(s·ω_j)…, cos(s·ω_j)…]`
+/// with `ω_j = exp(−j ln(10⁴) / (D/2 − 1))`. The frequencies and products are rounded to f32
+/// as fairseq2 computes them in float32. Returns `[max_seq_len, D]`.
+pub fn sinusoidal_positions(
+    max_seq_len: usize,
+    dim: usize,
+    pad_idx: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let num_sin = dim / 2;
+    let denom = (num_sin.max(2) - 1) as f32;
+    let neg_log = -(10000f64.ln()) as f32;
+    let freqs: Vec<f32> = (0..num_sin)
+        .map(|j| (j as f32 * neg_log / denom).exp())
+        .collect();
+    let mut table = vec![0f32; max_seq_len * dim];
+    for (p, row) in table.chunks_exact_mut(dim.max(1)).enumerate() {
+        let step = (p + pad_idx + 1) as f32;
+        for (j, &w) in freqs.iter().enumerate() {
+            let angle = (step * w) as f64;
+            row[j] = angle.sin() as f32;
+            if num_sin + j < dim {
+                row[num_sin + j] = angle.cos() as f32;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(table, (max_seq_len, dim), device)?.to_dtype(dtype)?)
+}
+
+/// `√D · E[ids] + P[offset..offset+T]`: `ids: [N, T] -> [N, T, D]`.
+#[derive(Debug, Clone)]
+struct Frontend {
+    embed: Tensor,
+    positions: Tensor,
+    scale: f64,
+}
+
+impl Frontend {
+    fn new(
+        vocab_size: usize,
+        model_dim: usize,
+        max_seq_len: usize,
+        pad_idx: usize,
+        embed: Tensor,
+    ) -> Result<Self> {
+        if embed.dims() != [vocab_size, model_dim] {
+            return Err(SonarError::Weights(format!(
+                "embedding has shape {:?}, expected [{vocab_size}, {model_dim}]",
+                embed.dims()
+            )));
+        }
+        let positions = sinusoidal_positions(
+            max_seq_len,
+            model_dim,
+            pad_idx,
+            embed.dtype(),
+            embed.device(),
+        )?;
+        Ok(Self {
+            embed,
+            positions,
+            scale: (model_dim as f64).sqrt(),
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, offset: usize) -> Result<Tensor> {
+        let (n, t) = ids.dims2()?;
+        let d = self.embed.dim(1)?;
+        let max = self.positions.dim(0)?;
+        if offset + t > max {
+            return Err(SonarError::Input(format!(
+                "sequence of {} tokens exceeds the model's maximum of {max}",
+                offset + t
+            )));
+        }
+        // [N·T, D] -> [N, T, D]
+        let x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((n, t, d))?;
+        let pos = self.positions.narrow(0, offset, t)?;
+        Ok((x * self.scale)?.broadcast_add(&pos)?)
+    }
+}
+
+/// Host copy of `ids: [N, T]` u32, each checked against the vocabulary.
+fn check_ids(ids: &Tensor, vocab_size: usize, what: &str) -> Result<Vec<Vec<u32>>> {
+    if ids.dtype() != DType::U32 || ids.rank() != 2 {
+        return Err(SonarError::Input(format!(
+            "{what}: ids must be a u32 tensor [N, T], got {:?} {:?}",
+            ids.dtype(),
+            ids.dims()
+        )));
+    }
+    let rows = ids.to_vec2::<u32>()?;
+    for row in &rows {
+        if let Some(&bad) = row.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(SonarError::Input(format!(
+                "{what}: token id {bad} is outside the vocabulary of {vocab_size}"
+            )));
+        }
+    }
+    Ok(rows)
+}
+
+/// Lower-triangular additive bias `[Tq, P + Tq]`: query `i` (absolute position `P + i`) sees
+/// keys `j ≤ P + i`.
+fn causal_bias(tq: usize, prefix: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let tk = prefix + tq;
+    let data: Vec<f32> = (0..tq)
+        .flat_map(|i| {
+            (0..tk).map(move |j| {
+                if j <= prefix + i {
+                    0.0
+                } else {
+                    MASK_NEG as f32
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(data, (tq, tk), device)?.to_dtype(dtype)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------------------------
+
+/// Pre-norm encoder layer: `x += MHA(LN(x))`, `x += FFN(LN(x))`.
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    self_attn_layer_norm: LayerNorm,
+    self_attn: MultiheadAttention,
+    ffn_layer_norm: LayerNorm,
+    ffn: FeedForward,
+}
+
+impl EncoderLayer {
+    fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.model_dim;
+        Ok(Self {
+            self_attn_layer_norm: LayerNorm::new(d, vb.pp("self_attn_layer_norm"))?,
+            self_attn: MultiheadAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
+            ffn_layer_norm: LayerNorm::new(d, vb.pp("ffn_layer_norm"))?,
+            ffn: FeedForward::new(d, cfg.ffn_inner_dim, vb.pp("ffn"))?,
+        })
+    }
+
+    /// `x: [N, S, D]`, `key_bias: [N, 1, 1, S]` (or none when nothing is padded).
+    fn forward(&self, x: &Tensor, key_bias: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x, mode)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
+        let x = (x + self.self_attn.attend(&h, &k, &v, key_bias, mode)?)?;
+        let h = self.ffn_layer_norm.forward(&x, mode)?;
+        Ok((&x + self.ffn.forward(&h)?)?)
+    }
+}
+
+/// SONAR text encoder: token ids → per-token states and a mean-pooled sentence embedding.
+#[derive(Debug, Clone)]
+pub struct SonarEncoder {
+    cfg: EncoderConfig,
+    frontend: Frontend,
+    layers: Vec<EncoderLayer>,
+    layer_norm: LayerNorm,
+}
+
+impl SonarEncoder {
+    /// Keys as in fairseq2 checkpoints: `encoder_frontend.embed.weight`,
+    /// `encoder.layers.N.…`, and SONAR's top-level `layer_norm.*`.
+    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+        check_dims(cfg.model_dim, cfg.num_heads, "encoder")?;
+        let embed = vb
+            .pp("encoder_frontend.embed")
+            .get((cfg.vocab_size, cfg.model_dim), "weight")?;
+        let frontend = Frontend::new(
+            cfg.vocab_size,
+            cfg.model_dim,
+            cfg.max_seq_len,
+            cfg.pad_idx,
+            embed,
+        )?;
+        let layers = (0..cfg.num_layers)
+            .map(|i| EncoderLayer::new(cfg, vb.pp(format!("encoder.layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            frontend,
+            layers,
+            layer_norm: LayerNorm::new(cfg.model_dim, vb.pp("layer_norm"))?,
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.cfg
+    }
+
+    /// `ids: [N, S]` u32, right-padded with any value; `seq_lens[i] ≤ S` valid tokens of row i.
+    /// Returns `(states [N, S, D]` after the final layer norm (rows past `len` are
+    /// unspecified), `embeddings [N, D])`.
+    pub fn forward(&self, ids: &Tensor, seq_lens: &[usize]) -> Result<(Tensor, Tensor)> {
+        let mut rows = check_ids_lenient(ids, "encoder")?;
+        let (n, s) = ids.dims2()?;
+        if seq_lens.len() != n {
+            return Err(SonarError::Input(format!(
+                "encoder: {} seq_lens for {n} rows",
+                seq_lens.len()
+            )));
+        }
+        for (row, &len) in rows.iter_mut().zip(seq_lens) {
+            if len > s {
+                return Err(SonarError::Input(format!(
+                    "encoder: seq_len {len} exceeds the batch width {s}"
+                )));
+            }
+            // Padding may hold any value; make it a valid id so the lookup cannot fail.
+            row[len..].fill(0);
+            if let Some(&bad) = row[..len]
+                .iter()
+                .find(|&&id| id as usize >= self.cfg.vocab_size)
+            {
+                return Err(SonarError::Input(format!(
+                    "encoder: token id {bad} is outside the vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        let device = self.frontend.embed.device();
+        let dtype = self.frontend.embed.dtype();
+        let flat: Vec<u32> = rows.into_iter().flatten().collect();
+        let ids = Tensor::from_vec(flat, (n, s), device)?;
+
+        // 1 for valid tokens, 0 for padding: [N, S]
+        let valid: Vec<f32> = seq_lens
+            .iter()
+            .flat_map(|&len| (0..s).map(move |j| if j < len { 1.0 } else { 0.0 }))
+            .collect();
+        let valid = Tensor::from_vec(valid, (n, s), device)?.to_dtype(dtype)?;
+        // Keys past a row's length get MASK_NEG: [N, 1, 1, S]. Padded queries then see the
+        // valid keys instead of only the padded ones as in fairseq2; their rows are
+        // meaningless either way and never reach a valid row or the pooled embedding.
+        let key_bias = if seq_lens.iter().all(|&l| l == s) {
+            None
+        } else {
+            Some(((1.0 - &valid)? * MASK_NEG)?.reshape((n, 1, 1, s))?)
+        };
+
+        // [N, S, D]
+        let mut x = self.frontend.forward(&ids, 0)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, key_bias.as_ref(), Mode::Infer)?;
+        }
+        let states = self.layer_norm.forward(&x, Mode::Infer)?;
+
+        // Mean over valid tokens: Σ h / (len + 1e-7), the divisor rounded as float32.
+        let sums = states.broadcast_mul(&valid.unsqueeze(2)?)?.sum(1)?;
+        let denom: Vec<f32> = seq_lens.iter().map(|&l| l as f32 + 1e-7).collect();
+        let denom = Tensor::from_vec(denom, (n, 1), device)?.to_dtype(dtype)?;
+        let embeddings = sums.broadcast_div(&denom)?;
+        Ok((states, embeddings))
+    }
+
+    /// Pooled embeddings `[N, D]` of unpadded id sequences (each truncated to `max_seq_len`,
+    /// as `TextToEmbeddingModelPipeline` does).
+    pub fn encode(&self, sequences: &[Vec<u32>]) -> Result<Tensor> {
+        if sequences.is_empty() {
+            return Err(SonarError::Input("encoder: no sequences".into()));
+        }
+        let lens: Vec<usize> = sequences
+            .iter()
+            .map(|s| s.len().min(self.cfg.max_seq_len))
+            .collect();
+        if lens.contains(&0) {
+            return Err(SonarError::Input("encoder: empty id sequence".into()));
+        }
+        let width = lens.iter().copied().max().unwrap_or(0);
+        let mut flat = vec![0u32; sequences.len() * width];
+        for (i, (seq, &len)) in sequences.iter().zip(&lens).enumerate() {
+            flat[i * width..i * width + len].copy_from_slice(&seq[..len]);
+        }
+        let ids = Tensor::from_vec(flat, (sequences.len(), width), self.frontend.embed.device())?;
+        Ok(self.forward(&ids, &lens)?.1)
+    }
+}
+
+/// Host copy of `ids` (u32 `[N, S]`) without the vocabulary check (padding may be anything).
+fn check_ids_lenient(ids: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
+    check_ids(ids, usize::MAX, what)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+// ---------------------------------------------------------------------------------------------
+
+/// Pre-norm decoder layer: causal self-attention, cross-attention to the sentence embedding,
+/// feed-forward.
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn_layer_norm: LayerNorm,
+    self_attn: MultiheadAttention,
+    /// Loaded, not used: it only feeds the cross-attention queries, which cannot change a
+    /// softmax over one key.
+    #[allow(dead_code)]
+    encoder_decoder_attn_layer_norm: LayerNorm,
+    encoder_decoder_attn: MultiheadAttention,
+    ffn_layer_norm: LayerNorm,
+    ffn: FeedForward,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.model_dim;
+        Ok(Self {
+            self_attn_layer_norm: LayerNorm::new(d, vb.pp("self_attn_layer_norm"))?,
+            self_attn: MultiheadAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
+            encoder_decoder_attn_layer_norm: LayerNorm::new(
+                d,
+                vb.pp("encoder_decoder_attn_layer_norm"),
+            )?,
+            encoder_decoder_attn: MultiheadAttention::new(
+                d,
+                cfg.num_heads,
+                vb.pp("encoder_decoder_attn"),
+            )?,
+            ffn_layer_norm: LayerNorm::new(d, vb.pp("ffn_layer_norm"))?,
+            ffn: FeedForward::new(d, cfg.ffn_inner_dim, vb.pp("ffn"))?,
+        })
+    }
+
+    /// `x: [B, T, D]` at absolute positions `P..P+T`; `cross: [B, 1, D]` (see
+    /// [`MultiheadAttention::single_key_output`]); `cache` holds the `P` previous keys and
+    /// values `[B, H, P, Dh]` and receives the new ones; `bias: [T, P+T]` causal (none for T=1).
+    fn forward(
+        &self,
+        x: &Tensor,
+        cross: &Tensor,
+        cache: Option<&mut KvCache>,
+        bias: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x, mode)?;
+        let (k, v) = self.self_attn.keys_values(&h)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v)?,
+            None => (k, v),
+        };
+        let x = (x + self.self_attn.attend(&h, &k, &v, bias, mode)?)?;
+        let x = x.broadcast_add(cross)?;
+        let h = self.ffn_layer_norm.forward(&x, mode)?;
+        Ok((&x + self.ffn.forward(&h)?)?)
+    }
+}
+
+/// Self-attention keys and values of the positions fed so far, `[B, H, P, Dh]`.
+#[derive(Debug, Clone, Default)]
+struct KvCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = match self.kv.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        self.kv = Some(kv.clone());
+        Ok(kv)
+    }
+}
+
+/// SONAR text decoder: sentence embedding + previous tokens → next-token logits.
+#[derive(Debug, Clone)]
+pub struct SonarDecoder {
+    cfg: DecoderConfig,
+    /// Its `embed` is also the output projection (tied).
+    frontend: Frontend,
+    layers: Vec<DecoderLayer>,
+    layer_norm: LayerNorm,
+}
+
+/// Incremental decoding state of a [`SonarDecoder`]: per layer the cross-attention output
+/// (computed once per sentence) and the self-attention KV cache; rows are hypotheses.
+#[derive(Debug, Clone)]
+pub struct DecoderState {
+    /// Per layer `[B, 1, D]`.
+    cross: Vec<Tensor>,
+    /// Per layer.
+    caches: Vec<KvCache>,
+    /// Positions fed so far.
+    step: usize,
+    rows: usize,
+}
+
+impl DecoderState {
+    /// Number of positions fed so far.
+    pub fn len(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.step == 0
+    }
+
+    /// Number of rows (hypotheses).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+impl SonarDecoder {
+    /// Keys as in fairseq2 checkpoints: `decoder_frontend.embed.weight` (read once and used as
+    /// the tied output projection too), `decoder.layers.N.…`, `decoder.layer_norm.*`.
+    pub fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
+        check_dims(cfg.model_dim, cfg.num_heads, "decoder")?;
+        let embed = vb
+            .pp("decoder_frontend.embed")
+            .get((cfg.vocab_size, cfg.model_dim), "weight")?;
+        let frontend = Frontend::new(
+            cfg.vocab_size,
+            cfg.model_dim,
+            cfg.max_seq_len,
+            cfg.pad_idx,
+            embed,
+        )?;
+        let layers = (0..cfg.num_layers)
+            .map(|i| DecoderLayer::new(cfg, vb.pp(format!("decoder.layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            frontend,
+            layers,
+            layer_norm: LayerNorm::new(cfg.model_dim, vb.pp("decoder.layer_norm"))?,
+        })
+    }
+
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Per layer cross-attention output `[N, 1, D]` of `conditioning: [N, D]`.
+    fn cross_outputs(&self, conditioning: &Tensor) -> Result<Vec<Tensor>> {
+        let (_, d) = conditioning.dims2().map_err(|_| {
+            SonarError::Input(format!(
+                "decoder: conditioning must be [N, D], got {:?}",
+                conditioning.dims()
+            ))
+        })?;
+        if d != self.cfg.model_dim {
+            return Err(SonarError::Input(format!(
+                "decoder: conditioning has dim {d}, the model expects {}",
+                self.cfg.model_dim
+            )));
+        }
+        let e = conditioning.to_dtype(self.frontend.embed.dtype())?;
+        self.layers
+            .iter()
+            .map(|l| l.encoder_decoder_attn.single_key_output(&e))
+            .collect()
+    }
+
+    /// `logits = LN(h) · Eᵀ`: `[..., D] -> [..., V]`.
+    fn project(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
+        let h = self.layer_norm.forward(h, mode)?;
+        let mut dims = h.dims().to_vec();
+        let d = self.cfg.model_dim;
+        let rows = h.elem_count() / d;
+        let logits = h.reshape((rows, d))?.matmul(&self.frontend.embed.t()?)?;
+        let last = dims.len() - 1;
+        dims[last] = self.cfg.vocab_size;
+        Ok(logits.reshape(dims)?)
+    }
+
+    /// Teacher-forced logits of every position.
+    fn forward_mode(&self, conditioning: &Tensor, prev_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        check_ids(prev_ids, self.cfg.vocab_size, "decoder")?;
+        let (n, t) = prev_ids.dims2()?;
+        if conditioning.dim(0)? != n {
+            return Err(SonarError::Input(format!(
+                "decoder: {} conditioning rows for {n} id rows",
+                conditioning.dim(0)?
+            )));
+        }
+        let cross = self.cross_outputs(conditioning)?;
+        // [N, T, D]
+        let mut x = self.frontend.forward(prev_ids, 0)?;
+        // [T, T]
+        let bias = causal_bias(t, 0, x.dtype(), x.device())?;
+        for (layer, cross) in self.layers.iter().zip(&cross) {
+            x = layer.forward(&x, cross, None, Some(&bias), mode)?;
+        }
+        self.project(&x, mode)
+    }
+
+    /// Teacher forcing with differentiable ops only: `conditioning: [N, D]`,
+    /// `prev_ids: [N, T]` u32 right-padded (any valid id) → logits `[N, T, V]`. Position `t`
+    /// predicts token `t + 1`; rows past a sequence's end are meaningless but do not affect
+    /// earlier positions (causal attention).
+    pub fn forward_train(&self, conditioning: &Tensor, prev_ids: &Tensor) -> Result<Tensor> {
+        self.forward_mode(conditioning, prev_ids, Mode::Train)
+    }
+
+    /// The same logits `[N, T, V]` with the fused inference kernels.
+    pub fn forward(&self, conditioning: &Tensor, prev_ids: &Tensor) -> Result<Tensor> {
+        self.forward_mode(conditioning, prev_ids, Mode::Infer)
+    }
+}
+
+impl IncrementalDecoder for SonarDecoder {
+    type State = DecoderState;
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn start(&self, conditioning: &Tensor) -> Result<DecoderState> {
+        let cross = self.cross_outputs(conditioning)?;
+        Ok(DecoderState {
+            rows: conditioning.dim(0)?,
+            caches: vec![KvCache::default(); self.layers.len()],
+            cross,
+            step: 0,
+        })
+    }
+
+    fn step(&self, state: &mut DecoderState, tokens: &Tensor) -> Result<Tensor> {
+        check_ids(tokens, self.cfg.vocab_size, "decoder step")?;
+        let (b, t) = tokens.dims2()?;
+        if b != state.rows {
+            return Err(SonarError::Input(format!(
+                "decoder step: {b} token rows for a state of {} rows",
+                state.rows
+            )));
+        }
+        if t == 0 {
+            return Err(SonarError::Input("decoder step: no tokens".into()));
+        }
+        // [B, T, D] at positions step..step+T
+        let mut x = self.frontend.forward(tokens, state.step)?;
+        let bias = if t > 1 {
+            Some(causal_bias(t, state.step, x.dtype(), x.device())?)
+        } else {
+            None
+        };
+        for ((layer, cross), cache) in self
+            .layers
+            .iter()
+            .zip(&state.cross)
+            .zip(state.caches.iter_mut())
+        {
+            x = layer.forward(&x, cross, Some(cache), bias.as_ref(), Mode::Infer)?;
+        }
+        state.step += t;
+        // Only the last position: [B, D] -> [B, V]
+        let last = x.i((.., t - 1, ..))?;
+        Ok(self.project(&last, Mode::Infer)?.to_dtype(DType::F32)?)
+    }
+
+    fn reorder(&self, state: &mut DecoderState, rows: &Tensor) -> Result<()> {
+        let rows = rows.to_dtype(DType::U32)?;
+        let idx = rows.to_vec1::<u32>()?;
+        if let Some(&bad) = idx.iter().find(|&&r| r as usize >= state.rows) {
+            return Err(SonarError::Input(format!(
+                "reorder: row {bad} of a state with {} rows",
+                state.rows
+            )));
+        }
+        for cross in state.cross.iter_mut() {
+            *cross = cross.index_select(&rows, 0)?;
+        }
+        for cache in state.caches.iter_mut() {
+            if let Some((k, v)) = cache.kv.take() {
+                cache.kv = Some((k.index_select(&rows, 0)?, v.index_select(&rows, 0)?));
+            }
+        }
+        state.rows = idx.len();
+        Ok(())
+    }
+}
