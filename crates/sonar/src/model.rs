@@ -109,7 +109,7 @@ fn check_dims(model_dim: usize, num_heads: usize, what: &str) -> Result<()> {
 
 /// Which kernels a forward uses: differentiable composed ops, or fused inference kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+enum Mode {
     Train,
     Infer,
 }
