@@ -45,8 +45,17 @@ enum Command {
     /// as the world model; `--cases` compares it with unconstrained generation and greedy
     /// retrieval.
     Plan(commands::plan::Args),
+    /// Train a decoder of SONAR's architecture that turns concepts of an open encoder
+    /// (e.g. MiniLM) back into text, on the sentences of a concept store.
+    TrainDecoder(commands::decoder::TrainArgs),
+    /// Round-trip evaluation (BLEU, exact match, cos(encode(decode(x)), x)) of a trained
+    /// decoder next to the retrieval decoder, on held-out sentences.
+    EvalDecoder(commands::decoder::EvalArgs),
     /// Plot the loss curve (and learning rate) of a training run's metrics.jsonl as a PNG.
     Plot(commands::plot::Args),
+    /// Model files: `lcm models fetch sonar` (where SONAR comes from, download, check).
+    #[command(subcommand)]
+    Models(commands::models::Command),
     /// World models learned from observation: `lcm wm train`, `lcm wm eval`.
     #[command(subcommand)]
     Wm(commands::wm::Command),
@@ -79,6 +88,8 @@ fn run(command: Command) -> Result<()> {
             | Command::Generate(_)
             | Command::Plan(_)
             | Command::Wm(_)
+            | Command::TrainDecoder(_)
+            | Command::EvalDecoder(_)
     ) && !lcm_train::memory::retain_freed_memory()
     {
         tracing::debug!("allocator tuning unavailable on this platform");
@@ -95,5 +106,8 @@ fn run(command: Command) -> Result<()> {
         Command::Plan(args) => commands::plan::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Wm(command) => commands::wm::run(command),
+        Command::Models(command) => commands::models::run(command),
+        Command::TrainDecoder(args) => commands::decoder::train(args),
+        Command::EvalDecoder(args) => commands::decoder::eval(args),
     }
 }

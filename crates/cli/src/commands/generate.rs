@@ -8,6 +8,7 @@ use lcm_concept::segment::segment;
 use lcm_data::sentence_bank::{RetrievalDecoder, SentenceBank};
 use lcm_data::store::ConceptStore;
 use lcm_model::generate::row_cosines;
+use lcm_sonar::trained::TrainedDecoder;
 use lcm_train::new_rng;
 
 use super::EncoderArgs;
@@ -30,11 +31,18 @@ pub struct Args {
     prompt_file: Option<PathBuf>,
     /// Concept store whose sentences make the retrieval decoder's bank (built once into
     /// STORE/sentence-bank).
-    #[arg(long, required_unless_present = "bank")]
+    #[arg(long, required_unless_present_any = ["bank", "decoder"])]
     store: Option<PathBuf>,
     /// A sentence bank folder (instead of STORE/sentence-bank).
     #[arg(long)]
     bank: Option<PathBuf>,
+    /// A trained decoder (a `lcm train-decoder --out` folder) instead of the retrieval
+    /// decoder; it must be trained for the model's encoder.
+    #[arg(long, conflicts_with = "bank")]
+    decoder: Option<PathBuf>,
+    /// Beams of the trained decoder's search (1: greedy).
+    #[arg(long, default_value_t = 5, requires = "decoder")]
+    beam: usize,
     /// Normaliser (default: the one recorded in the checkpoint).
     #[arg(long)]
     normalizer: Option<PathBuf>,
@@ -102,17 +110,32 @@ pub fn run(args: Args) -> Result<()> {
     let encoder = trained.encoder(&args.encoder)?;
     let eos = Tensor::new(eos_embedding(&encoder)?, &candle_core::Device::Cpu)?;
     let sampling = args.sampling.sampling()?;
-    let decoder = open_decoder(&args, trained.encoder_id(), encoder.dim())?;
-    let decoder = if args.allow_prompt_sentences {
-        decoder
-    } else {
-        decoder.with_exclude(prompt.iter().cloned())
+    let decoder = match &args.decoder {
+        Some(dir) => Decoder::Trained(Box::new(
+            TrainedDecoder::open_expecting(dir, trained.encoder_id(), encoder.dim())
+                .with_context(|| format!("opening the decoder {}", dir.display()))?,
+        )),
+        None => {
+            let decoder = open_decoder(&args, trained.encoder_id(), encoder.dim())?;
+            Decoder::Retrieval(Box::new(if args.allow_prompt_sentences {
+                decoder
+            } else {
+                decoder.with_exclude(prompt.iter().cloned())
+            }))
+        }
     };
 
     // [N, D] raw → [1, N, D] normalised prefix.
     let refs: Vec<&str> = prompt.iter().map(String::as_str).collect();
     let prompt_raw = encoder.encode(&refs, None)?.to_dtype(DType::F32)?;
-    drop(encoder);
+    // Kept only to score a trained decoder's text by its round-trip cosine.
+    let encoder = match &decoder {
+        Decoder::Trained(_) => Some(encoder),
+        Decoder::Retrieval(_) => {
+            drop(encoder);
+            None
+        }
+    };
     if prompt.len() > model.max_seq_len() {
         bail!(
             "the prompt has {} sentences but the model's context holds {}; shorten it",
@@ -158,27 +181,49 @@ pub fn run(args: Args) -> Result<()> {
     let decoded = if generated.is_empty() {
         Vec::new()
     } else {
-        decoder.decode(
-            &Tensor::stack(&generated, 0)?,
-            None,
-            &DecodeConfig::default(),
-        )?
+        let concepts = Tensor::stack(&generated, 0)?;
+        match (&decoder, &encoder) {
+            (Decoder::Trained(d), Some(encoder)) => {
+                let config = DecodeConfig {
+                    beam_size: args.beam.max(1),
+                    ..DecodeConfig::default()
+                };
+                let mut decoded = d.decode(&concepts, None, &config)?;
+                // The score shown is the round-trip cosine cos(encode(text), concept).
+                for (d, concept) in decoded.iter_mut().zip(&generated) {
+                    d.score = if d.text.trim().is_empty() {
+                        None
+                    } else {
+                        let e = encoder.encode(&[d.text.as_str()], None)?;
+                        Some(row_cosines(&e.to_dtype(DType::F32)?, concept)?[0])
+                    };
+                }
+                decoded
+            }
+            (Decoder::Trained(d), None) => d.decode(&concepts, None, &DecodeConfig::default())?,
+            (Decoder::Retrieval(d), _) => d.decode(&concepts, None, &DecodeConfig::default())?,
+        }
     };
     if args.json {
         let sentences: Vec<_> = decoded
             .iter()
             .map(|d| serde_json::json!({ "text": d.text, "similarity": d.score }))
             .collect();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "model": trained.label(),
             "prompt": prompt,
             "generated": sentences,
             "stop": stop.name(),
-            "decoder": "retrieval",
-            "bank": decoder.bank().root().display().to_string(),
+            "decoder": decoder.kind(),
             "sampling": sampling,
             "seed": args.sampling.seed,
         });
+        // "bank" for the retrieval decoder, the run folder for a trained one.
+        let key = match decoder {
+            Decoder::Retrieval(_) => "bank",
+            Decoder::Trained(_) => "decoder_path",
+        };
+        doc[key] = decoder.path().display().to_string().into();
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -186,18 +231,49 @@ pub fn run(args: Args) -> Result<()> {
     for s in &prompt {
         println!("  {s}");
     }
-    println!(
-        "\nContinuation by {} (retrieval decoder over {} sentences; [cos] = similarity of \
-         the retrieved sentence to the generated concept):",
-        trained.label(),
-        decoder.bank().len()
-    );
+    match &decoder {
+        Decoder::Retrieval(d) => println!(
+            "\nContinuation by {} (retrieval decoder over {} sentences; [cos] = similarity of \
+             the retrieved sentence to the generated concept):",
+            trained.label(),
+            d.bank().len()
+        ),
+        Decoder::Trained(d) => println!(
+            "\nContinuation by {} (trained decoder {}; [cos] = similarity of the generated \
+             text, re-encoded, to the generated concept):",
+            trained.label(),
+            d.root().display()
+        ),
+    }
     for (i, d) in decoded.iter().enumerate() {
         let score = d.score.map_or("  —  ".to_string(), |s| format!("{s:.3}"));
         println!("  {:>2}. [{score}] {}", i + 1, d.text);
     }
     println!("\nStopped: {}.", stop.describe());
     Ok(())
+}
+
+/// The decoder `generate` turns concepts into text with.
+enum Decoder {
+    Retrieval(Box<RetrievalDecoder>),
+    Trained(Box<TrainedDecoder>),
+}
+
+impl Decoder {
+    fn kind(&self) -> &'static str {
+        match self {
+            Decoder::Retrieval(_) => "retrieval",
+            Decoder::Trained(_) => "trained",
+        }
+    }
+
+    /// The bank folder or the trained decoder's run folder.
+    fn path(&self) -> &Path {
+        match self {
+            Decoder::Retrieval(d) => d.bank().root(),
+            Decoder::Trained(d) => d.root(),
+        }
+    }
 }
 
 /// The retrieval decoder over `--bank`, or over STORE/sentence-bank (built when missing).

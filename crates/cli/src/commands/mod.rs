@@ -1,7 +1,9 @@
+pub mod decoder;
 pub mod encode;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
+pub mod models;
 pub mod normalizer;
 pub mod plan;
 pub mod plot;
