@@ -26,6 +26,8 @@ struct Args {
     beam: usize,
     max_gen_len: usize,
     batch_size: usize,
+    /// Skip encoding; decode the first `vectors` rows of a seeded N(0, 0.01) matrix (profiling).
+    decode_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,8 +40,13 @@ fn parse_args() -> Result<Args, String> {
         beam: 5,
         max_gen_len: 32,
         batch_size: 32,
+        decode_only: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--decode-only" {
+            args.decode_only = true;
+            continue;
+        }
         let value: usize = it
             .next()
             .and_then(|v| v.parse().ok())
@@ -75,6 +82,9 @@ fn var_builder(path: &Path) -> Result<VarBuilder<'static>, Box<dyn std::error::E
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    // As the `lcm` binary does: keep freed buffers for reuse instead of returning them to the
+    // OS and page-faulting them back in at every decoding step.
+    lcm_train::memory::retain_freed_memory();
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global();
@@ -83,21 +93,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sequences: Vec<Vec<u32>> = serde_json::from_value(inputs["sequences"].clone())?;
     let tokens: usize = sequences.iter().map(Vec::len).sum();
 
-    let t0 = Instant::now();
-    let encoder = SonarEncoder::new(
-        &EncoderConfig::sonar_basic(),
-        var_builder(&args.dir.join("encoder.safetensors"))?,
-    )?;
-    let load_encoder_s = t0.elapsed().as_secs_f64();
-    encoder.encode(&sequences[..4.min(sequences.len())])?; // warm-up
-    let t0 = Instant::now();
-    let mut batches = Vec::new();
-    for chunk in sequences.chunks(args.batch_size) {
-        batches.push(encoder.encode(chunk)?);
-    }
-    let encode_s = t0.elapsed().as_secs_f64();
-    let embeddings = Tensor::cat(&batches, 0)?;
-    drop(encoder);
+    let (embeddings, encode_s, load_encoder_s) = if args.decode_only {
+        let noise = Tensor::randn(0f32, 0.01, (args.vectors, 1024), &Device::Cpu)?;
+        (noise, 0.0, 0.0)
+    } else {
+        let t0 = Instant::now();
+        let encoder = SonarEncoder::new(
+            &EncoderConfig::sonar_basic(),
+            var_builder(&args.dir.join("encoder.safetensors"))?,
+        )?;
+        let load_encoder_s = t0.elapsed().as_secs_f64();
+        encoder.encode(&sequences[..4.min(sequences.len())])?; // warm-up
+        let t0 = Instant::now();
+        let mut batches = Vec::new();
+        for chunk in sequences.chunks(args.batch_size) {
+            batches.push(encoder.encode(chunk)?);
+        }
+        let encode_s = t0.elapsed().as_secs_f64();
+        (Tensor::cat(&batches, 0)?, encode_s, load_encoder_s)
+    };
 
     let t0 = Instant::now();
     let decoder = SonarDecoder::new(
@@ -110,11 +124,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = BeamSearchConfig {
         beam_size: args.beam,
         max_gen_len: args.max_gen_len,
-        max_seq_len: (prompt.len() + args.max_gen_len).min(DecoderConfig::sonar_basic().max_seq_len),
+        max_seq_len: (prompt.len() + args.max_gen_len)
+            .min(DecoderConfig::sonar_basic().max_seq_len),
         ..BeamSearchConfig::sonar_pipeline(1024, 512, prompt.len())
     };
     let warm = vectors.narrow(0, 0, 2.min(vectors.dim(0)?))?;
-    beam_search(&decoder, &warm, &vec![prompt.clone(); warm.dim(0)?], SpecialIds::SONAR, &config)?;
+    beam_search(
+        &decoder,
+        &warm,
+        &vec![prompt.clone(); warm.dim(0)?],
+        SpecialIds::SONAR,
+        &config,
+    )?;
     let t0 = Instant::now();
     let prompts = vec![prompt; vectors.dim(0)?];
     let results = beam_search(&decoder, &vectors, &prompts, SpecialIds::SONAR, &config)?;
@@ -123,7 +144,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|hs| hs.iter().map(|h| h.ids.clone()).collect())
         .collect();
-    let generated_tokens: usize = hypotheses.iter().map(|h| h.first().map_or(0, Vec::len)).sum();
+    let generated_tokens: usize = hypotheses
+        .iter()
+        .map(|h| h.first().map_or(0, Vec::len))
+        .sum();
 
     let out = serde_json::json!({
         "encode_s": encode_s,
@@ -137,7 +161,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "peak_rss_mb": peak_rss_mb(),
         "version": format!("lcm-sonar {}", env!("CARGO_PKG_VERSION")),
     });
-    std::fs::write(args.dir.join("lcm.json"), serde_json::to_string(&out)?)?;
+    let name = if args.decode_only {
+        "lcm-decode-only.json"
+    } else {
+        "lcm.json"
+    };
+    std::fs::write(args.dir.join(name), serde_json::to_string(&out)?)?;
     eprintln!(
         "lcm: encode {:.1} s, decode {:.1} s, peak {:.0} MB",
         encode_s,

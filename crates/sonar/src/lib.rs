@@ -12,7 +12,7 @@ pub use error::{Result, SonarError};
 pub use incremental::{IncrementalDecoder, SpecialIds};
 pub mod generate;
 pub mod model;
+pub mod pipeline;
 pub mod tokenizer;
 pub mod trained;
 pub mod weights;
-pub mod pipeline;

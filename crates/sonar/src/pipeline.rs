@@ -308,7 +308,10 @@ impl SonarTextDecoder {
                 self.model.config().model_dim
             )));
         }
-        let values = concepts.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let values = concepts
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(SonarError::Input(
                 "concepts contain NaN or infinite values".to_string(),
@@ -318,11 +321,8 @@ impl SonarTextDecoder {
         let prompt = self.tokenizer.decoder_prompt(lang)?;
         let prompts = vec![prompt.clone(); n];
         let special = self.tokenizer.special_ids();
-        let mut pipeline = BeamSearchConfig::sonar_pipeline(
-            dim,
-            self.model.config().max_seq_len,
-            prompt.len(),
-        );
+        let mut pipeline =
+            BeamSearchConfig::sonar_pipeline(dim, self.model.config().max_seq_len, prompt.len());
         // DecodeConfig.max_len bounds generated tokens further when the caller asks for less.
         if config.max_len > 0 && config.max_len < pipeline.max_gen_len {
             pipeline.max_gen_len = config.max_len;

@@ -13,7 +13,10 @@ use lcm_concept::{ConceptEncoder, DecodeConfig};
 use lcm_sonar::pipeline::{SonarTextDecoder, SonarTextEncoder, default_sonar_dir};
 
 const ENG: [&str; 2] = ["Hello, my name is Paul", "I'm working as a teacher"];
-const FRA: [&str; 2] = ["Bonjour, mon nom est Paul", "Je travaille comme professeur."];
+const FRA: [&str; 2] = [
+    "Bonjour, mon nom est Paul",
+    "Je travaille comme professeur.",
+];
 
 fn sonar_dir() -> PathBuf {
     std::env::var_os("SONAR_DIR")
@@ -22,7 +25,13 @@ fn sonar_dir() -> PathBuf {
 }
 
 fn normalized(x: &Tensor) -> Tensor {
-    let norm = x.sqr().unwrap().sum_keepdim(D::Minus1).unwrap().sqrt().unwrap();
+    let norm = x
+        .sqr()
+        .unwrap()
+        .sum_keepdim(D::Minus1)
+        .unwrap()
+        .sqrt()
+        .unwrap();
     x.broadcast_div(&norm).unwrap()
 }
 
@@ -41,7 +50,11 @@ fn encoder_cosines_match_upstream() {
     let encoder = SonarTextEncoder::open(&sonar_dir()).expect("SONAR encoder");
     let eng = normalized(&encoder.encode(&ENG, Some("eng_Latn")).unwrap());
     let fra = normalized(&encoder.encode(&FRA, Some("fra_Latn")).unwrap());
-    let sim = eng.matmul(&fra.t().unwrap()).unwrap().flatten_all().unwrap();
+    let sim = eng
+        .matmul(&fra.t().unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap();
     assert_close(
         &sim.to_vec1::<f32>().unwrap(),
         &[0.9367, 0.3658, 0.3787, 0.8596],
@@ -58,13 +71,37 @@ fn decoder_logits_match_upstream() {
     let emb = encoder.encode(&ENG[..1], Some("eng_Latn")).unwrap();
     let prev = Tensor::new(&[[3u32, 333]], &Device::Cpu).unwrap();
     let logits = decoder.model().forward(&emb, &prev).unwrap(); // [1, 2, V]
-    let row = |t: usize| logits.get(0).unwrap().get(t).unwrap().to_vec1::<f32>().unwrap();
+    let row = |t: usize| {
+        logits
+            .get(0)
+            .unwrap()
+            .get(t)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     let (r0, r1) = (row(0), row(1));
     let v = r0.len();
-    assert_close(&r0[..4], &[-1.4572, -2.7325, -1.0546, 0.7818], "logits[0, 0, :4]");
-    assert_close(&r0[v - 3..], &[0.8982, 0.4996, -0.1487], "logits[0, 0, -3:]");
-    assert_close(&r1[..4], &[2.4092, 6.9624, 3.6308, 9.4825], "logits[0, 1, :4]");
-    assert_close(&r1[v - 4..], &[3.8826, 3.8777, 3.2820, 3.3275], "logits[0, 1, -4:]");
+    assert_close(
+        &r0[..4],
+        &[-1.4572, -2.7325, -1.0546, 0.7818],
+        "logits[0, 0, :4]",
+    );
+    assert_close(
+        &r0[v - 3..],
+        &[0.8982, 0.4996, -0.1487],
+        "logits[0, 0, -3:]",
+    );
+    assert_close(
+        &r1[..4],
+        &[2.4092, 6.9624, 3.6308, 9.4825],
+        "logits[0, 1, :4]",
+    );
+    assert_close(
+        &r1[v - 4..],
+        &[3.8826, 3.8777, 3.2820, 3.3275],
+        "logits[0, 1, -4:]",
+    );
 }
 
 #[test]
