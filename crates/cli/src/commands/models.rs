@@ -63,7 +63,10 @@ fn fetch(args: FetchArgs) -> Result<()> {
         let path = dir.join(file.name);
         if path.is_file() {
             let size = std::fs::metadata(&path)?.len();
-            println!("  present  {:<36} {:>14} bytes  {}", file.name, size, file.what);
+            println!(
+                "  present  {:<36} {:>14} bytes  {}",
+                file.name, size, file.what
+            );
         } else {
             println!("  missing  {:<36} {}", file.name, file.url);
             missing.push(file);
@@ -71,15 +74,24 @@ fn fetch(args: FetchArgs) -> Result<()> {
     }
     if !missing.is_empty() {
         if !args.download {
-            println!("\nTo download (needs internet), run `lcm models fetch sonar --download`, or:");
+            println!(
+                "\nTo download (needs internet), run `lcm models fetch sonar --download`, or:"
+            );
             println!("  mkdir -p {}", dir.display());
             for file in &missing {
-                println!("  curl -fL -C - -o {} {}", dir.join(file.name).display(), file.url);
+                println!(
+                    "  curl -fL -C - -o {} {}",
+                    dir.join(file.name).display(),
+                    file.url
+                );
             }
-            bail!("{} SONAR file(s) missing in {}", missing.len(), dir.display());
+            bail!(
+                "{} SONAR file(s) missing in {}",
+                missing.len(),
+                dir.display()
+            );
         }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for file in &missing {
             download(file, &dir)?;
         }
@@ -125,7 +137,10 @@ fn check(dir: &Path) -> Result<()> {
             SonarFiles::TOKENIZER.url
         );
     }
-    println!("  ok       tokenizer: {vocab} ids (eng_Latn = {})", tokenizer.lang_id("eng_Latn")?);
+    println!(
+        "  ok       tokenizer: {vocab} ids (eng_Latn = {})",
+        tokenizer.lang_id("eng_Latn")?
+    );
     for (file, expected) in [
         (SonarFiles::ENCODER, ENCODER_PARAMETERS),
         (SonarFiles::DECODER, DECODER_PARAMETERS),
@@ -146,7 +161,10 @@ fn check(dir: &Path) -> Result<()> {
                 file.url
             );
         }
-        println!("  ok       {}: {count} parameters ({layout:?} layout)", file.name);
+        println!(
+            "  ok       {}: {count} parameters ({layout:?} layout)",
+            file.name
+        );
     }
     Ok(())
 }
