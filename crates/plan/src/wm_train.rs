@@ -401,7 +401,7 @@ pub fn train_world_model(
     if resume && let Some(state) = ckpt.load_latest(&varmap, Some(&mut opt), &space)? {
         step = state.step;
         rng = state.rng.restore()?;
-        truncate_metrics(&paths.metrics(), step)?;
+        lcm_train::trainer::truncate_metrics(&paths.metrics(), step)?;
         tracing::info!(step, "resumed world-model training");
     } else if !resume {
         // A fresh run must not append to an older run's metrics.
@@ -535,24 +535,6 @@ fn validate(
         probe_rms: (sq / count.max(1) as f64).sqrt(),
         collapse: collapse_stats(&latents, mcfg.latent_dim),
     })
-}
-
-/// Drops metrics lines after `step` (a resumed run rewrites them).
-fn truncate_metrics(path: &Path, step: u64) -> Result<(), WmError> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WmError> {

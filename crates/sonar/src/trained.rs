@@ -800,26 +800,6 @@ fn standard_normal(rng: &mut TrainRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Keeps the lines of `path` whose `step` is at most `max_step`.
-fn truncate_metrics(path: &Path, max_step: u64) -> Result<()> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                .is_some_and(|s| s <= max_step)
-        })
-        .map(|line| format!("{line}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes())
-}
-
-/// Saves the variables of `varmap` to `path` atomically (fairseq2 key names: the
-/// [`SonarDecoder`] is built at the root of the var builder).
 fn save_weights(varmap: &VarMap, path: &Path) -> Result<()> {
     let tmp = tmp_path(path);
     varmap
@@ -951,7 +931,7 @@ pub fn train_decoder(
         rng = state.rng.restore().map_err(train_err)?;
         position = state.data;
         step = state.step;
-        truncate_metrics(&metrics_path, step)?;
+        lcm_train::trainer::truncate_metrics(&metrics_path, step).map_err(train_err)?;
     } else {
         write_atomic(&metrics_path, b"")?;
     }

@@ -413,9 +413,10 @@ fn validate(net: &Lcm, batcher: &Batcher, seed: u64, cfg_p: f64) -> Result<Optio
     Ok((count > 0.0).then(|| sum / count))
 }
 
-/// Keeps the lines of `path` whose `step` is at most `max_step` (what a resumed run
-/// reproduces from its checkpoint on would otherwise be logged twice).
-fn truncate_metrics(path: &Path, max_step: u64) -> Result<()> {
+/// Keeps the lines of a `metrics.jsonl` whose `step` is at most `max_step` (what a resumed run
+/// reproduces from its checkpoint on would otherwise be logged twice). Every resumable
+/// trainer (LCM, world model, concept decoder) uses it; the file is replaced atomically.
+pub fn truncate_metrics(path: &Path, max_step: u64) -> Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
     };
@@ -429,7 +430,9 @@ fn truncate_metrics(path: &Path, max_step: u64) -> Result<()> {
         })
         .map(|line| format!("{line}\n"))
         .collect();
-    fs::write(path, kept).map_err(io_err(path))
+    let tmp = path.with_extension("jsonl.tmp");
+    fs::write(&tmp, kept).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Trains (or, with `resume`, continues training) a model on the concept store at
