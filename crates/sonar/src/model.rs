@@ -783,7 +783,9 @@ impl SonarDecoder {
         let mut dims = h.dims().to_vec();
         let d = self.cfg.model_dim;
         let rows = h.elem_count() / d;
-        let logits = weight_product(&h.reshape((rows, d))?, &self.frontend.embed)?;
+        // Not `weight_product`: with V = 256k columns, transposing its `[V, rows]` result back
+        // costs more than the product order saves.
+        let logits = h.reshape((rows, d))?.matmul(&self.frontend.embed.t()?)?;
         let last = dims.len() - 1;
         dims[last] = self.cfg.vocab_size;
         Ok(logits.reshape(dims)?)
