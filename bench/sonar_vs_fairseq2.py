@@ -81,6 +81,15 @@ def make_inputs(args) -> dict:
     return {"sequences": seqs, "length_source": source}
 
 
+def basic_config(vocab_info) -> dict:
+    """The fields SONAR's `basic` encoder and decoder configs share (sonar/models/sonar_text/config.py)."""
+    return dict(model_dim=1024, vocab_info=vocab_info, learned_pos=False, no_scale_embedding=False,
+                emb_dropout_p=0.1, attention_dropout_p=0.1, activation_dropout_p=0.1,
+                no_token_positional_embeddings=False, activation_fn="ReLU",
+                num_encoder_layers=24, num_decoder_layers=24, num_encoder_attn_heads=16,
+                num_decoder_attn_heads=16, ffn_inner_dim=8192)
+
+
 def build_weights(args) -> None:
     if (OUT / "encoder.safetensors").exists() and (OUT / "decoder.safetensors").exists():
         return
@@ -100,11 +109,7 @@ def build_weights(args) -> None:
 
     torch.manual_seed(0)
     vi = VocabularyInfo(size=VOCAB, unk_idx=1, bos_idx=2, eos_idx=3, pad_idx=1)
-    common = dict(model_dim=1024, vocab_info=vi, learned_pos=False, no_scale_embedding=False,
-                  emb_dropout_p=0.1, attention_dropout_p=0.1, activation_dropout_p=0.1,
-                  no_token_positional_embeddings=False, activation_fn="ReLU",
-                  num_encoder_layers=24, num_decoder_layers=24, num_encoder_attn_heads=16,
-                  num_decoder_attn_heads=16, ffn_inner_dim=8192)
+    common = basic_config(vi)
     enc = SonarTextEncoderFactory(SonarTextEncoderConfig(
         max_seq_len=512, pooling="mean", normalize_before=False, _from_fairseq=True, **common)).create_model()
     dec = SonarTextDecoderFactory(SonarTextDecoderConfig(
@@ -140,11 +145,7 @@ def run_torch(args) -> dict:
     from sonar.models.sonar_translation.model import DummyEncoderModel
 
     vi = VocabularyInfo(size=VOCAB, unk_idx=1, bos_idx=2, eos_idx=3, pad_idx=1)
-    common = dict(model_dim=1024, vocab_info=vi, learned_pos=False, no_scale_embedding=False,
-                  emb_dropout_p=0.1, attention_dropout_p=0.1, activation_dropout_p=0.1,
-                  no_token_positional_embeddings=False, activation_fn="ReLU",
-                  num_encoder_layers=24, num_decoder_layers=24, num_encoder_attn_heads=16,
-                  num_decoder_attn_heads=16, ffn_inner_dim=8192)
+    common = basic_config(vi)
     inputs = json.loads((OUT / "inputs.json").read_text())
     seqs = [torch.tensor(s, dtype=torch.int64) for s in inputs["sequences"]]
 
