@@ -7,15 +7,14 @@
 //!     [--beam 5] [--max-gen-len 32] [--batch-size 32]
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use lcm_sonar::SpecialIds;
 use lcm_sonar::generate::{BeamSearchConfig, beam_search};
-use lcm_sonar::model::{DecoderConfig, EncoderConfig, SonarDecoder, SonarEncoder};
-use lcm_sonar::weights::load_checkpoint;
+use lcm_sonar::model::DecoderConfig;
+use lcm_sonar::weights::{load_decoder, load_encoder};
 
 const FRA_LATN: u32 = 256_057;
 
@@ -75,11 +74,6 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn var_builder(path: &Path) -> Result<VarBuilder<'static>, Box<dyn std::error::Error>> {
-    let (tensors, _) = load_checkpoint(path, &Device::Cpu)?;
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     // As the `lcm` binary does: keep freed buffers for reuse instead of returning them to the
@@ -98,10 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (noise, 0.0, 0.0)
     } else {
         let t0 = Instant::now();
-        let encoder = SonarEncoder::new(
-            &EncoderConfig::sonar_basic(),
-            var_builder(&args.dir.join("encoder.safetensors"))?,
-        )?;
+        let encoder = load_encoder(&args.dir.join("encoder.safetensors"), None, &Device::Cpu)?;
         let load_encoder_s = t0.elapsed().as_secs_f64();
         encoder.encode(&sequences[..4.min(sequences.len())])?; // warm-up
         let t0 = Instant::now();
@@ -114,10 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let t0 = Instant::now();
-    let decoder = SonarDecoder::new(
-        &DecoderConfig::sonar_basic(),
-        var_builder(&args.dir.join("decoder.safetensors"))?,
-    )?;
+    let decoder = load_decoder(&args.dir.join("decoder.safetensors"), None, &Device::Cpu)?;
     let load_decoder_s = t0.elapsed().as_secs_f64();
     let vectors = embeddings.narrow(0, 0, args.vectors.min(embeddings.dim(0)?))?;
     let prompt = vec![SpecialIds::SONAR.eos, FRA_LATN];

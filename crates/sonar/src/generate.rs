@@ -91,6 +91,41 @@ impl BeamSearchConfig {
     }
 }
 
+/// The best hypothesis of every row under a concept decoder's settings: beam search as
+/// `search` says when `config.temperature == 0`, otherwise sampling with `config`'s
+/// temperature, top-k, top-p and seed and `search`'s length bounds (a negative temperature is
+/// refused by [`sample`]). Every row gets the same `prompt`.
+pub fn best_hypotheses<D: IncrementalDecoder>(
+    decoder: &D,
+    conditioning: &Tensor,
+    prompt: &[u32],
+    special: SpecialIds,
+    search: &BeamSearchConfig,
+    config: &lcm_concept::DecodeConfig,
+) -> Result<Vec<Hypothesis>> {
+    let prompts = vec![prompt.to_vec(); conditioning.dim(0)?];
+    if config.temperature != 0.0 {
+        let sampling = SamplingConfig {
+            temperature: config.temperature,
+            top_k: config.top_k,
+            top_p: config.top_p,
+            seed: config.seed,
+            min_gen_len: search.min_gen_len,
+            max_gen_len: search.max_gen_len,
+            max_seq_len: search.max_seq_len,
+        };
+        return sample(decoder, conditioning, &prompts, special, &sampling);
+    }
+    beam_search(decoder, conditioning, &prompts, special, search)?
+        .into_iter()
+        .map(|hyps| {
+            hyps.into_iter()
+                .next()
+                .ok_or_else(|| gen_err("beam search returned no hypothesis"))
+        })
+        .collect()
+}
+
 /// A finished sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hypothesis {

@@ -9,15 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use lcm_concept::{ConceptDecoder, ConceptEncoder, DecodeConfig, Decoded};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, SonarError};
-use crate::generate::{BeamSearchConfig, SamplingConfig, beam_search, sample};
-use crate::model::{DecoderConfig, EncoderConfig, SonarDecoder, SonarEncoder};
+use crate::generate::{BeamSearchConfig, best_hypotheses};
+use crate::model::{SonarDecoder, SonarEncoder};
 use crate::tokenizer::SonarTokenizer;
-use crate::weights::load_checkpoint;
+use crate::weights::{load_decoder, load_encoder};
 
 /// Language used when the caller gives none.
 pub const DEFAULT_LANG: &str = "eng_Latn";
@@ -102,14 +101,19 @@ pub fn checkpoint_fingerprint(path: &Path) -> Result<String> {
     Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
 }
 
-fn var_builder(path: &Path) -> Result<VarBuilder<'static>> {
-    let (tensors, _layout) = load_checkpoint(path, &Device::Cpu)?;
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
-}
-
-fn heads_for(dim: usize) -> usize {
-    // Every published SONAR size uses 64-dimensional heads.
-    (dim / 64).max(1)
+/// The checkpoint's embedding rows and the tokenizer's ids must be the same vocabulary.
+fn check_vocab(weights: &Path, what: &str, rows: usize, tokenizer: &SonarTokenizer) -> Result<()> {
+    if tokenizer.vocab_size() == rows {
+        return Ok(());
+    }
+    Err(SonarError::file(
+        weights,
+        format!(
+            "the {what} has {rows} embedding rows but the tokenizer gives {} ids; use the \
+             SentencePiece model published with this checkpoint",
+            tokenizer.vocab_size()
+        ),
+    ))
 }
 
 /// SONAR's text encoder behind [`ConceptEncoder`] (`TextToEmbeddingModelPipeline` semantics:
@@ -117,7 +121,6 @@ fn heads_for(dim: usize) -> usize {
 pub struct SonarTextEncoder {
     model: SonarEncoder,
     tokenizer: SonarTokenizer,
-    config: EncoderConfig,
     id: String,
     batch_size: usize,
 }
@@ -138,39 +141,12 @@ impl SonarTextEncoder {
         tokenizer: SonarTokenizer,
         num_heads: Option<usize>,
     ) -> Result<Self> {
-        let vb = var_builder(weights)?;
-        let embed = vb
-            .get_unchecked("encoder_frontend.embed.weight")
-            .map_err(|e| SonarError::file(weights, format!("not a SONAR encoder: {e}")))?;
-        let (vocab_size, model_dim) = embed.dims2()?;
-        let num_layers = count_layers(&vb, "encoder.layers");
-        let ffn_inner_dim = vb
-            .get_unchecked("encoder.layers.0.ffn.inner_proj.weight")?
-            .dim(0)?;
-        let config = EncoderConfig {
-            vocab_size,
-            model_dim,
-            num_layers,
-            num_heads: num_heads.unwrap_or_else(|| heads_for(model_dim)),
-            ffn_inner_dim,
-            ..EncoderConfig::sonar_basic()
-        };
-        if tokenizer.vocab_size() != vocab_size {
-            return Err(SonarError::file(
-                weights,
-                format!(
-                    "the encoder has {vocab_size} embedding rows but the tokenizer gives {} ids; \
-                     use the SentencePiece model published with this checkpoint",
-                    tokenizer.vocab_size()
-                ),
-            ));
-        }
-        let model = SonarEncoder::new(&config, vb)?;
+        let model = load_encoder(weights, num_heads, &Device::Cpu)?;
+        check_vocab(weights, "encoder", model.config().vocab_size, &tokenizer)?;
         let id = format!("sonar-text-encoder@{}", checkpoint_fingerprint(weights)?);
         Ok(Self {
             model,
             tokenizer,
-            config,
             id,
             batch_size: 16,
         })
@@ -189,15 +165,9 @@ impl SonarTextEncoder {
     pub fn token_ids(&self, sentence: &str, lang: &str) -> Result<Vec<u32>> {
         let mut ids = self.tokenizer.encode_source(sentence, lang)?;
         // sonar-space truncates to the first max_seq_len ids, dropping the final </s>.
-        ids.truncate(self.config.max_seq_len);
+        ids.truncate(self.model.config().max_seq_len);
         Ok(ids)
     }
-}
-
-fn count_layers(vb: &VarBuilder, prefix: &str) -> usize {
-    (0..)
-        .take_while(|i| vb.contains_tensor(&format!("{prefix}.{i}.ffn.inner_proj.weight")))
-        .count()
 }
 
 impl ConceptEncoder for SonarTextEncoder {
@@ -219,7 +189,7 @@ impl ConceptEncoder for SonarTextEncoder {
     }
 
     fn dim(&self) -> usize {
-        self.config.model_dim
+        self.model.config().model_dim
     }
 
     fn id(&self) -> &str {
@@ -254,33 +224,10 @@ impl SonarTextDecoder {
         encoder_id: String,
         num_heads: Option<usize>,
     ) -> Result<Self> {
-        let vb = var_builder(weights)?;
-        let embed = vb
-            .get_unchecked("decoder_frontend.embed.weight")
-            .map_err(|e| SonarError::file(weights, format!("not a SONAR decoder: {e}")))?;
-        let (vocab_size, model_dim) = embed.dims2()?;
-        let config = DecoderConfig {
-            vocab_size,
-            model_dim,
-            num_layers: count_layers(&vb, "decoder.layers"),
-            num_heads: num_heads.unwrap_or_else(|| heads_for(model_dim)),
-            ffn_inner_dim: vb
-                .get_unchecked("decoder.layers.0.ffn.inner_proj.weight")?
-                .dim(0)?,
-            ..DecoderConfig::sonar_basic()
-        };
-        if tokenizer.vocab_size() != vocab_size {
-            return Err(SonarError::file(
-                weights,
-                format!(
-                    "the decoder has {vocab_size} embedding rows but the tokenizer gives {} ids; \
-                     use the SentencePiece model published with this checkpoint",
-                    tokenizer.vocab_size()
-                ),
-            ));
-        }
+        let model = load_decoder(weights, num_heads, &Device::Cpu)?;
+        check_vocab(weights, "decoder", model.config().vocab_size, &tokenizer)?;
         Ok(Self {
-            model: SonarDecoder::new(&config, vb)?,
+            model,
             tokenizer,
             encoder_id,
         })
@@ -308,55 +255,37 @@ impl SonarTextDecoder {
                 self.model.config().model_dim
             )));
         }
-        let values = concepts
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let concepts = concepts.to_dtype(DType::F32)?;
+        let values = concepts.flatten_all()?.to_vec1::<f32>()?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(SonarError::Input(
                 "concepts contain NaN or infinite values".to_string(),
             ));
         }
-        let concepts = concepts.to_dtype(DType::F32)?;
         let prompt = self.tokenizer.decoder_prompt(lang)?;
-        let prompts = vec![prompt.clone(); n];
-        let special = self.tokenizer.special_ids();
-        let mut pipeline =
+        let mut search =
             BeamSearchConfig::sonar_pipeline(dim, self.model.config().max_seq_len, prompt.len());
         // DecodeConfig.max_len bounds generated tokens further when the caller asks for less.
-        if config.max_len > 0 && config.max_len < pipeline.max_gen_len {
-            pipeline.max_gen_len = config.max_len;
-            pipeline.max_seq_len = pipeline.max_seq_len.min(prompt.len() + config.max_len);
-        }
-        if config.temperature > 0.0 {
-            let cfg = SamplingConfig {
-                temperature: config.temperature,
-                top_k: config.top_k,
-                top_p: config.top_p,
-                seed: config.seed,
-                min_gen_len: pipeline.min_gen_len,
-                max_gen_len: pipeline.max_gen_len,
-                max_seq_len: pipeline.max_seq_len,
-            };
-            let hyps = sample(&self.model, &concepts, &prompts, special, &cfg)?;
-            return Ok(hyps
-                .into_iter()
-                .map(|h| (self.tokenizer.decode(&h.ids), h.score))
-                .collect());
+        if config.max_len > 0 && config.max_len < search.max_gen_len {
+            search.max_gen_len = config.max_len;
+            search.max_seq_len = search.max_seq_len.min(prompt.len() + config.max_len);
         }
         if config.beam_size > 0 {
-            pipeline.beam_size = config.beam_size;
+            search.beam_size = config.beam_size;
         }
-        let results = beam_search(&self.model, &concepts, &prompts, special, &pipeline)?;
-        results
+        let hyps = best_hypotheses(
+            &self.model,
+            &concepts,
+            &prompt,
+            self.tokenizer.special_ids(),
+            &search,
+            config,
+        )?;
+        debug_assert_eq!(hyps.len(), n);
+        Ok(hyps
             .into_iter()
-            .map(|hyps| {
-                hyps.into_iter()
-                    .next()
-                    .map(|h| (self.tokenizer.decode(&h.ids), h.score))
-                    .ok_or_else(|| SonarError::Generation("no hypothesis finished".to_string()))
-            })
-            .collect()
+            .map(|h| (self.tokenizer.decode(&h.ids), h.score))
+            .collect())
     }
 }
 

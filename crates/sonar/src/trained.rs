@@ -52,7 +52,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, NormalizerWrapper, PostProcessorWrapper, TokenizerImpl};
 
 use crate::error::{Result, SonarError};
-use crate::generate::{BeamSearchConfig, SamplingConfig, beam_search, sample};
+use crate::generate::{BeamSearchConfig, best_hypotheses};
 use crate::incremental::SpecialIds;
 use crate::model::{DecoderConfig, SonarDecoder};
 
@@ -1187,8 +1187,6 @@ impl TrainedDecoder {
     }
 
     fn decode_rows(&self, cond: &Tensor, config: &DecodeConfig) -> Result<Vec<Decoded>> {
-        let n = cond.dim(0)?;
-        let prompts: Vec<Vec<u32>> = vec![self.meta.prompt.clone(); n];
         let prompt_len = self.meta.prompt.len();
         let decoder_max = self.meta.config.max_seq_len;
         let max_gen_len = config
@@ -1196,37 +1194,23 @@ impl TrainedDecoder {
             .min(decoder_max.saturating_sub(prompt_len))
             .max(1);
         let max_seq_len = decoder_max.min(prompt_len + max_gen_len);
-        let special = SpecialIds::SONAR;
-        let best = if config.temperature == 0.0 {
-            let search = BeamSearchConfig {
-                beam_size: config.beam_size.max(1),
-                min_gen_len: 1,
-                max_gen_len,
-                max_seq_len,
-                len_penalty: 1.0,
-                unk_penalty: 0.0,
-                normalize_scores: true,
-            };
-            beam_search(&self.model, cond, &prompts, special, &search)?
-                .into_iter()
-                .map(|hyps| {
-                    hyps.into_iter().next().ok_or_else(|| {
-                        SonarError::Generation("beam search returned no hypothesis".into())
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            let sampling = SamplingConfig {
-                temperature: config.temperature,
-                top_k: config.top_k,
-                top_p: config.top_p,
-                seed: config.seed,
-                min_gen_len: 1,
-                max_gen_len,
-                max_seq_len,
-            };
-            sample(&self.model, cond, &prompts, special, &sampling)?
+        let search = BeamSearchConfig {
+            beam_size: config.beam_size.max(1),
+            min_gen_len: 1,
+            max_gen_len,
+            max_seq_len,
+            len_penalty: 1.0,
+            unk_penalty: 0.0,
+            normalize_scores: true,
         };
+        let best = best_hypotheses(
+            &self.model,
+            cond,
+            &self.meta.prompt,
+            SpecialIds::SONAR,
+            &search,
+            config,
+        )?;
         best.into_iter()
             .map(|h| {
                 Ok(Decoded {
