@@ -11,9 +11,12 @@
 //! - [`generate`]: next-concept prediction for every variant, teacher-forced (evaluation)
 //!   and KV-cached incremental (generation).
 //! - [`presets`]: tiny / small / paper-size configurations.
+//! - [`builder`]: which model to build ([`builder::ModelKind`], [`builder::ModelConfig`])
+//!   and [`builder::build_model`].
 
 pub mod base_lcm;
 pub mod blocks;
+pub mod builder;
 pub mod diffusion;
 pub mod generate;
 pub mod one_tower;

@@ -493,7 +493,8 @@ impl TwoTowerLcm {
     }
 }
 
-/// Standard-normal tensor from `rng` (Box–Muller), for seeded training noise.
+/// Standard-normal tensor from `rng` (Box–Muller, both halves of each pair; see
+/// [`lcm_util::random::standard_normals`]), for seeded training noise.
 pub fn standard_normal<R: Rng + ?Sized>(
     shape: &[usize],
     rng: &mut R,
@@ -501,15 +502,6 @@ pub fn standard_normal<R: Rng + ?Sized>(
     device: &Device,
 ) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let mut data = Vec::with_capacity(n + 1);
-    while data.len() < n {
-        let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
-        let u2: f64 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let th = 2.0 * std::f64::consts::PI * u2;
-        data.push(r * th.cos());
-        data.push(r * th.sin());
-    }
-    data.truncate(n);
+    let data = lcm_util::random::standard_normals(rng, n);
     Tensor::from_vec(data, shape, device)?.to_dtype(dtype)
 }

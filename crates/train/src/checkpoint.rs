@@ -101,8 +101,11 @@ pub struct TrainState {
     pub step: u64,
     pub rng: RngState,
     pub data: DataPosition,
-    /// Content id of the sentence encoder whose embedding space the model lives in.
-    pub encoder_id: String,
+    /// Id of the space the model lives in: a sentence encoder's content id for LCMs and
+    /// concept decoders, a world's id for world models. (Read from `encoder_id` in
+    /// checkpoints written before the field was renamed.)
+    #[serde(alias = "encoder_id")]
+    pub space_id: String,
     #[serde(default)]
     pub normalizer: Option<NormalizerRef>,
     pub tool_version: String,
@@ -238,7 +241,7 @@ impl CheckpointManager {
         &self,
         varmap: &VarMap,
         opt: Option<&mut AdamW>,
-        expected_encoder: &str,
+        expected_space: &str,
     ) -> Result<Option<TrainState>> {
         let Some(&step) = self.steps()?.last() else {
             return Ok(None);
@@ -252,7 +255,7 @@ impl CheckpointManager {
                 "`latest` lags; using newest"
             );
         }
-        self.load(step, varmap, opt, expected_encoder).map(Some)
+        self.load(step, varmap, opt, expected_space).map(Some)
     }
 
     pub fn load(
@@ -260,7 +263,7 @@ impl CheckpointManager {
         step: u64,
         varmap: &VarMap,
         opt: Option<&mut AdamW>,
-        expected_encoder: &str,
+        expected_space: &str,
     ) -> Result<TrainState> {
         let path = self.step_dir(step);
         if !path.is_dir() {
@@ -269,7 +272,7 @@ impl CheckpointManager {
                 step,
             });
         }
-        load_checkpoint(&path, varmap, opt, expected_encoder)
+        load_checkpoint(&path, varmap, opt, expected_space)
     }
 
     /// Keep the `keep_last` newest checkpoints (never removing `protect`).
@@ -314,7 +317,7 @@ pub fn load_checkpoint(
     path: &Path,
     varmap: &VarMap,
     opt: Option<&mut AdamW>,
-    expected_encoder: &str,
+    expected_space: &str,
 ) -> Result<TrainState> {
     let corrupt = |reason: String| TrainError::Corrupt {
         path: path.to_path_buf(),
@@ -325,11 +328,11 @@ pub fn load_checkpoint(
         fs::read(&state_path).map_err(|e| corrupt(format!("cannot read {STATE_FILE}: {e}")))?;
     let state: TrainState = serde_json::from_slice(&state_bytes)
         .map_err(|e| corrupt(format!("invalid {STATE_FILE}: {e}")))?;
-    if state.encoder_id != expected_encoder {
-        return Err(TrainError::EncoderMismatch {
+    if state.space_id != expected_space {
+        return Err(TrainError::SpaceMismatch {
             path: path.to_path_buf(),
-            expected: expected_encoder.to_string(),
-            found: state.encoder_id,
+            expected: expected_space.to_string(),
+            found: state.space_id,
         });
     }
 

@@ -1,23 +1,26 @@
-//! Training utilities for Large Concept Models: an AdamW optimiser with PyTorch
-//! semantics, global gradient-norm clipping, learning-rate schedules, and atomic,
-//! resumable checkpoints.
+//! The training machinery every trainer of the workspace shares, knowing nothing of the
+//! models it trains: [`run`] (the one training loop: run directory, cadence, budgets,
+//! resume policy, seeded re-initialisation), an AdamW optimiser with PyTorch semantics and
+//! global gradient-norm clipping ([`optim`]), learning-rate schedules ([`schedule`]),
+//! atomic resumable checkpoints ([`checkpoint`]), loss-curve plots ([`plot`]) and the heap
+//! setting for training loops ([`memory`]).
+//!
+//! The LCM trainer lives in `lcm-workflows`, the concept-decoder trainer in `lcm-decoder`,
+//! the world-model trainer in `lcm-plan`; each implements [`run::Trainer`].
 
 pub mod checkpoint;
-pub mod evaluate;
-pub mod inference;
 pub mod memory;
 pub mod optim;
 pub mod plot;
+pub mod run;
 pub mod schedule;
-pub mod trainer;
 
 pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
 };
-pub use inference::{LoadedModel, load_model, resolve_checkpoint};
 pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
 pub use schedule::LrSchedule;
-pub use trainer::{ModelKind, StepMetrics, TrainConfig, TrainSummary, train};
+pub use run::{Cadence, Identity, RunDir, RunSpec, RunSummary, Step, Trainer};
 
 use std::path::PathBuf;
 
@@ -41,10 +44,10 @@ pub enum TrainError {
         problem: String,
     },
     #[error(
-        "checkpoint {path}: expected encoder {expected}, checkpoint has {found}; \
+        "checkpoint {path}: expected space {expected}, checkpoint has {found}; \
          train in that space or pass the matching store"
     )]
-    EncoderMismatch {
+    SpaceMismatch {
         path: PathBuf,
         expected: String,
         found: String,
@@ -63,12 +66,6 @@ pub enum TrainError {
     Plot { path: PathBuf, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error(transparent)]
-    Data(#[from] lcm_data::DataError),
-    #[error(transparent)]
-    Concept(#[from] lcm_concept::error::ConceptError),
-    #[error(transparent)]
-    Eval(#[from] lcm_eval::error::EvalError),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

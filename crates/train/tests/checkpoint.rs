@@ -126,7 +126,7 @@ fn state(step: u64, rng: &TrainRng) -> TrainState {
             epoch: 0,
             batch_index: step,
         },
-        encoder_id: ENCODER.into(),
+        space_id: ENCODER.into(),
         normalizer: Some(NormalizerRef {
             path: "normalizer.safetensors".into(),
             hash: "deadbeef".into(),
@@ -341,11 +341,11 @@ fn other_encoder_space_is_refused() {
     let err = mgr
         .load_latest(&m.varmap, None, "minilm-l6-ffff")
         .unwrap_err();
-    assert!(matches!(err, TrainError::EncoderMismatch { .. }));
+    assert!(matches!(err, TrainError::SpaceMismatch { .. }));
     let msg = err.to_string();
     assert!(
         msg.contains(&format!(
-            "expected encoder minilm-l6-ffff, checkpoint has {ENCODER}; train in that space or pass the matching store"
+            "expected space minilm-l6-ffff, checkpoint has {ENCODER}; train in that space or pass the matching store"
         )),
         "{msg}"
     );

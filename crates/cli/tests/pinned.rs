@@ -1,0 +1,128 @@
+//! Pins the outputs of `lcm eval`, `lcm generate --seed`, `lcm plan --cases` and
+//! `lcm wm eval` on tiny runs trained here from the committed fixtures, so that a
+//! refactoring that changes any number (training included: the models are trained in the
+//! test) fails. The goldens in `tests/golden/` were written by the code before the
+//! workspace re-layout (commit 1c60c13); regenerate them only for an intended change:
+//!
+//! ```text
+//! LCM_BLESS=1 cargo test -p lcm-cli --test pinned
+//! ```
+//!
+//! Timings are removed from the outputs before comparison; nothing else is.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{lcm, run_ok, tiny_bert, tiny_two_tower};
+use serde_json::Value;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Drops the keys that hold wall-clock measurements, at any depth.
+fn without_timings(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|key, _| {
+                !(key.contains("second") || key.ends_with("_s") || key.contains("per_s"))
+            });
+            map.values_mut().for_each(without_timings);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_timings),
+        _ => {}
+    }
+}
+
+fn check(name: &str, printed: &str) {
+    let mut value: Value = serde_json::from_str(printed)
+        .unwrap_or_else(|e| panic!("{name}: not JSON ({e}):\n{printed}"));
+    without_timings(&mut value);
+    let text = serde_json::to_string_pretty(&value).expect("serialise") + "\n";
+    let path = golden_dir().join(format!("{name}.json"));
+    if std::env::var_os("LCM_BLESS").is_some() {
+        std::fs::create_dir_all(golden_dir()).expect("golden dir");
+        std::fs::write(&path, &text).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; bless with LCM_BLESS=1", path.display()));
+    assert!(
+        expected == text,
+        "{name} changed; expected ({}):\n{expected}\ngot:\n{text}",
+        path.display()
+    );
+}
+
+#[test]
+fn eval_generate_and_plan_outputs_are_pinned() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let home = home.path();
+    let (store, run) = tiny_two_tower(home);
+    let with_model = |command: &str| {
+        let mut c = lcm(home);
+        c.arg(command);
+        if command == "eval" {
+            c.arg(&run);
+        } else {
+            c.arg("--model").arg(&run);
+        }
+        c.arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--ddim-steps", "3"]);
+        c
+    };
+    let eval = run_ok(with_model("eval").args(["--max-concepts", "200", "--json"]));
+    check("eval", &eval);
+
+    let generate = run_ok(
+        with_model("generate")
+            .args(["--max-sentences", "3", "--seed", "11", "--json"])
+            .arg("It was a bright cold day in April. The clocks were striking thirteen."),
+    );
+    check("generate", &generate);
+
+    let cases = home.join("cases.jsonl");
+    std::fs::write(
+        &cases,
+        concat!(
+            r#"{"id": "peace", "prompt": "The ministers were expelled from power.", "goal": "A treaty was signed.", "avoid": ["war"]}"#,
+            "\n",
+            r#"{"id": "trade", "prompt": "Commerce has grown. Our ships visit every port.", "goal": "Trade with Spain increased.", "avoid": ["piracy", "taxes"], "tau": 0.4}"#,
+            "\n"
+        ),
+    )
+    .expect("write cases");
+    let plan = run_ok(
+        with_model("plan")
+            .args(["--steps", "3", "--candidates", "3", "--neighbours", "2"])
+            .args(["--beam", "2", "--radius", "0.95", "--json", "--cases"])
+            .arg(&cases),
+    );
+    check("plan-cases", &plan);
+}
+
+#[test]
+fn wm_eval_output_is_pinned() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = home.path().join("wm");
+    run_ok(
+        lcm(home.path())
+            .args(["wm", "train", "--obs", "state", "--out"])
+            .arg(&run)
+            .args(["--steps", "20", "--trajectories", "12", "--batch-size", "16"])
+            .args(["--eval-every", "10", "--checkpoint-every", "10", "--quiet"]),
+    );
+    let table = run_ok(
+        lcm(home.path())
+            .args(["wm", "eval"])
+            .arg(&run)
+            .args(["--agents", "oracle-cem,oracle-constrained-cem,jepa-cem,jepa-mppi,jepa-constrained-cem,jepa-aug-lag,jepa-gradient,random"])
+            .args(["--hazards", "--episodes", "2", "--seed", "3", "--horizon", "4"])
+            .args(["--population", "16", "--iterations", "2", "--json"]),
+    );
+    check("wm-eval", &table);
+}
