@@ -8,7 +8,8 @@
 //! LCM_BLESS=1 cargo test -p lcm-cli --test pinned
 //! ```
 //!
-//! Timings are removed from the outputs before comparison; nothing else is.
+//! Timings and the test's temporary directory are removed from the outputs before comparison;
+//! nothing else is.
 
 mod common;
 
@@ -26,7 +27,11 @@ fn without_timings(value: &mut Value) {
     match value {
         Value::Object(map) => {
             map.retain(|key, _| {
-                !(key.contains("second") || key.ends_with("_s") || key.contains("per_s"))
+                !(key.contains("second")
+                    || key.ends_with("_s")
+                    || key.contains("per_s")
+                    || key == "ms"
+                    || key.starts_with("ms_"))
             });
             map.values_mut().for_each(without_timings);
         }
@@ -35,8 +40,11 @@ fn without_timings(value: &mut Value) {
     }
 }
 
-fn check(name: &str, printed: &str) {
-    let mut value: Value = serde_json::from_str(printed)
+/// Compares `printed` (JSON) with the golden `name`, after replacing the test's temporary
+/// `home` by `$HOME` and dropping timings.
+fn check(name: &str, home: &Path, printed: &str) {
+    let printed = printed.replace(home.to_str().expect("utf-8 temp path"), "$HOME");
+    let mut value: Value = serde_json::from_str(&printed)
         .unwrap_or_else(|e| panic!("{name}: not JSON ({e}):\n{printed}"));
     without_timings(&mut value);
     let text = serde_json::to_string_pretty(&value).expect("serialise") + "\n";
@@ -76,14 +84,16 @@ fn eval_generate_and_plan_outputs_are_pinned() {
         c
     };
     let eval = run_ok(with_model("eval").args(["--max-concepts", "200", "--json"]));
-    check("eval", &eval);
+    check("eval", home, &eval);
 
     let generate = run_ok(
         with_model("generate")
-            .args(["--max-sentences", "3", "--seed", "11", "--json"])
+            // Thresholds above 1 never stop: three sentences are always generated.
+            .args(["--max-sentences", "3", "--eos-threshold", "1.01"])
+            .args(["--repetition-threshold", "1.01", "--seed", "11", "--json"])
             .arg("It was a bright cold day in April. The clocks were striking thirteen."),
     );
-    check("generate", &generate);
+    check("generate", home, &generate);
 
     let cases = home.join("cases.jsonl");
     std::fs::write(
@@ -102,7 +112,7 @@ fn eval_generate_and_plan_outputs_are_pinned() {
             .args(["--beam", "2", "--radius", "0.95", "--json", "--cases"])
             .arg(&cases),
     );
-    check("plan-cases", &plan);
+    check("plan-cases", home, &plan);
 }
 
 #[test]
@@ -124,5 +134,5 @@ fn wm_eval_output_is_pinned() {
             .args(["--hazards", "--episodes", "2", "--seed", "3", "--horizon", "4"])
             .args(["--population", "16", "--iterations", "2", "--json"]),
     );
-    check("wm-eval", &table);
+    check("wm-eval", home.path(), &table);
 }

@@ -1,7 +1,9 @@
 //! The `ConceptDecoder` interface: concept vectors in, one text per vector out.
 //!
-//! Implementations: the retrieval decoder (`lcm_data::sentence_bank::RetrievalDecoder`, exact
-//! nearest neighbour over a bank of encoded sentences) and, later, a SONAR-architecture decoder.
+//! Implementations: the retrieval decoder (`lcm_data::retrieval::RetrievalDecoder`, exact
+//! nearest neighbour over a bank of encoded sentences), SONAR's own decoder
+//! (`lcm_sonar::pipeline::SonarTextDecoder`) and decoders of SONAR's architecture trained for
+//! open encoders (`lcm_decoder::TrainedDecoder`).
 
 use candle_core::Tensor;
 

@@ -170,13 +170,12 @@ impl RobustNormalizer {
             ("dim".to_string(), dim.to_string()),
             ("fitted_on".to_string(), self.fitted_on.to_string()),
         ]);
-        let temporary = path.with_extension("safetensors.tmp");
-        serialize_to_file(views, Some(metadata), &temporary).map_err(|e| {
-            ConceptError::Invalid(format!("cannot write {}: {e}", temporary.display()))
-        })?;
-        std::fs::rename(&temporary, path).map_err(|source| ConceptError::Io {
-            path: path.to_path_buf(),
-            source,
+        lcm_util::fs::replace_with(path, |temporary| {
+            serialize_to_file(views, Some(metadata), temporary).map_err(std::io::Error::other)
+        })
+        .map_err(|e| ConceptError::Io {
+            path: e.path,
+            source: e.source,
         })
     }
 

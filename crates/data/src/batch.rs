@@ -53,14 +53,7 @@ pub const EOS_TEXT: &str = "End of text.";
 pub const DEFAULT_SORT_WINDOW_BATCHES: usize = 100;
 
 /// FNV-1a 64-bit hash: stable across runs, platforms and Rust versions.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+pub use lcm_util::hash::fnv1a64;
 
 /// Which side of the held-out split a document belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

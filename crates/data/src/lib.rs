@@ -5,7 +5,8 @@
 //! - [`prepare`]: text → sentences → concepts → shards, resumable.
 //! - [`batch`]: normalised, wrapped concept sequences, held-out split, resumable packed batches.
 //! - [`sample`]: seeded reservoir sampling of concept vectors (normaliser fitting).
-//! - [`sentence_bank`]: deduplicated sentences + normalised vectors, memory-mapped; the retrieval decoder.
+//! - [`sentence_bank`]: deduplicated sentences + normalised vectors, memory-mapped.
+//! - [`retrieval`]: the retrieval decoder (nearest bank sentence by cosine).
 //! - [`inspect`]: schema, metadata and summary statistics of stores and artifacts.
 
 pub mod batch;
@@ -13,8 +14,10 @@ pub mod error;
 pub mod inspect;
 pub mod prepare;
 pub mod reader;
+pub mod retrieval;
 pub mod sample;
 pub mod sentence_bank;
 pub mod store;
 
 pub use error::{DataError, Result};
+pub use retrieval::RetrievalDecoder;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DataError, Result, io_error};
 use crate::reader::{Document, DocumentReader, ReadStats, ReaderOptions, input_files};
 use crate::store::{
-    ConceptDocument, StoreDType, StoreFile, StoreMeta, TOOL_VERSION, temporary_path, write_shard,
+    ConceptDocument, StoreDType, StoreFile, StoreMeta, TOOL_VERSION, write_shard,
 };
 
 pub const STATE_FILE: &str = "_prepare.json";
@@ -129,11 +129,9 @@ struct PrepareState {
 }
 
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
-    let temporary = temporary_path(path);
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| DataError::Invalid(format!("cannot serialise {}: {e}", path.display())))?;
-    std::fs::write(&temporary, text).map_err(io_error(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io_error(path))
+    lcm_util::fs::write_atomic(path, text.as_bytes()).map_err(|e| io_error(&e.path)(e.source))
 }
 
 pub fn shard_path(out: &Path, index: usize) -> PathBuf {

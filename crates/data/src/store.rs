@@ -252,11 +252,7 @@ fn record_batch(meta: &StoreMeta, documents: &[ConceptDocument]) -> Result<Recor
 }
 
 /// Path of the temporary file a shard is written to before it is renamed into place.
-pub fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
+pub use lcm_util::fs::temporary_path;
 
 /// Writes `documents` as one Parquet file at `path`, atomically: data goes to `path.tmp`, is
 /// flushed to disk, then renamed, so a reader (or a resumed run) sees a whole file or none.

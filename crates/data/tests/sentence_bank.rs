@@ -1,5 +1,6 @@
 //! The sentence bank (build, open, integrity checks) and the retrieval decoder.
 
+use lcm_util::vector::cosine_f32 as cosine;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -93,12 +94,6 @@ fn built_bank(dir: &Path) -> SentenceBank {
     SentenceBank::open_expecting(&out, ENCODER, DIM).unwrap()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
-}
 
 #[test]
 fn dedups_and_normalises() {

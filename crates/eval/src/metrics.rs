@@ -31,6 +31,7 @@
 //!   with anything is taken as 0. PAR > 1 means the prediction is closer to the context than the
 //!   real next sentence is, i.e. the model paraphrases its context.
 
+use lcm_util::vector::cosine;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{EvalError, Result};
@@ -217,20 +218,6 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (*x as f64, *y as f64);
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt())
-    }
-}
 
 /// Checks the prediction buffer's shape and that every scored row is finite.
 fn check_predictions(

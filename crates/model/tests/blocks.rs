@@ -73,24 +73,16 @@ fn grad_check(
                 .map(|_| rng.random_range(0..n))
                 .collect()
         };
-        for &c in &coords {
-            let eval = |delta: f64| {
-                let mut p = base.clone();
-                p[c] += delta;
-                v.set(&Tensor::from_vec(p, v.dims(), &cpu()).unwrap())
-                    .unwrap();
-                loss_of(&out_fn().unwrap())
-            };
-            let fd = (eval(H) - eval(-H)) / (2.0 * H);
-            v.set(&Tensor::from_vec(base.clone(), v.dims(), &cpu()).unwrap())
-                .unwrap();
-            let g = analytic[c];
-            let err = (g - fd).abs();
-            assert!(
-                err <= REL_TOL * g.abs().max(fd.abs()) + 1e-9,
-                "{label}: d/d{name}[{c}] analytic {g:e} vs finite-difference {fd:e}"
-            );
-        }
+        let loss = || loss_of(&out_fn().unwrap());
+        lcm_gradcheck::assert_matches_central_differences(
+            &format!("{label}: d/d{name}"),
+            v,
+            &analytic,
+            coords,
+            H,
+            |fd, g| REL_TOL * g.abs().max(fd.abs()) + 1e-9,
+            &loss,
+        );
         summary.push((name.clone(), max_grad));
     }
     summary

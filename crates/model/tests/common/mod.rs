@@ -71,27 +71,14 @@ pub fn assert_matches_central_differences(
     pick: &mut StdRng,
     loss: &dyn Fn() -> f64,
 ) {
-    let orig = values(var.as_tensor());
-    let set = |p: Vec<f64>| {
-        var.set(&Tensor::from_vec(p, var.dims(), &cpu()).unwrap())
-            .unwrap()
-    };
-    for _ in 0..checks {
-        let k = pick.random_range(0..range);
-        let mut p = orig.clone();
-        p[k] = orig[k] + h;
-        set(p.clone());
-        let up = loss();
-        p[k] = orig[k] - h;
-        set(p);
-        let down = loss();
-        set(orig.clone());
-        let fd = (up - down) / (2.0 * h);
-        let tol = 1e-4 * fd.abs().max(grad[k].abs()).max(1e-3);
-        assert!(
-            (fd - grad[k]).abs() <= tol,
-            "{name}[{k}]: fd {fd} vs grad {}",
-            grad[k]
-        );
-    }
+    let indices: Vec<usize> = (0..checks).map(|_| pick.random_range(0..range)).collect();
+    lcm_gradcheck::assert_matches_central_differences(
+        name,
+        var,
+        grad,
+        indices,
+        h,
+        |fd, g| 1e-4 * fd.abs().max(g.abs()).max(1e-3),
+        loss,
+    );
 }
