@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Training and generation speed of the Base-LCM and Two-Tower LCM in PyTorch (CPU, eager fp32):
-the peer half of `bench/train_lcm.sh`, whose Rust half is `crates/train/examples/bench_lcm.rs`.
+the peer half of `bench/train_lcm.sh`, whose Rust half is `crates/workflows/examples/bench_lcm.rs`.
 
     /work/py/venv/bin/python bench/train_lcm.py [--models base,two_tower] [--preset small|tiny]
         [--batch 32] [--seq 128] [--input-dim 384] [--warmup 2] [--steps 5]
@@ -16,7 +16,7 @@ pre-norm causal decoder with final RMSNorm; the Two-Tower denoiser with a DiT ti
 AdaLN Linear(d, 9d) (zero-initialised) and [identity self-attention -> cross-attention to
 [0, c_1..c_N] under the shifted-causal mask -> SwiGLU] layers. A training step is forward +
 summed squared error / concepts + backward + clip_grad_norm_ + AdamW (0.9, 0.95, eps 1e-5,
-weight decay 0.1 on matrices only), the same sequence as `lcm_train::trainer`. Generation is
+weight decay 0.1 on matrices only), the same sequence as `lcm_workflows::train`. Generation is
 one concept after a prefilled (KV-cached) prompt; for the Two-Tower model S guided DDIM steps
 (cond + uncond denoiser call each, guidance 3.0, rescale 0.7, epsilon scaling 1.00045, initial
 noise 0.6) and the contextualizer step that feeds the result back.

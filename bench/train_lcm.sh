@@ -48,7 +48,7 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
 fi
 
 if [[ $BUILD == 1 ]]; then
-    cargo build --release -p lcm-train --example bench_lcm
+    cargo build --release -p lcm-workflows --example bench_lcm
 fi
 BIN="$ROOT/target/release/examples/bench_lcm"
 [[ -x "$BIN" ]] || { echo "error: $BIN missing; run without --skip-build" >&2; exit 1; }

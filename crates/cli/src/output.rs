@@ -1,10 +1,12 @@
-//! Reading text input and writing embeddings, with clear errors and atomic writes.
+//! Reading text input, writing embeddings and files atomically, and the notices every
+//! command prints the same way.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use lcm_workflows::store::BankNotice;
 
 /// Reads UTF-8 text from `file` or standard input; invalid UTF-8 is reported with its line.
 pub fn read_text(file: Option<&Path>) -> Result<String> {
@@ -39,21 +41,26 @@ pub fn read_text(file: Option<&Path>) -> Result<String> {
     }
 }
 
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+/// Writes `bytes` to `path` through a temporary file and a rename
+/// ([`lcm_util::fs::write_atomic`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(lcm_util::fs::write_atomic(path, bytes)?)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(path);
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+/// Tells the user why the first command on a store takes longer: its sentence bank is
+/// being built (once).
+pub fn bank_notice(notice: BankNotice<'_>) {
+    match notice {
+        BankNotice::Building { bank, store } => eprintln!(
+            "building the sentence bank {} from {} (once)…",
+            bank.display(),
+            store.display()
+        ),
+        BankNotice::Built(report) => eprintln!(
+            "{} distinct sentences ({} duplicates skipped)",
+            report.unique, report.duplicates
+        ),
+    }
 }
 
 /// NumPy `.npy` (format 1.0) bytes of a row-major little-endian f32 `[rows, cols]` matrix.

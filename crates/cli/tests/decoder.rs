@@ -1,6 +1,6 @@
 //! `lcm train-decoder` → `lcm eval-decoder` → `lcm generate --decoder` on the tiny store
 //! (committed corpus sample, tiny encoder): a few steps, so this checks the wiring, files
-//! and outputs, not quality (crates/sonar/tests/trained.rs proves the decoder learns).
+//! and outputs, not quality (crates/decoder/tests/decoder.rs proves the decoder learns).
 
 mod common;
 
@@ -53,6 +53,7 @@ fn train_eval_and_generate_with_a_trained_decoder() {
         "model.safetensors",
         "metrics.jsonl",
         "loss.png",
+        "config.json",
     ] {
         assert!(run.join(file).exists(), "{file} missing");
     }
@@ -123,7 +124,7 @@ fn train_eval_and_generate_with_a_trained_decoder() {
     assert!(out["generated"].as_array().expect("generated").len() <= 2);
 
     // A decoder refuses a store of another encoder space (here: a missing store names
-    // itself; the space check is unit-tested in lcm-sonar).
+    // itself; the space check is unit-tested in lcm-decoder).
     let err = run_err(
         lcm(home.path())
             .arg("eval-decoder")

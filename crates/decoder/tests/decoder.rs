@@ -1,88 +1,18 @@
-//! Decoders trained for open encoders (`lcm_sonar::trained`): the tokenizer round-trips any
+//! Decoders trained for open encoders (`lcm_decoder`): the tokenizer round-trips any
 //! text, a tiny decoder learns 8 sentences well enough that greedy decoding reproduces them,
 //! resume is bit-identical, and a decoder refuses concepts of another encoder.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use common::{DIM, ENCODER, SENTENCES, tiny_config, write_store};
 use lcm_concept::{ConceptDecoder, DecodeConfig};
-use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
-use lcm_sonar::trained::{
-    DecoderTokenizer, DecoderTrainConfig, MODEL_FILE, TrainedDecoder, train_decoder,
-};
-use rand::{Rng, SeedableRng};
-
-const ENCODER: &str = "test-encoder@000000000000";
-const DIM: usize = 16;
-
-const SENTENCES: [&str; 8] = [
-    "The cat sat on the mat.",
-    "Rust is a systems language!",
-    "Où est la gare, s'il vous plaît ?",
-    "Numbers: 3.14, 42 and 1e-9.",
-    "UPPER and lower Case.",
-    "Ellipses… and “quotes”.",
-    "日本語の文です。",
-    "Emoji 🙂 at the end",
-];
-
-/// A store of one document holding `sentences` with random unit vectors (fixed seed).
-fn write_store(dir: &Path, sentences: &[&str]) -> PathBuf {
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut embeddings = Vec::new();
-    for _ in sentences {
-        let v: Vec<f32> = (0..DIM).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        embeddings.extend(v.iter().map(|x| x / norm));
-    }
-    let meta = StoreMeta {
-        encoder_id: ENCODER.to_string(),
-        dim: DIM,
-        dtype: StoreDType::F32,
-        segmenter_version: "test".into(),
-        tool_version: "test".into(),
-    };
-    let doc = ConceptDocument {
-        id: "doc-0".into(),
-        source: "test".into(),
-        sentences: sentences.iter().map(|s| s.to_string()).collect(),
-        embeddings,
-    };
-    write_shard(&store.join("shard-00000.parquet"), &meta, &[doc]).unwrap();
-    store
-}
-
-fn tiny_config(steps: u64) -> DecoderTrainConfig {
-    DecoderTrainConfig {
-        layers: 1,
-        dim: None,
-        heads: 2,
-        ffn: 64,
-        vocab_size: 300,
-        max_seq_len: 64,
-        batch_size: 8,
-        lr: 1e-2,
-        warmup_steps: 10,
-        final_lr_scale: 0.1,
-        weight_decay: 0.0,
-        clip: 1.0,
-        label_smoothing: 0.0,
-        steps,
-        seed: 3,
-        valid_fraction: 0.0,
-        valid_sentences: 0,
-        eval_every: 0,
-        checkpoint_every: 0,
-        keep_last: 0,
-        max_seconds: None,
-        stop_at: None,
-    }
-}
+use lcm_decoder::{DecoderTokenizer, MODEL_FILE, TrainedDecoder, train_decoder};
 
 fn vectors_of(store: &Path) -> Tensor {
-    let split = lcm_sonar::trained::SentenceSplit::load(store, 0.0).unwrap();
+    let split = lcm_decoder::SentenceSplit::load(store, 0.0).unwrap();
     Tensor::from_vec(
         split.train_vectors.clone(),
         (split.train_texts.len(), DIM),
@@ -138,7 +68,7 @@ fn tiny_decoder_overfits_and_greedy_reproduces_the_sentences() {
     let decoder = TrainedDecoder::open(&run).unwrap();
     assert_eq!(decoder.id(), ENCODER);
     assert_eq!(decoder.dim(), DIM);
-    let split = lcm_sonar::trained::SentenceSplit::load(&store, 0.0).unwrap();
+    let split = lcm_decoder::SentenceSplit::load(&store, 0.0).unwrap();
     let decoded = decoder
         .decode(&vectors_of(&store), None, &DecodeConfig::default())
         .unwrap();
@@ -222,4 +152,66 @@ fn concepts_of_another_encoder_are_refused() {
     // A folder that is not a run names the file.
     let err = TrainedDecoder::open(dir.path()).err().unwrap().to_string();
     assert!(err.contains("decoder.json"), "{err}");
+}
+
+#[test]
+fn cheap_refusals_come_before_the_tokenizer_is_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = write_store(dir.path(), &SENTENCES[..4]);
+    // --resume into an empty folder: refused, nothing written.
+    let fresh = dir.path().join("fresh");
+    let err = train_decoder(&tiny_config(2), &store, &fresh, true, &mut |_| {})
+        .expect_err("resume without a checkpoint must be refused")
+        .to_string();
+    assert!(err.contains("nothing to resume"), "{err}");
+    assert!(!fresh.join("tokenizer.json").exists());
+    // A fresh run into a folder with checkpoints: refused before a tokenizer of the new
+    // settings overwrites the run's.
+    let run = dir.path().join("run");
+    train_decoder(&tiny_config(2), &store, &run, false, &mut |_| {}).unwrap();
+    let tokenizer = std::fs::read(run.join("tokenizer.json")).unwrap();
+    let mut other = tiny_config(2);
+    other.vocab_size = 280;
+    let err = train_decoder(&other, &store, &run, false, &mut |_| {})
+        .expect_err("a fresh run over checkpoints must be refused")
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+    assert_eq!(
+        std::fs::read(run.join("tokenizer.json")).unwrap(),
+        tokenizer
+    );
+}
+
+#[test]
+fn a_run_folder_holds_the_loop_files_and_the_decoder_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = write_store(dir.path(), &SENTENCES[..4]);
+    let run = dir.path().join("run");
+    let mut config = tiny_config(3);
+    config.stop_at = Some(2);
+    let summary = train_decoder(&config, &store, &run, false, &mut |_| {}).unwrap();
+    assert_eq!((summary.start_step, summary.final_step), (0, 2));
+    for file in [
+        "decoder.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "checkpoints/step-00000002",
+    ] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    let meta = lcm_decoder::DecoderMeta::read(&run).unwrap();
+    assert_eq!(meta.step, 2);
+    assert_eq!(meta.encoder_id, ENCODER);
+    // config.json is the full configuration, budgets included.
+    let written: lcm_decoder::DecoderTrainConfig =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written, config);
+    // The budget may change on resume: a longer schedule continues the run.
+    let mut longer = tiny_config(4);
+    longer.stop_at = None;
+    let rest = train_decoder(&longer, &store, &run, true, &mut |_| {}).unwrap();
+    assert_eq!((rest.start_step, rest.final_step), (2, 4));
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use lcm_sonar::SpecialIds;
 use lcm_sonar::generate::{BeamSearchConfig, beam_search};
-use lcm_sonar::model::DecoderConfig;
+use lcm_sonar::model::SonarDecoderConfig;
 use lcm_sonar::weights::{load_decoder, load_encoder};
 
 const FRA_LATN: u32 = 256_057;
@@ -76,9 +76,8 @@ fn peak_rss_mb() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    // As the `lcm` binary does: keep freed buffers for reuse instead of returning them to the
-    // OS and page-faulting them back in at every decoding step.
-    lcm_train::memory::retain_freed_memory();
+    // Keep freed heap memory for reuse, as the `lcm` binary does (see lcm_util::memory).
+    lcm_util::memory::retain_freed_memory();
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
         .build_global();
@@ -113,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         beam_size: args.beam,
         max_gen_len: args.max_gen_len,
         max_seq_len: (prompt.len() + args.max_gen_len)
-            .min(DecoderConfig::sonar_basic().max_seq_len),
+            .min(SonarDecoderConfig::sonar_basic().max_seq_len),
         ..BeamSearchConfig::sonar_pipeline(1024, 512, prompt.len())
     };
     let warm = vectors.narrow(0, 0, 2.min(vectors.dim(0)?))?;

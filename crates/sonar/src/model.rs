@@ -42,7 +42,7 @@ const MASK_NEG: f64 = -1e9;
 
 /// Hyper-parameters of the text encoder (`SonarTextEncoderConfig`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EncoderConfig {
+pub struct SonarEncoderConfig {
     pub vocab_size: usize,
     pub model_dim: usize,
     pub num_layers: usize,
@@ -54,7 +54,7 @@ pub struct EncoderConfig {
     pub pad_idx: usize,
 }
 
-impl EncoderConfig {
+impl SonarEncoderConfig {
     /// `basic` encoder: 24 layers, d 1024, 16 heads, FFN 8192, vocab 256206.
     pub fn sonar_basic() -> Self {
         Self {
@@ -71,7 +71,7 @@ impl EncoderConfig {
 
 /// Hyper-parameters of the text decoder (`SonarTextDecoderConfig`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DecoderConfig {
+pub struct SonarDecoderConfig {
     pub vocab_size: usize,
     pub model_dim: usize,
     pub num_layers: usize,
@@ -83,7 +83,7 @@ pub struct DecoderConfig {
     pub pad_idx: usize,
 }
 
-impl DecoderConfig {
+impl SonarDecoderConfig {
     /// `basic` decoder: 24 layers, d 1024, 16 heads, FFN 8192, vocab 256206.
     pub fn sonar_basic() -> Self {
         Self {
@@ -241,7 +241,7 @@ impl FeedForward {
 
 /// Multi-head scaled dot-product attention with biased q/k/v/output projections.
 #[derive(Debug, Clone)]
-struct MultiheadAttention {
+struct SonarAttention {
     q_proj: Linear,
     k_proj: Linear,
     v_proj: Linear,
@@ -250,7 +250,7 @@ struct MultiheadAttention {
     head_dim: usize,
 }
 
-impl MultiheadAttention {
+impl SonarAttention {
     fn new(model_dim: usize, num_heads: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             q_proj: Linear::new(model_dim, model_dim, vb.pp("q_proj"))?,
@@ -449,17 +449,17 @@ fn causal_bias(tq: usize, prefix: usize, dtype: DType, device: &Device) -> Resul
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     self_attn_layer_norm: LayerNorm,
-    self_attn: MultiheadAttention,
+    self_attn: SonarAttention,
     ffn_layer_norm: LayerNorm,
     ffn: FeedForward,
 }
 
 impl EncoderLayer {
-    fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &SonarEncoderConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.model_dim;
         Ok(Self {
             self_attn_layer_norm: LayerNorm::new(d, vb.pp("self_attn_layer_norm"))?,
-            self_attn: MultiheadAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
+            self_attn: SonarAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
             ffn_layer_norm: LayerNorm::new(d, vb.pp("ffn_layer_norm"))?,
             ffn: FeedForward::new(d, cfg.ffn_inner_dim, vb.pp("ffn"))?,
         })
@@ -478,7 +478,7 @@ impl EncoderLayer {
 /// SONAR text encoder: token ids → per-token states and a mean-pooled sentence embedding.
 #[derive(Debug, Clone)]
 pub struct SonarEncoder {
-    cfg: EncoderConfig,
+    cfg: SonarEncoderConfig,
     frontend: Frontend,
     layers: Vec<EncoderLayer>,
     layer_norm: LayerNorm,
@@ -487,7 +487,7 @@ pub struct SonarEncoder {
 impl SonarEncoder {
     /// Keys as in fairseq2 checkpoints: `encoder_frontend.embed.weight`,
     /// `encoder.layers.N.…`, and SONAR's top-level `layer_norm.*`.
-    pub fn new(cfg: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &SonarEncoderConfig, vb: VarBuilder) -> Result<Self> {
         check_dims(cfg.model_dim, cfg.num_heads, "encoder")?;
         let embed = vb
             .pp("encoder_frontend.embed")
@@ -510,7 +510,7 @@ impl SonarEncoder {
         })
     }
 
-    pub fn config(&self) -> &EncoderConfig {
+    pub fn config(&self) -> &SonarEncoderConfig {
         &self.cfg
     }
 
@@ -616,27 +616,27 @@ fn check_ids_lenient(ids: &Tensor, what: &str) -> Result<Vec<Vec<u32>>> {
 #[derive(Debug, Clone)]
 struct DecoderLayer {
     self_attn_layer_norm: LayerNorm,
-    self_attn: MultiheadAttention,
+    self_attn: SonarAttention,
     /// Loaded, not used: it only feeds the cross-attention queries, which cannot change a
     /// softmax over one key.
     #[allow(dead_code)]
     encoder_decoder_attn_layer_norm: LayerNorm,
-    encoder_decoder_attn: MultiheadAttention,
+    encoder_decoder_attn: SonarAttention,
     ffn_layer_norm: LayerNorm,
     ffn: FeedForward,
 }
 
 impl DecoderLayer {
-    fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &SonarDecoderConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.model_dim;
         Ok(Self {
             self_attn_layer_norm: LayerNorm::new(d, vb.pp("self_attn_layer_norm"))?,
-            self_attn: MultiheadAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
+            self_attn: SonarAttention::new(d, cfg.num_heads, vb.pp("self_attn"))?,
             encoder_decoder_attn_layer_norm: LayerNorm::new(
                 d,
                 vb.pp("encoder_decoder_attn_layer_norm"),
             )?,
-            encoder_decoder_attn: MultiheadAttention::new(
+            encoder_decoder_attn: SonarAttention::new(
                 d,
                 cfg.num_heads,
                 vb.pp("encoder_decoder_attn"),
@@ -647,7 +647,7 @@ impl DecoderLayer {
     }
 
     /// `x: [B, T, D]` at absolute positions `P..P+T`; `cross: [B, 1, D]` (see
-    /// [`MultiheadAttention::single_key_output`]); `cache` holds the `P` previous keys and
+    /// [`SonarAttention::single_key_output`]); `cache` holds the `P` previous keys and
     /// values `[B, H, P, Dh]` and receives the new ones; `bias: [T, P+T]` causal (none for T=1).
     fn forward(
         &self,
@@ -690,7 +690,7 @@ impl KvCache {
 /// SONAR text decoder: sentence embedding + previous tokens → next-token logits.
 #[derive(Debug, Clone)]
 pub struct SonarDecoder {
-    cfg: DecoderConfig,
+    cfg: SonarDecoderConfig,
     /// Its `embed` is also the output projection (tied).
     frontend: Frontend,
     layers: Vec<DecoderLayer>,
@@ -729,7 +729,7 @@ impl DecoderState {
 impl SonarDecoder {
     /// Keys as in fairseq2 checkpoints: `decoder_frontend.embed.weight` (read once and used as
     /// the tied output projection too), `decoder.layers.N.…`, `decoder.layer_norm.*`.
-    pub fn new(cfg: &DecoderConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &SonarDecoderConfig, vb: VarBuilder) -> Result<Self> {
         check_dims(cfg.model_dim, cfg.num_heads, "decoder")?;
         let embed = vb
             .pp("decoder_frontend.embed")
@@ -752,7 +752,7 @@ impl SonarDecoder {
         })
     }
 
-    pub fn config(&self) -> &DecoderConfig {
+    pub fn config(&self) -> &SonarDecoderConfig {
         &self.cfg
     }
 

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Result, SonarError};
-use crate::model::{DecoderConfig, EncoderConfig};
+use crate::model::{SonarDecoderConfig, SonarEncoderConfig};
 
 /// Where a checkpoint's tensors came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ fn map_legacy_layer_key(sub: &str) -> Option<String> {
 }
 
 /// The `(name, shape)` of every tensor an encoder with `cfg` reads.
-pub fn encoder_tensor_shapes(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
+pub fn encoder_tensor_shapes(cfg: &SonarEncoderConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f) = (cfg.model_dim, cfg.ffn_inner_dim);
     let mut out = vec![(ENCODER_EMBED.to_string(), vec![cfg.vocab_size, d])];
     for i in 0..cfg.num_layers {
@@ -208,7 +208,7 @@ pub fn encoder_tensor_shapes(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
 
 /// The `(name, shape)` of every tensor a decoder with `cfg` reads (`final_proj.weight` is
 /// tied to the embedding and not read separately).
-pub fn decoder_tensor_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
+pub fn decoder_tensor_shapes(cfg: &SonarDecoderConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f) = (cfg.model_dim, cfg.ffn_inner_dim);
     let mut out = vec![(DECODER_EMBED.to_string(), vec![cfg.vocab_size, d])];
     for i in 0..cfg.num_layers {
@@ -331,10 +331,10 @@ pub fn infer_encoder_config(
     tensors: &HashMap<String, Tensor>,
     num_heads: Option<usize>,
     source: &Path,
-) -> Result<EncoderConfig> {
+) -> Result<SonarEncoderConfig> {
     let (vocab_size, model_dim) = dims2(tensors, ENCODER_EMBED, source)?;
     let (ffn_inner_dim, _) = dims2(tensors, "encoder.layers.0.ffn.inner_proj.weight", source)?;
-    Ok(EncoderConfig {
+    Ok(SonarEncoderConfig {
         vocab_size,
         model_dim,
         num_layers: count_layers(tensors, "encoder"),
@@ -350,10 +350,10 @@ pub fn infer_decoder_config(
     tensors: &HashMap<String, Tensor>,
     num_heads: Option<usize>,
     source: &Path,
-) -> Result<DecoderConfig> {
+) -> Result<SonarDecoderConfig> {
     let (vocab_size, model_dim) = dims2(tensors, DECODER_EMBED, source)?;
     let (ffn_inner_dim, _) = dims2(tensors, "decoder.layers.0.ffn.inner_proj.weight", source)?;
-    Ok(DecoderConfig {
+    Ok(SonarDecoderConfig {
         vocab_size,
         model_dim,
         num_layers: count_layers(tensors, "decoder"),
@@ -368,7 +368,7 @@ pub fn infer_decoder_config(
 /// [`crate::model::SonarEncoder::new`]. `source` only names the file in errors.
 pub fn encoder_var_builder(
     tensors: HashMap<String, Tensor>,
-    cfg: &EncoderConfig,
+    cfg: &SonarEncoderConfig,
     source: &Path,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
@@ -380,7 +380,7 @@ pub fn encoder_var_builder(
 /// [`crate::model::SonarDecoder::new`].
 pub fn decoder_var_builder(
     tensors: HashMap<String, Tensor>,
-    cfg: &DecoderConfig,
+    cfg: &SonarDecoderConfig,
     source: &Path,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {

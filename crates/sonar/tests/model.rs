@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_sonar::IncrementalDecoder;
-use lcm_sonar::model::{DecoderConfig, SonarDecoder, SonarEncoder};
+use lcm_sonar::model::{SonarDecoder, SonarDecoderConfig, SonarEncoder};
 use lcm_sonar::weights::{
     CheckpointLayout, decoder_var_builder, infer_decoder_config, load_checkpoint, load_decoder,
     load_encoder,
@@ -282,8 +282,8 @@ fn inferred_configs_match_the_fixture() {
 // Gradients
 // ------------------------------------------------------------------------------------------
 
-fn tiny_config() -> DecoderConfig {
-    DecoderConfig {
+fn tiny_config() -> SonarDecoderConfig {
+    SonarDecoderConfig {
         vocab_size: 11,
         model_dim: 8,
         num_layers: 2,
@@ -345,34 +345,17 @@ fn forward_train_gradients_match_finite_differences() {
     let h = 1e-6;
     for name in checked {
         let var: &Var = data.get(name).unwrap_or_else(|| panic!("no var {name}"));
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"))
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let orig = var.as_tensor().copy().unwrap();
-        let flat = orig.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let mut max_g = 0f64;
-        for idx in [0, flat.len() / 2, flat.len() - 1] {
-            let eval = |delta: f64| {
-                let mut p = flat.clone();
-                p[idx] += delta;
-                var.set(&Tensor::from_vec(p, orig.shape(), &dev).unwrap())
-                    .unwrap();
-                loss(&dec).to_scalar::<f64>().unwrap()
-            };
-            let fd = (eval(h) - eval(-h)) / (2.0 * h);
-            var.set(&orig).unwrap();
-            let err = (fd - g[idx]).abs();
-            assert!(
-                err <= 1e-5 * fd.abs().max(1.0),
-                "{name}[{idx}]: analytic {} vs finite difference {fd}",
-                g[idx]
-            );
-            max_g = max_g.max(g[idx].abs());
-        }
+        let g = lcm_gradcheck::gradient(&grads, var, name);
+        let len = g.len();
+        let max_g = lcm_gradcheck::assert_matches_central_differences(
+            name,
+            var,
+            &g,
+            [0, len / 2, len - 1],
+            h,
+            |fd, _| 1e-5 * fd.abs().max(1.0),
+            &|| loss(&dec).to_scalar::<f64>().unwrap(),
+        );
         assert!(max_g > 0.0, "{name}: zero gradient");
     }
 }
@@ -479,9 +462,9 @@ fn real_weights_decoder_logits() {
     let dec = load_decoder(&dir.join("sonar_text_decoder.pt"), None, &dev).unwrap();
     assert_eq!(
         enc.config(),
-        &lcm_sonar::model::EncoderConfig::sonar_basic()
+        &lcm_sonar::model::SonarEncoderConfig::sonar_basic()
     );
-    assert_eq!(dec.config(), &DecoderConfig::sonar_basic());
+    assert_eq!(dec.config(), &SonarDecoderConfig::sonar_basic());
     let ids: Vec<u32> = match std::env::var("SONAR_TEST_ENCODER_IDS") {
         Ok(s) => s
             .split(',')

@@ -2,14 +2,15 @@
 //! models it trains: [`run`] (the one training loop: run directory, cadence, budgets,
 //! resume policy, seeded re-initialisation), an AdamW optimiser with PyTorch semantics and
 //! global gradient-norm clipping ([`optim`]), learning-rate schedules ([`schedule`]),
-//! atomic resumable checkpoints ([`checkpoint`]), loss-curve plots ([`plot`]) and the heap
-//! setting for training loops ([`memory`]).
+//! atomic resumable checkpoints ([`checkpoint`]), loss-curve plots ([`plot`]); the heap
+//! setting for training loops is re-exported from `lcm-util` ([`memory`]).
 //!
 //! The LCM trainer lives in `lcm-workflows`, the concept-decoder trainer in `lcm-decoder`,
 //! the world-model trainer in `lcm-plan`; each implements [`run::Trainer`].
 
 pub mod checkpoint;
-pub mod memory;
+/// The heap setting for training loops (it lives in `lcm-util`, so non-training benches use it too).
+pub use lcm_util::memory;
 pub mod optim;
 pub mod plot;
 pub mod run;

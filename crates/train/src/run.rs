@@ -363,7 +363,16 @@ fn check_resumable(state: &TrainState, identity: &Identity, dir: &Path) -> Resul
             identity.model_config
         )));
     }
-    let recorded = state.extra.get("settings").unwrap_or(&Value::Null);
+    let Some(recorded) = state.extra.get("settings") else {
+        // Checkpoints written before the one loop recorded no settings: they resume on the
+        // model, space and normaliser checks alone.
+        tracing::warn!(
+            dir = %dir.display(),
+            "the checkpoint records no training settings (older format); only the model, \
+             space and normaliser were checked"
+        );
+        return check_normalizer(state, identity, dir);
+    };
     if *recorded != identity.settings {
         return Err(TrainError::Config(format!(
             "the checkpoint in {} was trained with other settings; {}; resume with the \
@@ -373,6 +382,10 @@ fn check_resumable(state: &TrainState, identity: &Identity, dir: &Path) -> Resul
             BUDGET_FIELDS.join(", ")
         )));
     }
+    check_normalizer(state, identity, dir)
+}
+
+fn check_normalizer(state: &TrainState, identity: &Identity, dir: &Path) -> Result<()> {
     if let (Some(old), Some(new)) = (&state.normalizer, &identity.normalizer)
         && old.hash != new.hash
     {
@@ -437,10 +450,22 @@ pub fn truncate_metrics(path: &Path, max_step: u64) -> Result<()> {
 pub fn reinit_vars(
     varmap: &VarMap,
     seed: u64,
-    mut fill: impl FnMut(&str, &Var, &mut TrainRng) -> Result<Option<Tensor>>,
+    fill: impl FnMut(&str, &Var, &mut TrainRng) -> Result<Option<Tensor>>,
 ) -> Result<()> {
     let mut rng = new_rng(seed);
     rng.set_stream(INIT_STREAM);
+    reinit_vars_with(varmap, &mut rng, fill)
+}
+
+/// [`reinit_vars`] drawing from a caller's generator instead of the seed's
+/// [`INIT_STREAM`]: for an initialisation whose draws were fixed before that convention (the
+/// world model's He initialisation reads stream 0 of its seed), so its weights stay
+/// bit-identical.
+pub fn reinit_vars_with(
+    varmap: &VarMap,
+    rng: &mut TrainRng,
+    mut fill: impl FnMut(&str, &Var, &mut TrainRng) -> Result<Option<Tensor>>,
+) -> Result<()> {
     let mut named: Vec<(String, Var)> = {
         let data = varmap
             .data()
@@ -450,7 +475,7 @@ pub fn reinit_vars(
     };
     named.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, var) in named {
-        if let Some(fresh) = fill(&name, &var, &mut rng)? {
+        if let Some(fresh) = fill(&name, &var, rng)? {
             var.set(&fresh.to_dtype(var.dtype())?)?;
         }
     }

@@ -2,7 +2,7 @@
 //! half of `bench/train_lcm.sh`, whose PyTorch half is `bench/train_lcm.py`.
 //!
 //! ```text
-//! cargo build --release -p lcm-train --example bench_lcm
+//! cargo build --release -p lcm-workflows --example bench_lcm
 //! RAYON_NUM_THREADS=2 target/release/examples/bench_lcm [--models base,two_tower]
 //!     [--preset small|tiny] [--batch 32] [--seq 128] [--input-dim 384]
 //!     [--warmup 2] [--steps 5] [--gen-context 16] [--gen-steps 40]
@@ -13,7 +13,7 @@
 //! Prints one JSON object per measurement on stdout (progress goes to stderr):
 //! - `"task": "train"`: one step is forward + loss (`BaseLcm::loss` /
 //!   `TwoTowerLcm::loss_sampled` with CFG dropout 0.15) + backward + global grad-norm clipping
-//!   + AdamW, exactly what `lcm_train::trainer` does per step, on one fixed seeded batch.
+//!   + AdamW, exactly what `lcm_workflows::train` does per step, on one fixed seeded batch.
 //! - `"task": "generate"`: wall time for one generated concept after a prefilled prompt. For
 //!   the Two-Tower model that is `S` guided DDIM steps (a conditional and an unconditional
 //!   denoiser call each, `SamplingOptions::paper_two_tower_1_6b`) plus feeding the result
@@ -194,7 +194,7 @@ fn configs(args: &Args) -> Result<(BaseLcmConfig, TwoTowerConfig)> {
 /// Seeded initialisation as the trainer does it, then the parameter count, checked against
 /// the configuration's analytic count.
 fn init_and_count(varmap: &VarMap, seed: u64, name: &str, analytic: usize) -> Result<usize> {
-    lcm_train::trainer::seeded_init(varmap, seed)?;
+    lcm_train::run::seeded_init(varmap, seed)?;
     let params = num_parameters(varmap);
     if params != analytic {
         bail!("{name}: VarMap holds {params} parameters, the analytic count is {analytic}");

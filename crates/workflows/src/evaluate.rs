@@ -1,16 +1,25 @@
 //! Teacher-forced evaluation of a trained LCM on held-out sequences: the paper's
 //! pre-training metrics (ℓ2, CA, PAR; see `lcm_eval::metrics`) next to the two trivial
-//! baselines every model must beat.
+//! baselines every model must beat. [`HeldOut`] picks the held-out split of a store the
+//! way the model was trained (same fraction, same wrap length, so that no evaluated
+//! document was trained on); [`evaluate_model`] scores any set of sequences.
+
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use lcm_concept::normalizer::RobustNormalizer;
-use lcm_data::batch::{ConceptSequence, SequenceDataset};
+use lcm_data::batch::{
+    ConceptSequence, DEFAULT_MAX_SEQ_LEN, DatasetConfig, SequenceDataset, SplitDataset,
+};
+use lcm_data::store::ConceptStore;
 use lcm_eval::metrics::{ConceptBatch, EvalOptions};
 use lcm_eval::report::EvalReport;
 use lcm_model::generate::{DiffusionSampling, Lcm};
+use lcm_train::checkpoint::new_rng;
+use serde_json::{Value, json};
 
-use crate::checkpoint::new_rng;
-use crate::{Result, TrainError};
+use crate::load::TrainedLcm;
+use crate::{Result, WorkflowError};
 
 /// What to evaluate on and how.
 #[derive(Debug, Clone)]
@@ -58,7 +67,7 @@ pub fn training_mean(train: &SequenceDataset, normalizer: &RobustNormalizer) -> 
         }
     }
     if count == 0 {
-        return Err(TrainError::Config(
+        return Err(WorkflowError::Config(
             "the training split is empty: no mean concept".into(),
         ));
     }
@@ -82,7 +91,7 @@ pub fn evaluate_model(
     let started = std::time::Instant::now();
     let dim = valid.dim();
     if dim != model.input_dim() {
-        return Err(TrainError::Config(format!(
+        return Err(WorkflowError::Config(format!(
             "the model reads {}-d concepts but the held-out data is {dim}-d",
             model.input_dim()
         )));
@@ -97,7 +106,7 @@ pub fn evaluate_model(
         selected.push(seq);
     }
     if selected.is_empty() {
-        return Err(TrainError::Config(
+        return Err(WorkflowError::Config(
             "no held-out sequence of at least 2 concepts to evaluate on; raise the \
              validation fraction or use a larger store"
                 .into(),
@@ -144,6 +153,139 @@ pub fn evaluate_model(
         concepts,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The held-out split of a store, chosen for a trained model.
+pub struct HeldOut {
+    store: ConceptStore,
+    /// The held-out fraction used: the requested one, else the model's.
+    pub valid_fraction: f64,
+    max_seq_len: usize,
+}
+
+impl HeldOut {
+    /// Opens `store` for evaluating `trained`: it must hold concepts of the model's
+    /// encoder; the held-out fraction is `valid_fraction`, else the one the model was
+    /// trained with, and sequences are wrapped at the model's training length.
+    pub fn open(trained: &TrainedLcm, store: &Path, valid_fraction: Option<f64>) -> Result<Self> {
+        let opened = ConceptStore::open(store)?;
+        if opened.meta.encoder_id != trained.encoder_id() {
+            return Err(WorkflowError::Refused(format!(
+                "{} holds `{}` concepts but the model was trained on `{}`",
+                store.display(),
+                opened.meta.encoder_id,
+                trained.encoder_id()
+            )));
+        }
+        let train_config = trained.loaded.train_config.as_ref();
+        let valid_fraction = valid_fraction
+            .or(train_config.map(|c| c.valid_fraction))
+            .ok_or_else(|| {
+                WorkflowError::Refused(
+                    "the checkpoint does not record its validation fraction; pass \
+                     --valid-fraction"
+                        .into(),
+                )
+            })?;
+        let max_seq_len = train_config
+            .and_then(|c| c.max_seq_len)
+            .unwrap_or(DEFAULT_MAX_SEQ_LEN)
+            .min(trained.model().max_seq_len());
+        Ok(Self {
+            store: opened,
+            valid_fraction,
+            max_seq_len,
+        })
+    }
+
+    /// Evaluates `trained` on the held-out split (its documents normalised and closed with
+    /// `eos`, the raw end-of-text embedding) next to the baselines, the mean concept being
+    /// the training split's. `model_path` names the model in errors.
+    pub fn evaluate(
+        &self,
+        trained: &TrainedLcm,
+        model_path: &Path,
+        eos: Vec<f32>,
+        config: &EvalConfig,
+    ) -> Result<StoreEvaluation> {
+        let split = SplitDataset::from_store(
+            &self.store,
+            &trained.normalizer,
+            eos,
+            DatasetConfig {
+                max_seq_len: self.max_seq_len,
+                valid_fraction: self.valid_fraction,
+            },
+        )?;
+        let mean = training_mean(&split.train, &trained.normalizer)?;
+        let label = trained.label();
+        let outcome = evaluate_model(
+            trained.model(),
+            &label,
+            &split.valid,
+            &trained.normalizer,
+            &mean,
+            config,
+        )
+        .map_err(|source| WorkflowError::Evaluating {
+            path: model_path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        Ok(StoreEvaluation {
+            label,
+            checkpoint: trained.loaded.checkpoint.clone(),
+            valid_fraction: self.valid_fraction,
+            sampling: config.sampling,
+            outcome,
+        })
+    }
+}
+
+/// What [`HeldOut::evaluate`] found, with what it was run on.
+#[derive(Debug, Clone)]
+pub struct StoreEvaluation {
+    /// The model's label (kind, preset, step), its row in the report.
+    pub label: String,
+    pub checkpoint: PathBuf,
+    pub valid_fraction: f64,
+    pub sampling: DiffusionSampling,
+    pub outcome: EvalOutcome,
+}
+
+impl StoreEvaluation {
+    /// The report as `lcm eval --json` prints it.
+    pub fn to_json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .outcome
+            .report
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "predictor": r.predictor,
+                    "l2": r.metrics.l2,
+                    "ca": r.metrics.ca,
+                    "par": r.metrics.par,
+                    "positions": r.metrics.scored,
+                })
+            })
+            .collect();
+        json!({
+            "model": self.label,
+            "checkpoint": self.checkpoint.display().to_string(),
+            "held_out_sequences": self.outcome.sequences,
+            "held_out_concepts": self.outcome.concepts,
+            "valid_fraction": self.valid_fraction,
+            "sampling": self.sampling,
+            "seconds": self.outcome.seconds,
+            "rows": rows,
+        })
+    }
+
+    /// The markdown table of the report.
+    pub fn to_markdown(&self) -> String {
+        self.outcome.report.to_markdown()
+    }
 }
 
 /// Consecutive groups whose padded size (`count × longest`) stays within `budget`.

@@ -6,15 +6,88 @@
 //! - [`store`]: the concept-store layout (normaliser and sentence-bank paths, the bank
 //!   built on first use).
 //! - [`train`]: the LCM trainer on `lcm_train::run`.
-//! - [`load`]: a trained LCM with its normaliser, checked against the store's encoder.
+//! - [`load`]: a trained LCM with its normaliser, checked against the store's encoder;
+//!   the end-of-text embedding; the diffusion sampling settings.
 //! - [`evaluate`]: teacher-forced evaluation on the held-out split against the baselines.
-//! - [`generate`]: continuing a prompt concept by concept, with the stop rules.
+//! - [`generate`]: continuing a prompt concept by concept, with the stop rules, and
+//!   decoding the continuation.
+//! - [`encode`]: sentences to plain rows of numbers, for writing them out.
+//! - [`models`]: checking downloaded SONAR files by loading them.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
 //!   bank-backed proposers, the method comparison, case files and reports).
 
+pub mod encode;
 pub mod evaluate;
 pub mod generate;
 pub mod load;
+pub mod models;
 pub mod planning;
 pub mod store;
 pub mod train;
+
+use std::path::PathBuf;
+
+pub use load::{LoadedModel, SamplingSettings, TrainedLcm, eos_embedding, load_model};
+pub use store::StoreLayout;
+pub use train::{StepMetrics, TrainConfig, TrainSummary, normalizer_hash, train};
+
+/// Errors of the workflows. The wrapped errors of the lower layers keep their own
+/// messages (each names the file at fault); the others say what to pass instead.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error(transparent)]
+    Train(#[from] lcm_train::TrainError),
+    #[error(transparent)]
+    Data(#[from] lcm_data::DataError),
+    #[error(transparent)]
+    Concept(#[from] lcm_concept::ConceptError),
+    #[error(transparent)]
+    Eval(#[from] lcm_eval::EvalError),
+    #[error(transparent)]
+    Sonar(#[from] lcm_sonar::SonarError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Settings that cannot work (the wording is the one the trainer always used).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A request refused because its inputs do not belong together (another encoder,
+    /// normaliser or store than the model's); the message says what to pass.
+    #[error("{0}")]
+    Refused(String),
+    /// A failure while loading the model a user named.
+    #[error("loading the model at {}", path.display())]
+    LoadModel {
+        path: PathBuf,
+        #[source]
+        source: Box<WorkflowError>,
+    },
+    /// A failure while building or opening a sentence bank.
+    #[error("{action} {}", path.display())]
+    Bank {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<lcm_data::DataError>,
+    },
+    /// A failure of the evaluation proper, after the held-out split was built.
+    #[error("evaluating {}", path.display())]
+    Evaluating {
+        path: PathBuf,
+        #[source]
+        source: Box<WorkflowError>,
+    },
+}
+
+/// A model that cannot be chosen or rebuilt is a configuration error, worded as the
+/// trainer always worded it ("invalid configuration: no `x` preset …"), so that printed
+/// errors stay the same; candle's own errors pass through.
+impl From<lcm_model::builder::BuildError> for WorkflowError {
+    fn from(error: lcm_model::builder::BuildError) -> Self {
+        match error {
+            lcm_model::builder::BuildError::Candle(e) => WorkflowError::Candle(e),
+            other => WorkflowError::Config(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = WorkflowError> = std::result::Result<T, E>;

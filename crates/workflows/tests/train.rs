@@ -1,11 +1,13 @@
-//! The training loop end to end on a tiny synthetic store.
+//! The LCM trainer end to end on a tiny synthetic store: loss, cadence, exact resume,
+//! refusals, time budget, then loading the model and evaluating it.
 
 use std::path::Path;
 
 use candle_core::{DType, Device};
 use lcm_concept::normalizer::RobustNormalizer;
 use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
-use lcm_train::trainer::{METRICS_FILE, ModelKind, StepMetrics, TrainConfig, train};
+use lcm_model::builder::ModelKind;
+use lcm_workflows::train::{METRICS_FILE, StepMetrics, TrainConfig, train};
 use rand::{Rng, SeedableRng};
 
 const DIM: usize = 16;
@@ -295,7 +297,7 @@ fn a_trained_model_loads_detached_and_beats_the_mean_baseline() {
     use lcm_data::batch::{DatasetConfig, SplitDataset};
     use lcm_data::store::ConceptStore;
     use lcm_model::generate::Lcm;
-    use lcm_train::evaluate::{EvalConfig, evaluate_model, training_mean};
+    use lcm_workflows::evaluate::{EvalConfig, evaluate_model, training_mean};
 
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -304,9 +306,9 @@ fn a_trained_model_loads_detached_and_beats_the_mean_baseline() {
     let cfg = config(ModelKind::Base, 30);
     train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {}).unwrap();
 
-    let err = lcm_train::load_model(&out, Some("another-encoder")).unwrap_err();
+    let err = lcm_workflows::load_model(&out, Some("another-encoder")).unwrap_err();
     assert!(err.to_string().contains("another-encoder"), "{err}");
-    let loaded = lcm_train::load_model(&out, Some(ENCODER)).unwrap();
+    let loaded = lcm_workflows::load_model(&out, Some(ENCODER)).unwrap();
     assert_eq!(loaded.state.step, 30);
     assert_eq!(loaded.preset, "tiny");
     let Lcm::Base(model) = &loaded.model else {

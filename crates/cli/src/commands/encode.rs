@@ -1,10 +1,12 @@
+//! `lcm encode`: sentences → concepts as JSON lines, `.npy` or `.safetensors`.
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use candle_core::DType;
 use lcm_concept::ConceptEncoder;
+use lcm_workflows::encode::{Embeddings, encode_sentences};
 
 use super::EncoderArgs;
 use crate::output::{npy_bytes, read_text, safetensors_bytes, write_atomic};
@@ -39,26 +41,22 @@ pub fn run(args: Args) -> Result<()> {
         bail!("no sentences to encode: pass them as arguments, with --file, or on stdin");
     }
     let encoder = args.encoder.load()?;
-    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let embeddings = encoder.encode(&refs, args.lang.as_deref())?;
-    let (rows, cols) = embeddings.dims2()?;
-    let values = embeddings
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let embeddings = encode_sentences(&encoder, &sentences, args.lang.as_deref())?;
     match args.out {
         None => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            for (sentence, vector) in sentences.iter().zip(values.chunks_exact(cols)) {
+            for (sentence, vector) in sentences.iter().zip(embeddings.rows()) {
                 let line = serde_json::json!({ "text": sentence, "embedding": vector });
                 writeln!(out, "{line}")?;
             }
             out.flush()?;
         }
         Some(path) => {
+            let Embeddings { values, rows, cols } = &embeddings;
+            let (rows, cols) = (*rows, *cols);
             let bytes = match path.extension().and_then(|e| e.to_str()) {
-                Some("npy") => npy_bytes(&values, rows, cols),
+                Some("npy") => npy_bytes(values, rows, cols),
                 Some("safetensors") => {
                     let mut metadata = HashMap::from([
                         ("encoder_id".to_string(), encoder.id().to_string()),
@@ -69,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
                     if listing.len() <= 1 << 20 {
                         metadata.insert("sentences".to_string(), listing);
                     }
-                    safetensors_bytes(&values, rows, cols, metadata)?
+                    safetensors_bytes(values, rows, cols, metadata)?
                 }
                 _ => bail!(
                     "{}: unknown output format; use a .safetensors or .npy file name",

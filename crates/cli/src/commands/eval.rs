@@ -1,12 +1,13 @@
+//! `lcm eval`: flags → [`lcm_workflows::evaluate::HeldOut`] → the table or JSON.
+
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use lcm_data::batch::{DEFAULT_MAX_SEQ_LEN, DatasetConfig, SplitDataset};
-use lcm_data::store::ConceptStore;
-use lcm_train::evaluate::{EvalConfig, evaluate_model, training_mean};
+use anyhow::{Context, Result};
+use lcm_workflows::evaluate::{EvalConfig, HeldOut};
+use lcm_workflows::{TrainedLcm, eos_embedding};
 
 use super::EncoderArgs;
-use super::trained::{SamplingArgs, Trained, eos_embedding};
+use super::trained::{SamplingArgs, load_encoder};
 use crate::output::write_atomic;
 
 #[derive(clap::Args)]
@@ -42,89 +43,32 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let trained = Trained::load(&args.model, args.normalizer.as_deref())?;
-    let store = ConceptStore::open(&args.store)?;
-    if store.meta.encoder_id != trained.encoder_id() {
-        bail!(
-            "{} holds `{}` concepts but the model was trained on `{}`",
-            args.store.display(),
-            store.meta.encoder_id,
-            trained.encoder_id()
-        );
-    }
-    let train_config = trained.loaded.train_config.clone();
-    let valid_fraction = args
-        .valid_fraction
-        .or(train_config.as_ref().map(|c| c.valid_fraction))
-        .context("the checkpoint does not record its validation fraction; pass --valid-fraction")?;
-    let max_seq_len = train_config
-        .as_ref()
-        .and_then(|c| c.max_seq_len)
-        .unwrap_or(DEFAULT_MAX_SEQ_LEN)
-        .min(trained.loaded.model.max_seq_len());
-    let encoder = trained.encoder(&args.encoder)?;
+    let trained = TrainedLcm::load(&args.model, args.normalizer.as_deref())?;
+    let held_out = HeldOut::open(&trained, &args.store, args.valid_fraction)?;
+    let encoder = load_encoder(&trained, &args.encoder)?;
     let eos = eos_embedding(&encoder)?;
     drop(encoder);
-
-    let split = SplitDataset::from_store(
-        &store,
-        &trained.normalizer,
-        eos,
-        DatasetConfig {
-            max_seq_len,
-            valid_fraction,
-        },
-    )?;
-    let mean = training_mean(&split.train, &trained.normalizer)?;
     let config = EvalConfig {
         max_concepts: args.max_concepts,
         batch_concepts: args.batch_concepts,
         sampling: args.sampling.sampling()?,
         seed: args.sampling.seed,
     };
-    let label = trained.label();
-    let outcome = evaluate_model(
-        &trained.loaded.model,
-        &label,
-        &split.valid,
-        &trained.normalizer,
-        &mean,
-        &config,
-    )
-    .with_context(|| format!("evaluating {}", args.model.display()))?;
+    let evaluation = held_out.evaluate(&trained, &args.model, eos, &config)?;
 
-    let table = outcome.report.to_markdown();
+    let table = evaluation.to_markdown();
     if args.json {
-        let rows: Vec<_> = outcome
-            .report
-            .rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "predictor": r.predictor,
-                    "l2": r.metrics.l2,
-                    "ca": r.metrics.ca,
-                    "par": r.metrics.par,
-                    "positions": r.metrics.scored,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "model": label,
-            "checkpoint": trained.loaded.checkpoint.display().to_string(),
-            "held_out_sequences": outcome.sequences,
-            "held_out_concepts": outcome.concepts,
-            "valid_fraction": valid_fraction,
-            "sampling": config.sampling,
-            "seconds": outcome.seconds,
-            "rows": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        println!("{}", serde_json::to_string_pretty(&evaluation.to_json())?);
     } else {
+        let outcome = &evaluation.outcome;
         println!(
-            "Teacher-forced evaluation of {label} on {} held-out sequences ({} concepts, \
-             held-out fraction {valid_fraction}) in {:.1}s:\n",
-            outcome.sequences, outcome.concepts, outcome.seconds
+            "Teacher-forced evaluation of {} on {} held-out sequences ({} concepts, \
+             held-out fraction {}) in {:.1}s:\n",
+            evaluation.label,
+            outcome.sequences,
+            outcome.concepts,
+            evaluation.valid_fraction,
+            outcome.seconds
         );
         print!("{table}");
     }

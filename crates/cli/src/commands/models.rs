@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use lcm_sonar::pipeline::{
     DECODER_PARAMETERS, ENCODER_PARAMETERS, SonarFile, SonarFiles, default_sonar_dir,
 };
-use lcm_sonar::tokenizer::SonarTokenizer;
-use lcm_sonar::weights::load_checkpoint;
+use lcm_workflows::models::{check_sonar_checkpoint, check_sonar_tokenizer};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -127,40 +125,13 @@ fn download(file: &SonarFile, dir: &Path) -> Result<()> {
 }
 
 fn check(dir: &Path) -> Result<()> {
-    let spm = dir.join(SonarFiles::TOKENIZER.name);
-    let tokenizer = SonarTokenizer::from_file(&spm, &SonarTokenizer::sonar_languages())?;
-    let vocab = tokenizer.vocab_size();
-    if vocab != 256_206 {
-        bail!(
-            "{}: gives {vocab} ids, SONAR's layout has 256,206; re-download it from {}",
-            spm.display(),
-            SonarFiles::TOKENIZER.url
-        );
-    }
-    println!(
-        "  ok       tokenizer: {vocab} ids (eng_Latn = {})",
-        tokenizer.lang_id("eng_Latn")?
-    );
+    let (vocab, eng_latn) = check_sonar_tokenizer(dir)?;
+    println!("  ok       tokenizer: {vocab} ids (eng_Latn = {eng_latn})");
     for (file, expected) in [
         (SonarFiles::ENCODER, ENCODER_PARAMETERS),
         (SonarFiles::DECODER, DECODER_PARAMETERS),
     ] {
-        let path = dir.join(file.name);
-        let (tensors, layout) = load_checkpoint(&path, &Device::Cpu)?;
-        // The decoder's output projection is tied to its embedding: count that storage once.
-        let count: usize = tensors
-            .iter()
-            .filter(|(name, _)| name.as_str() != "final_proj.weight")
-            .map(|(_, t)| t.elem_count())
-            .sum();
-        if count != expected {
-            bail!(
-                "{}: {count} parameters, the published checkpoint has {expected}; the file is \
-                 not the published one or is damaged — delete it and download it again from {}",
-                path.display(),
-                file.url
-            );
-        }
+        let (count, layout) = check_sonar_checkpoint(dir, &file, expected)?;
         println!(
             "  ok       {}: {count} parameters ({layout:?} layout)",
             file.name

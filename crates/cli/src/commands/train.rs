@@ -1,16 +1,16 @@
+//! `lcm train`: flags → [`lcm_workflows::train`] (which also draws `loss.png`) → one
+//! summary line, with a progress bar meanwhile.
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use lcm_concept::ConceptEncoder;
-use lcm_concept::normalizer::RobustNormalizer;
-use lcm_data::batch::EOS_TEXT;
-use lcm_data::store::ConceptStore;
-use lcm_train::trainer::{ModelKind, TrainConfig, train};
+use lcm_model::builder::ModelKind;
+use lcm_workflows::eos_embedding;
+use lcm_workflows::train::{TrainConfig, TrainingInputs, train};
 
 use super::EncoderArgs;
-use super::trained::eos_embedding;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Model {
@@ -32,7 +32,7 @@ pub struct Args {
     /// Total optimiser steps (with --resume: the step to continue up to).
     #[arg(long)]
     steps: u64,
-    /// Output directory: metrics.jsonl and checkpoints/.
+    /// Run directory: config.json, metrics.jsonl, checkpoints/ and loss.png.
     #[arg(long, short)]
     out: PathBuf,
     /// Normaliser (default: STORE/normalizer.safetensors).
@@ -79,33 +79,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let store = ConceptStore::open(&args.store)?;
-    let normalizer_path = args.normalizer.clone().unwrap_or_else(|| {
-        if args.store.is_dir() {
-            args.store.join("normalizer.safetensors")
-        } else {
-            args.store.with_file_name("normalizer.safetensors")
-        }
-    });
-    if !normalizer_path.exists() {
-        bail!(
-            "no normaliser at {}; fit one with `lcm fit-normalizer {} --out {}` or pass --normalizer",
-            normalizer_path.display(),
-            args.store.display(),
-            normalizer_path.display()
-        );
-    }
-    let normalizer = RobustNormalizer::load(&normalizer_path)?;
-
+    let inputs = TrainingInputs::open(&args.store, args.normalizer.as_deref())?;
     let encoder = args.encoder.load()?;
-    if encoder.id() != store.meta.encoder_id {
-        bail!(
-            "the store was encoded with `{}` but --encoder is `{}`; pass the store's encoder \
-             (it embeds the end-of-text concept \"{EOS_TEXT}\")",
-            store.meta.encoder_id,
-            encoder.id()
-        );
-    }
+    inputs.check_encoder(&encoder)?;
     let eos = eos_embedding(&encoder)?;
     drop(encoder);
 
@@ -126,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
         keep_last: args.keep_last,
         seed: args.seed,
         valid_fraction: args.valid_fraction,
-        normalizer_path: Some(normalizer_path.display().to_string()),
+        normalizer_path: Some(inputs.normalizer_path.display().to_string()),
         stop_at: args.stop_at,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
         ..TrainConfig::default()
@@ -148,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     let summary = train(
         &config,
         &args.store,
-        &normalizer,
+        &inputs.normalizer,
         eos,
         &args.out,
         args.resume,
@@ -171,12 +147,6 @@ pub fn run(args: Args) -> Result<()> {
     )
     .with_context(|| format!("training into {}", args.out.display()))?;
     bar.finish_and_clear();
-    // The run is saved whatever happens to its picture.
-    let png = args.out.join("loss.png");
-    let title = format!("{} {}: loss", model.name(), args.preset);
-    if let Err(error) = lcm_train::plot::plot_metrics(&summary.metrics, &png, &title) {
-        tracing::warn!(%error, "could not plot the loss curve");
-    }
 
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(

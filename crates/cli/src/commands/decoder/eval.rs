@@ -1,0 +1,166 @@
+//! `lcm eval-decoder`: flags → [`lcm_decoder::roundtrip`] (held-out sample, both decoders,
+//! scores) → a Markdown table, examples and, with `--json`, the report file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lcm_concept::ConceptEncoder;
+use lcm_decoder::TrainedDecoder;
+use lcm_decoder::roundtrip::{self, HeldOutSample, RoundTripConfig, RoundTripReport};
+use lcm_workflows::store::{BankNotice, retrieval_decoder};
+
+use crate::commands::EncoderArgs;
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A `lcm train-decoder --out` folder.
+    #[arg(long)]
+    decoder: PathBuf,
+    /// The concept store it was trained on; its held-out sentences are evaluated.
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out sentences evaluated (evenly spread over the held-out split).
+    #[arg(long, default_value_t = 500)]
+    limit: usize,
+    /// Beams of the trained decoder's search (1: greedy).
+    #[arg(long, default_value_t = 5)]
+    beam: usize,
+    /// Most tokens per decoded sentence.
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Sentence bank of the retrieval baseline (default: STORE/sentence-bank, built once).
+    #[arg(long)]
+    retrieval: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    encoder: EncoderArgs,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    if args.limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let decoder = TrainedDecoder::open(&args.decoder)
+        .with_context(|| format!("opening the decoder {}", args.decoder.display()))?;
+    let sample = HeldOutSample::load(&decoder, &args.data, args.limit)
+        .with_context(|| format!("reading the held-out sentences of {}", args.data.display()))?;
+    let encoder = args.encoder.load()?;
+    if encoder.id() != sample.encoder_id {
+        bail!(
+            "{} holds `{}` concepts but --encoder `{}` is `{}`; pass the store's encoder",
+            args.data.display(),
+            sample.encoder_id,
+            args.encoder.encoder,
+            encoder.id()
+        );
+    }
+    // The store's bank holds every sentence, held-out ones included: they are excluded
+    // from the candidates, or retrieval would return the reference itself.
+    let retrieval = retrieval_decoder(
+        args.retrieval.as_deref(),
+        Some(&args.data),
+        &sample.encoder_id,
+        sample.dim,
+        &mut |notice| match notice {
+            BankNotice::Building { bank, store } => eprintln!(
+                "building the sentence bank {} from {} (once)…",
+                bank.display(),
+                store.display()
+            ),
+            BankNotice::Built(report) => eprintln!(
+                "{} distinct sentences ({} duplicates skipped)",
+                report.unique, report.duplicates
+            ),
+        },
+    )?
+    .with_exclude(sample.held_out.iter().cloned());
+
+    let config = RoundTripConfig {
+        limit: args.limit,
+        beam: args.beam,
+        max_len: args.max_len,
+    };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(sample.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} (eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let report = roundtrip::evaluate(&sample, &decoder, &retrieval, &encoder, &config, &mut |p| {
+        bar.set_message(format!("decoding ({})", p.decoder));
+        bar.set_position(p.done as u64);
+    })?;
+    bar.finish_and_clear();
+
+    print_report(&report, retrieval.bank().root());
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The results table, how each decoder decoded, the comparison and the examples.
+fn print_report(report: &RoundTripReport, bank: &Path) {
+    println!(
+        "Round trip on {} held-out sentences of {} (of {}; documents held out at fraction \
+         {}, never trained on), encoder {}:\n",
+        report.evaluated,
+        report.store,
+        report.held_out_sentences,
+        report.valid_fraction,
+        report.encoder_id
+    );
+    println!(
+        "| decoder | corpus BLEU | mean sentence BLEU | exact match | cos(encode(decode(x)), x) | seconds |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for s in &report.results {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.1}% | {:.4} | {:.1} |",
+            s.decoder,
+            s.corpus_bleu,
+            s.mean_sentence_bleu,
+            100.0 * s.exact_match,
+            s.round_trip_cosine,
+            s.seconds
+        );
+    }
+    println!(
+        "\nTrained decoder: {}. Retrieval: nearest sentence of the bank {} (every held-out \
+         sentence removed from the candidates, so it cannot return the reference).",
+        if report.beam > 1 {
+            format!("beam search, {} beams", report.beam)
+        } else {
+            "greedy".to_string()
+        },
+        bank.display()
+    );
+    let diff = report.trained().round_trip_cosine - report.retrieval().round_trip_cosine;
+    println!(
+        "Round-trip cosine: trained {} retrieval by {:.4}.",
+        if diff >= 0.0 {
+            "beats"
+        } else {
+            "falls short of"
+        },
+        diff.abs()
+    );
+    println!("\nExamples:");
+    for example in &report.examples {
+        println!("  reference: {}", example.reference);
+        println!("  trained:   {}", example.trained);
+        println!("  retrieval: {}\n", example.retrieval);
+    }
+}
