@@ -6,6 +6,20 @@
 //!   violation amount is reported separately and never mixed into the objective, so a
 //!   feasible-first planner can rank on it; or
 //! - [`Severity::Soft`]: a penalty `weight · Σ_t max(0, −margin_t)` added to the objective.
+//!
+//! Every cost of the crate (this [`Cost`] on physical latents, and
+//! [`crate::concept::ConceptCost`] on sentence embeddings) sums its guardrail terms through
+//! one [`GuardrailTally`], under one of two stated [`Boundary`] conventions:
+//! - [`Boundary::Exclusive`] (physical worlds): a margin of exactly 0 is safe. Hazards are
+//!   closed sets, and the environment flags a position on their boundary, so costs on
+//!   positions keep plans strictly outside with a safety buffer instead.
+//! - [`Boundary::Inclusive`] (concept space): a margin `≤ 0` violates. A sentence exactly
+//!   on a ball's surface is as close to the forbidden topic as the radius allows, so it is
+//!   refused; because its `max(0, −margin)` is 0, each violating step adds 1 to the hard
+//!   violation, so it still counts against the path.
+//!
+//! The two conventions are kept (not merged) because each one's numbers are pinned: planning
+//! outputs of `lcm wm eval` and `lcm plan` must not change. A NaN margin violates under both.
 
 use crate::env::two_rooms::{Rect, Vec2};
 
@@ -122,38 +136,92 @@ impl<L> Cost<L> {
                 self.stage_weight * stage + self.terminal_weight * (self.distance)(last, &self.goal)
             }
         };
-        let mut soft_penalty = 0.0;
-        let mut hard_violation = 0.0;
-        let mut feasible = true;
-        let mut min_margins = Vec::with_capacity(self.guardrails.len());
-        for term in &self.guardrails {
+        let tally = GuardrailTally::over(&self.guardrails, predicted, Boundary::Exclusive);
+        Evaluation {
+            objective,
+            soft_penalty: tally.soft_penalty,
+            hard_violation: tally.hard_violation,
+            min_margins: tally.min_margins,
+            feasible: tally.feasible,
+        }
+    }
+}
+
+/// Whether a latent exactly on a guardrail's boundary (margin 0) is inside it; see the
+/// module docs for which cost uses which and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// Margin 0 is safe; only a negative margin violates (physical worlds).
+    Exclusive,
+    /// Margin `≤ 0` violates, and each violating step adds 1 to the hard violation
+    /// (concept space).
+    Inclusive,
+}
+
+impl Boundary {
+    /// Whether `margin` counts as a violation (NaN cannot be trusted to be safe).
+    pub fn violates(self, margin: f32) -> bool {
+        margin.is_nan()
+            || match self {
+                Boundary::Exclusive => margin < 0.0,
+                Boundary::Inclusive => margin <= 0.0,
+            }
+    }
+}
+
+/// The guardrail terms of one path, summed the one way every cost shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardrailTally {
+    /// `Σ weight · Σ_t max(0, −margin_t)` over the soft terms.
+    pub soft_penalty: f32,
+    /// Over the hard terms, `Σ_t max(0, −margin_t)` (plus one per violating step under
+    /// [`Boundary::Inclusive`]); 0 exactly when feasible.
+    pub hard_violation: f32,
+    /// Per term (in order), the minimum margin over the path (`+∞` for an empty path, −∞
+    /// where a margin was NaN).
+    pub min_margins: Vec<f32>,
+    /// No hard term is violated anywhere on the path.
+    pub feasible: bool,
+}
+
+impl GuardrailTally {
+    /// Sums `terms` over the latents of `path` under `boundary`.
+    pub fn over<L>(terms: &[GuardrailTerm<L>], path: &[L], boundary: Boundary) -> Self {
+        let mut tally = GuardrailTally {
+            soft_penalty: 0.0,
+            hard_violation: 0.0,
+            min_margins: Vec::with_capacity(terms.len()),
+            feasible: true,
+        };
+        for term in terms {
             let mut min_m = f32::INFINITY;
-            let mut violation = 0.0;
-            for z in predicted {
+            let mut amount = 0.0;
+            let mut count = 0usize;
+            for z in path {
                 let m = term.guardrail.margin(z);
                 // A NaN margin cannot be trusted to be safe.
                 let m = if m.is_nan() { f32::NEG_INFINITY } else { m };
                 min_m = min_m.min(m);
-                violation += (-m).max(0.0);
+                // A safe margin adds exactly 0, so the amount is the same sum under both
+                // conventions; only the count of violating steps differs.
+                amount += (-m).max(0.0);
+                count += usize::from(boundary.violates(m));
             }
             match term.severity {
                 Severity::Hard => {
-                    if min_m < 0.0 {
-                        feasible = false;
+                    if count > 0 {
+                        tally.feasible = false;
                     }
-                    hard_violation += violation;
+                    tally.hard_violation += match boundary {
+                        Boundary::Exclusive => amount,
+                        Boundary::Inclusive => amount + count as f32,
+                    };
                 }
-                Severity::Soft { weight } => soft_penalty += weight * violation,
+                Severity::Soft { weight } => tally.soft_penalty += weight * amount,
             }
-            min_margins.push(min_m);
+            tally.min_margins.push(min_m);
         }
-        Evaluation {
-            objective,
-            soft_penalty,
-            hard_violation,
-            min_margins,
-            feasible,
-        }
+        tally
     }
 }
 

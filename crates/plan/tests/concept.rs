@@ -2,12 +2,12 @@
 //! proposer whose candidates are noisy steps around the current concept.
 
 use lcm_plan::concept::{
-    Candidate, Concept, ConceptBall, ConceptCost, ConceptError, ConceptNeighbours, ConceptPlanner,
-    ConceptPlannerConfig, ConceptProposer, LogisticConfig, RolloutScore, Summary, cosine,
-    greedy_retrieval, score_rollout, train_logistic, unconstrained_rollout, unit, violates,
+    Candidate, Concept, ConceptBall, ConceptCost, ConceptNeighbours, ConceptPlanError,
+    ConceptPlanner, ConceptPlannerConfig, ConceptProposer, LogisticConfig, RolloutScore, Summary,
+    cosine, greedy_retrieval, score_rollout, train_logistic, unconstrained_rollout, unit, violates,
 };
 use lcm_plan::cost::{Guardrail, Severity};
-use lcm_plan::data::standard_normal;
+use lcm_util::random::standard_normal;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
@@ -51,7 +51,7 @@ impl ConceptProposer for NoisySteps {
         contexts: &[&[Concept]],
         n: usize,
         seed: u64,
-    ) -> Result<Vec<Vec<Candidate>>, ConceptError> {
+    ) -> Result<Vec<Vec<Candidate>>, ConceptPlanError> {
         let mut rng = ChaCha12Rng::seed_from_u64(seed);
         let mut out = Vec::with_capacity(contexts.len());
         for context in contexts {
@@ -333,7 +333,7 @@ fn a_trained_classifier_works_as_a_hard_guardrail() {
 struct Cloud(Vec<Concept>);
 
 impl ConceptNeighbours for Cloud {
-    fn nearest(&mut self, query: &[f32], m: usize) -> Result<Vec<Candidate>, ConceptError> {
+    fn nearest(&mut self, query: &[f32], m: usize) -> Result<Vec<Candidate>, ConceptPlanError> {
         let mut order: Vec<usize> = (0..self.0.len()).collect();
         order.sort_by(|&a, &b| cosine(&self.0[b], query).total_cmp(&cosine(&self.0[a], query)));
         Ok(order
@@ -429,7 +429,7 @@ fn bad_inputs_are_refused_with_a_reason() {
     let err = planner
         .plan(&mut NoisySteps::new(), &[], &cost)
         .expect_err("empty prompt");
-    assert!(matches!(err, ConceptError::EmptyContext));
+    assert!(matches!(err, ConceptPlanError::EmptyContext));
     let err = planner
         .plan(&mut NoisySteps::new(), &[vec![1.0; 3]], &cost)
         .expect_err("wrong dim");

@@ -5,13 +5,14 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use lcm_plan::jepa::{
+use lcm_plan::world::WorldModel;
+use lcm_plan::world::jepa::{
     Jepa, JepaConfig, JepaLossConfig, ObservationKind, collapse_stats, covariance_loss, jepa_loss,
     seeded_init, symmetric_eigenvalues, variance_loss,
 };
-use lcm_plan::learned::{HostProbe, LearnedWorld, probe_tensor};
-use lcm_plan::wm_train::{DatasetSpec, WmTrainConfig, load_world_model, train_world_model};
-use lcm_plan::world::WorldModel;
+use lcm_plan::world::learned::{HostProbe, LearnedWorld, probe_tensor};
+use lcm_plan::world::load::load_world_model;
+use lcm_plan::world::train::{DatasetSpec, WmTrainConfig, train_world_model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 

@@ -10,14 +10,14 @@ use candle_nn::VarBuilder;
 use lcm_plan::cost::{Cost, HazardGuardrail, Severity, euclidean};
 use lcm_plan::env::two_rooms::Rect;
 use lcm_plan::env::{Environment, TwoRooms, TwoRoomsConfig};
-use lcm_plan::gradient::{GradientConfig, GradientPlanner};
-use lcm_plan::jepa::{Jepa, JepaConfig};
-use lcm_plan::learned::{Latent, LearnedWorld, ProbedHazardGuardrail, latent_distance};
-use lcm_plan::planner::{
+use lcm_plan::evaluation::{opposite_room_pairs, spearman, wilson_interval};
+use lcm_plan::planners::gradient::{GradientConfig, GradientPlanner};
+use lcm_plan::planners::{
     AugLagCem, AugLagConfig, CemConfig, ConstrainedCem, EpisodeOptions, ObservationSource, Planner,
     RepeatActions, run_episode,
 };
-use lcm_plan::wm_eval::{opposite_room_pairs, spearman, wilson_interval};
+use lcm_plan::world::jepa::{Jepa, JepaConfig};
+use lcm_plan::world::learned::{Latent, LearnedWorld, ProbedHazardGuardrail, latent_distance};
 use lcm_plan::world::{OracleTwoRooms, WorldModel};
 
 fn t(rows: &[&[f32]]) -> Tensor {

@@ -5,7 +5,7 @@
 use lcm_plan::Environment;
 use lcm_plan::cost::{Cost, Guardrail, HazardGuardrail, Severity, euclidean, rect_signed_distance};
 use lcm_plan::env::two_rooms::{Rect, TwoRooms, TwoRoomsConfig, Vec2};
-use lcm_plan::planner::{Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, Planner, mpc_episode};
+use lcm_plan::planners::{Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, Planner, mpc_episode};
 use lcm_plan::world::{OracleTwoRooms, PlanError, WorldModel};
 
 fn setup(cfg: TwoRoomsConfig, start: Vec2, goal: Vec2) -> (TwoRooms, OracleTwoRooms) {

@@ -3,14 +3,14 @@
 
 use lcm_plan::Environment;
 use lcm_plan::cost::{Cost, HazardGuardrail, Severity};
-use lcm_plan::data_point_maze::{PointMazeDatasetConfig, generate, render_state};
 use lcm_plan::env::EnvError;
+use lcm_plan::env::point_maze::dataset::{PointMazeDatasetConfig, generate, render_state};
 use lcm_plan::env::point_maze::{
     BallState, OraclePointMaze, PointMaze, PointMazeConfig, U_MAZE, position_distance,
     u_maze_eval_pairs,
 };
 use lcm_plan::env::two_rooms::Rect;
-use lcm_plan::planner::{Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, mpc_episode};
+use lcm_plan::planners::{Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, mpc_episode};
 use lcm_plan::world::{PlanError, WorldModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;

@@ -1,6 +1,8 @@
 //! Behaviour of PLDM's Two-Rooms environment and of the random-walk dataset generator.
 
-use lcm_plan::data::{DatasetConfig, generate, render_state, truncated_normal, von_mises};
+use lcm_plan::env::two_rooms::dataset::{
+    DatasetConfig, generate, render_state, truncated_normal, von_mises,
+};
 use lcm_plan::env::two_rooms::{Room, TwoRooms, TwoRoomsConfig, clip_action};
 use lcm_plan::{EnvError, Environment};
 use rand::{Rng, SeedableRng};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use lcm_plan::wm_train::{WmTrainConfig, train_world_model};
+use lcm_plan::world::train::{WmTrainConfig, train_world_model};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -67,7 +67,8 @@ pub struct TrainArgs {
     eval_every: u64,
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
-    /// Continue from the newest checkpoint in --out (same flags required).
+    /// Continue from the newest checkpoint in --out (same flags required; only the budget
+    /// flags --steps, --eval-every, --checkpoint-every and --max-minutes may change).
     #[arg(long)]
     resume: bool,
     /// Wall-clock budget: stop (validated and checkpointed) once it is spent.
@@ -134,12 +135,8 @@ fn train(args: TrainArgs) -> Result<()> {
         bar.set_message(msg);
     })
     .with_context(|| format!("training a world model in {}", args.out.display()))?;
+    // The training loop has written config.json, metrics.jsonl, checkpoints/ and loss.png.
     bar.finish();
-    let metrics = args.out.join(lcm_plan::wm_train::METRICS_FILE);
-    let png = args.out.join("loss.png");
-    if let Err(e) = lcm_train::plot::plot_metrics(&metrics, &png, "JEPA world model") {
-        tracing::warn!(error = %e, "could not plot the loss curve");
-    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Evaluation of planning agents on Two-Rooms (`lcm wm eval`).
+//! Evaluation of planning agents on Two-Rooms (`lcm wm eval`). This file runs and
+//! aggregates episodes; `agents.rs` is the agent × planner matrix.
 //!
 //! Each row is one agent (a world model plus a planner, or the random policy) run for the
 //! same seeded episodes: start and goal in opposite rooms (PLDM's setting: the agent must find
@@ -12,6 +13,10 @@
 //!   objective and the objective the same cost assigns to what really happened over the
 //!   plan's look-ahead (real observations, encoded by the same model).
 
+mod agents;
+
+pub use agents::{Agent, EvalSettings, plot_agent, run_agent_episodes};
+
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -19,10 +24,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
+/// The interval and correlation the rows report (re-exported: callers of this module
+/// need not know where the statistics live).
+pub use lcm_util::stats::{spearman, wilson_interval};
+
 use crate::cost::Cost;
 use crate::env::two_rooms::{Rect, Room, Vec2};
 use crate::env::{Environment, TwoRooms, TwoRoomsConfig};
-use crate::planner::{EpisodeOptions, EpisodeTrace, Planner, run_episode};
+use crate::planners::{EpisodeOptions, EpisodeTrace, Planner, run_episode};
 use crate::world::{PlanError, WorldModel};
 
 /// Seeded (start, goal) pairs in opposite rooms, both free and (with hazards) at least
@@ -55,59 +64,6 @@ pub fn opposite_room_pairs(cfg: &TwoRoomsConfig, n: usize, seed: u64) -> Vec<(Ve
             (sample_in(&mut rng, a), sample_in(&mut rng, b))
         })
         .collect()
-}
-
-/// Wilson score interval for `k` successes in `n` trials at z = 1.96.
-pub fn wilson_interval(k: usize, n: usize) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let z = 1.959_963_984_540_054_f64;
-    let (k, n) = (k as f64, n as f64);
-    let p = k / n;
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * ((p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt()) / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
-}
-
-/// Spearman's rank correlation (average ranks for ties); `None` for fewer than 3 pairs or a
-/// constant side.
-pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() != y.len() || x.len() < 3 {
-        return None;
-    }
-    let rx = ranks(x);
-    let ry = ranks(y);
-    let n = rx.len() as f64;
-    let mx = rx.iter().sum::<f64>() / n;
-    let my = ry.iter().sum::<f64>() / n;
-    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
-    if vx == 0.0 || vy == 0.0 {
-        return None;
-    }
-    Some(cov / (vx * vy).sqrt())
-}
-
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut out = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            out[k] = avg;
-        }
-        i = j + 1;
-    }
-    out
 }
 
 /// One row of the results table.

@@ -11,7 +11,7 @@
 //! projecting every action onto the norm cap. Guardrails are not differentiated — a
 //! [`Guardrail`](crate::cost::Guardrail) is an arbitrary function — so they act through
 //! selection: every restart's final sequence is evaluated with the full cost, and the best
-//! feasible one is returned (feasible-first, as [`crate::planner::ConstrainedCem`]).
+//! feasible one is returned (feasible-first, as [`super::ConstrainedCem`]).
 //! The many restarts matter: from one start, gradient descent on a latent distance slides
 //! into the wall between the rooms.
 
@@ -20,12 +20,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use crate::cost::Cost;
-use crate::data::standard_normal;
+use lcm_util::random::standard_normal;
 use std::cmp::Ordering;
 
-use crate::planner::{
-    Candidate, Plan, Planner, clip_sequence, feasible_first, shift_warm, to_plan,
-};
+use super::{Candidate, Plan, Planner, clip_sequence, feasible_first, shift_warm, to_plan};
 use crate::world::{PlanError, WorldModel};
 
 /// Settings of [`GradientPlanner`].

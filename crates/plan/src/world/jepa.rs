@@ -310,19 +310,15 @@ impl Jepa {
 const PREDICTOR_LAYERS: usize = 3;
 
 /// Seeded initialisation (candle's own init draws from an unseeded RNG): weights
-/// `N(0, 2/fan_in)` (He, for the ReLU layers), biases zero, the predictor's output layer zero. Deterministic in `seed` and
-/// independent of the map's iteration order.
-pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+/// `N(0, 2/fan_in)` (He, for the ReLU layers; fan-in = product of the trailing dimensions),
+/// biases zero, the predictor's output layer zero. Deterministic in `seed` and independent
+/// of the map's iteration order. Drawn through [`lcm_train::run::reinit_vars_with`] on
+/// stream 0 of the seed's generator with one Box–Muller draw per weight: this is not the
+/// LCMs' [`lcm_train::run::seeded_init`] (other scale, other stream), and trained world
+/// models must keep their weights bit for bit.
+pub fn seeded_init(varmap: &VarMap, seed: u64) -> std::result::Result<(), lcm_train::TrainError> {
     let mut rng = lcm_train::checkpoint::new_rng(seed);
-    let mut named: Vec<_> = {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
-        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in named {
+    lcm_train::run::reinit_vars_with(varmap, &mut rng, |name, var, rng| {
         let dims = var.dims().to_vec();
         // The predictor's output layer starts at zero (as AdaLN-zero / DiT do), so the
         // initial prediction is "nothing moves": with a random residual, an 8-step rollout
@@ -330,20 +326,25 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
         // dominates the clipped update and the encoder collapses before VICReg can act.
         let zero_init = name.starts_with("predictor.")
             && name.ends_with(&format!(".{}.weight", PREDICTOR_LAYERS - 1));
-        let fresh = if zero_init || name.ends_with("bias") || dims.len() < 2 {
-            Tensor::zeros(dims.as_slice(), var.dtype(), var.device())?
-        } else {
-            let fan_in: usize = dims[1..].iter().product();
-            let std = (2.0 / fan_in as f64).sqrt();
-            let n: usize = dims.iter().product();
-            let values: Vec<f32> = (0..n)
-                .map(|_| (std * crate::data::standard_normal(&mut rng)) as f32)
-                .collect();
-            Tensor::from_vec(values, dims.as_slice(), var.device())?.to_dtype(var.dtype())?
-        };
-        var.set(&fresh)?;
-    }
-    Ok(())
+        if zero_init || name.ends_with("bias") || dims.len() < 2 {
+            return Ok(Some(Tensor::zeros(
+                dims.as_slice(),
+                var.dtype(),
+                var.device(),
+            )?));
+        }
+        let fan_in: usize = dims[1..].iter().product();
+        let std = (2.0 / fan_in as f64).sqrt();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|_| (std * lcm_util::random::standard_normal(rng)) as f32)
+            .collect();
+        Ok(Some(Tensor::from_vec(
+            values,
+            dims.as_slice(),
+            var.device(),
+        )?))
+    })
 }
 
 /// Loss weights and the rollout length.

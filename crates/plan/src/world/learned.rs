@@ -9,8 +9,8 @@
 
 use candle_core::{Device, Tensor};
 
+use super::jepa::{Jepa, ObservationKind, host};
 use crate::cost::{Guardrail, HazardGuardrail};
-use crate::jepa::{Jepa, ObservationKind, host};
 use crate::world::{PlanError, WorldModel};
 
 /// A latent of a learned model.

@@ -3,7 +3,23 @@
 //! A world model maps an observation to a latent and predicts the next latent from an action.
 //! Planners only ever touch latents through this trait, so the same planner runs on the
 //! exact simulator ([`OracleTwoRooms`], the "oracle planner" row of an evaluation) and on a
-//! learned encoder/predictor later.
+//! learned one.
+//!
+//! - this file: the [`WorldModel`] interface, [`PlanError`] and the Two-Rooms oracle (the
+//!   PointMaze oracle lives with its environment);
+//! - [`jepa`]: the JEPA world model (encoder, action-conditioned predictor, losses, collapse
+//!   diagnostics, seeded initialisation);
+//! - [`train`]: its trainer on the one training loop; [`load`]: loading a trained run;
+//! - [`learned`]: a trained JEPA as a [`WorldModel`], and the cost-module pieces on its
+//!   latents (latent distance, the probed hazard guardrail).
+
+pub mod jepa;
+pub mod learned;
+pub mod load;
+pub mod train;
+
+pub use load::{LoadedWorldModel, load_world_model};
+pub use train::{WmError, WmMetrics, WmTrainConfig, WmTrainSummary, train_world_model};
 
 use crate::env::two_rooms::{Geometry, TwoRoomsConfig, Vec2, clip_action};
 

@@ -1,10 +1,13 @@
 //! Training a [`Jepa`] world model on the offline random-walk dataset (`lcm wm train`).
 //!
-//! The dataset is regenerated from its seed at every start (generation takes well under a
-//! second), so a run directory holds only `config.json`, `metrics.jsonl` and checkpoints.
-//! Checkpoints go through the LCM trainer's [`CheckpointManager`]: atomic `step-N/`
-//! directories with the model, the AdamW moments and the exact RNG position, so a resumed
-//! run takes the same batches and reaches bit-identical weights.
+//! The trainer implements [`lcm_train::run::Trainer`], so the run directory, cadence,
+//! budgets, checkpoints and the resume policy are the one training loop's
+//! ([`lcm_train::run::run`]); `config.json` holds the full [`WmTrainConfig`] (what
+//! [`super::load::load_world_model`] reads back). The dataset is regenerated from its seed
+//! at every start (generation takes well under a second), so a run directory holds only
+//! `config.json`, `metrics.jsonl`, `loss.png` and checkpoints, and the data position a
+//! checkpoint records is empty: the batches are drawn from the run's checkpointed random
+//! stream, so a resumed run takes the same batches and reaches bit-identical weights.
 //!
 //! Each step samples `batch_size` windows of `rollout_steps + 1` consecutive states (and
 //! their actions) uniformly over trajectories and start times. Every `eval_every` steps the
@@ -12,30 +15,28 @@
 //! diagnostics (per-dimension std and effective rank of the latents), logged to
 //! `metrics.jsonl`.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_train::TrainError;
-use lcm_train::checkpoint::{CheckpointManager, RngState, TrainRng, TrainState, new_rng};
+use lcm_train::checkpoint::{DataPosition, TrainRng};
 use lcm_train::optim::{AdamW, AdamWConfig, clip_grad_norm, default_decay_filter};
+use lcm_train::run::{self, Cadence, Identity, RunSpec, Step, Trainer, settings_without_budget};
 use lcm_train::schedule::LrSchedule;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, DatasetConfig, generate, render_state};
-use crate::env::TwoRoomsConfig;
-use crate::jepa::{
+use super::jepa::{
     CollapseStats, Jepa, JepaConfig, JepaLossConfig, ObservationKind, collapse_stats, host,
     jepa_loss, seeded_init,
 };
+use crate::env::TwoRoomsConfig;
+use crate::env::two_rooms::dataset::{Dataset, DatasetConfig, generate, render_state};
 
-pub const CONFIG_FILE: &str = "config.json";
-pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CHECKPOINT_DIR: &str = "checkpoints";
+/// Title of the run's `loss.png`.
+pub const PLOT_TITLE: &str = "JEPA world model";
 
 /// Errors of world-model training and loading.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +57,6 @@ pub enum WmError {
     },
     #[error("{path}: {reason}")]
     Run { path: PathBuf, reason: String },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WmError + '_ {
-    move |source| WmError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Everything that defines a training run (written to `config.json`).
@@ -302,79 +296,104 @@ fn validation_windows(
     out
 }
 
-/// Training state of a run directory.
-pub struct RunPaths {
-    pub dir: PathBuf,
+/// The world-model half of a training run: the model, both datasets and the fixed
+/// validation windows.
+struct WmTrainer<'a> {
+    cfg: &'a WmTrainConfig,
+    model: Jepa,
+    vars: Vec<Var>,
+    train_data: Dataset,
+    valid_data: Dataset,
+    valid_windows: Vec<(usize, usize)>,
+    device: Device,
+    started: Instant,
 }
 
-impl RunPaths {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RunPaths { dir: dir.into() }
+impl Trainer for WmTrainer<'_> {
+    type Metrics = WmMetrics;
+    type Error = WmError;
+
+    fn step(&mut self, step: Step<'_>) -> Result<Option<WmMetrics>, WmError> {
+        let cfg = self.cfg;
+        let horizon = cfg.loss.rollout_steps;
+        let windows = sample_windows(step.rng, &self.train_data, cfg.batch_size, horizon);
+        let batch = window_batch(
+            &self.train_data,
+            &cfg.model.observation,
+            &windows,
+            horizon,
+            &self.device,
+        )?;
+        let loss = jepa_loss(
+            &self.model,
+            &batch.obs,
+            &batch.actions,
+            &batch.states,
+            &cfg.loss,
+        )?;
+        let mut grads = loss.total.backward()?;
+        let grad_norm = clip_grad_norm(&mut grads, &self.vars, cfg.grad_clip)?;
+        step.opt.step(&grads)?;
+        let scalar = |t: &Tensor| -> Result<f64, WmError> { Ok(f64::from(t.to_scalar::<f32>()?)) };
+        Ok(Some(WmMetrics {
+            step: step.index + 1,
+            loss: scalar(&loss.total)?,
+            prediction: scalar(&loss.prediction)?,
+            std: scalar(&loss.std)?,
+            cov: scalar(&loss.cov)?,
+            probe: scalar(&loss.probe)?,
+            lr: step.lr,
+            grad_norm,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            valid_loss: None,
+            valid_probe_rms: None,
+            collapse: None,
+        }))
     }
-    pub fn config(&self) -> PathBuf {
-        self.dir.join(CONFIG_FILE)
+
+    fn validate(&mut self, metrics: &mut WmMetrics) -> Result<(), WmError> {
+        let v = validate(
+            &self.model,
+            &self.valid_data,
+            &self.cfg.model,
+            &self.valid_windows,
+            self.cfg.loss.rollout_steps,
+            &self.cfg.loss,
+            &self.device,
+        )?;
+        metrics.valid_loss = Some(v.prediction);
+        metrics.valid_probe_rms = Some(v.probe_rms);
+        metrics.collapse = Some(v.collapse);
+        Ok(())
     }
-    pub fn metrics(&self) -> PathBuf {
-        self.dir.join(METRICS_FILE)
+
+    fn data_position(&self) -> DataPosition {
+        // The batches come from the checkpointed random stream alone.
+        DataPosition::default()
     }
-    pub fn checkpoints(&self) -> CheckpointManager {
-        CheckpointManager::new(self.dir.join(CHECKPOINT_DIR), 2)
+
+    fn seek(&mut self, _position: DataPosition) -> Result<(), WmError> {
+        Ok(())
     }
 }
 
-/// Trains (or resumes, when `resume` and a checkpoint exists) a world model in `out`.
-/// `on_step` sees every step's metrics (progress bars, logs).
+/// Trains (or, with `resume`, continues from the newest checkpoint of) a world model in
+/// `out` under the one training loop's resume policy: a fresh run refuses a directory with
+/// checkpoints, a resumed one needs a checkpoint and the same settings (only the budget
+/// fields may change). `on_step` sees every step's metrics (progress bars, logs).
 pub fn train_world_model(
     cfg: &WmTrainConfig,
     out: &Path,
     resume: bool,
     mut on_step: impl FnMut(&WmMetrics),
 ) -> Result<WmTrainSummary, WmError> {
+    let started = Instant::now();
     cfg.validate()?;
-    let paths = RunPaths::new(out);
-    fs::create_dir_all(out).map_err(io_err(out))?;
-    let ckpt = CheckpointManager::new(out.join(CHECKPOINT_DIR), cfg.keep_last);
-    if !resume && !ckpt.steps()?.is_empty() {
-        return Err(WmError::Run {
-            path: out.to_path_buf(),
-            reason: "already holds checkpoints; pass --resume to continue or choose a new --out"
-                .into(),
-        });
-    }
-    if resume && let Ok(text) = fs::read_to_string(paths.config()) {
-        let old: WmTrainConfig = serde_json::from_str(&text).map_err(|e| WmError::Run {
-            path: paths.config(),
-            reason: format!("invalid config: {e}"),
-        })?;
-        // The step budget may grow on resume (the LR schedule is then recomputed for the new
-        // length, so such a run is not bit-identical to a straight one); nothing else may change.
-        let same = WmTrainConfig {
-            max_seconds: cfg.max_seconds,
-            steps: cfg.steps,
-            ..old.clone()
-        };
-        if same != *cfg {
-            return Err(WmError::Run {
-                path: paths.config(),
-                reason:
-                    "the run was started with a different configuration; resume with the same flags"
-                        .into(),
-            });
-        }
-    }
-    write_atomic(
-        &paths.config(),
-        serde_json::to_string_pretty(cfg)
-            .expect("config serialises")
-            .as_bytes(),
-    )?;
-
     let device = Device::Cpu;
     let env_cfg = TwoRoomsConfig::default();
     let train_data = generate(&cfg.data.to_config(0, cfg.data.num_trajectories), &env_cfg)?;
     let valid_data = generate(&cfg.data.to_config(1, cfg.valid_trajectories), &env_cfg)?;
-    let horizon = cfg.loss.rollout_steps;
-    let valid_windows = validation_windows(&valid_data, horizon, 4);
+    let valid_windows = validation_windows(&valid_data, cfg.loss.rollout_steps, 4);
 
     let varmap = VarMap::new();
     let model = Jepa::new(
@@ -393,106 +412,48 @@ pub fn train_world_model(
         },
         default_decay_filter,
     )?;
-    let vars: Vec<Var> = opt.vars();
-    let schedule = cfg.schedule()?;
-    let space = cfg.space_id();
-    let mut rng = new_rng(cfg.seed);
-    let mut step = 0u64;
-    if resume && let Some(state) = ckpt.load_latest(&varmap, Some(&mut opt), &space)? {
-        step = state.step;
-        rng = state.rng.restore()?;
-        lcm_train::trainer::truncate_metrics(&paths.metrics(), step)?;
-        tracing::info!(step, "resumed world-model training");
-    } else if !resume {
-        // A fresh run must not append to an older run's metrics.
-        let _ = fs::remove_file(paths.metrics());
-    }
-    let start_step = step;
-
-    let mut metrics_file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.metrics())
-        .map_err(io_err(&paths.metrics()))?;
-    let started = Instant::now();
-    let mut last = None;
-    while step < cfg.steps {
-        let lr = schedule.lr_at(step);
-        opt.set_lr(lr);
-        let windows = sample_windows(&mut rng, &train_data, cfg.batch_size, horizon);
-        let batch = window_batch(
-            &train_data,
-            &cfg.model.observation,
-            &windows,
-            horizon,
-            &device,
-        )?;
-        let loss = jepa_loss(&model, &batch.obs, &batch.actions, &batch.states, &cfg.loss)?;
-        let mut grads = loss.total.backward()?;
-        let grad_norm = clip_grad_norm(&mut grads, &vars, cfg.grad_clip)?;
-        opt.step(&grads)?;
-        step += 1;
-
-        let scalar = |t: &Tensor| -> Result<f64, WmError> { Ok(f64::from(t.to_scalar::<f32>()?)) };
-        let mut m = WmMetrics {
-            step,
-            loss: scalar(&loss.total)?,
-            prediction: scalar(&loss.prediction)?,
-            std: scalar(&loss.std)?,
-            cov: scalar(&loss.cov)?,
-            probe: scalar(&loss.probe)?,
-            lr,
-            grad_norm,
-            elapsed_s: started.elapsed().as_secs_f64(),
-            valid_loss: None,
-            valid_probe_rms: None,
-            collapse: None,
-        };
-        let out_of_time = cfg
-            .max_seconds
-            .is_some_and(|s| started.elapsed().as_secs_f64() >= s);
-        let finished = step == cfg.steps || out_of_time;
-        if step.is_multiple_of(cfg.eval_every) || finished {
-            let v = validate(
-                &model,
-                &valid_data,
-                &cfg.model,
-                &valid_windows,
-                horizon,
-                &cfg.loss,
-                &device,
-            )?;
-            m.valid_loss = Some(v.prediction);
-            m.valid_probe_rms = Some(v.probe_rms);
-            m.collapse = Some(v.collapse);
-        }
-        let line = serde_json::to_string(&m).expect("metrics serialise");
-        writeln!(metrics_file, "{line}").map_err(io_err(&paths.metrics()))?;
-        on_step(&m);
-        if step.is_multiple_of(cfg.checkpoint_every) || finished {
-            let state = TrainState {
-                step,
-                rng: RngState::capture(&rng),
-                data: Default::default(),
-                encoder_id: space.clone(),
-                normalizer: None,
-                tool_version: lcm_train::checkpoint::TOOL_VERSION.to_string(),
-                model_config: serde_json::to_value(&cfg.model).expect("config serialises"),
-                extra: serde_json::json!({ "kind": "jepa" }),
-            };
-            ckpt.save(&varmap, &opt, &state)?;
-        }
-        last = Some(m);
-        if out_of_time {
-            tracing::info!(step, "time budget exhausted; stopping");
-            break;
-        }
-    }
+    let to_json = |what: &str, value: serde_json::Result<serde_json::Value>| {
+        value.map_err(|e| WmError::Config(format!("serialising the {what}: {e}")))
+    };
+    let spec = RunSpec {
+        dir: out,
+        resume,
+        seed: cfg.seed,
+        cadence: Cadence {
+            steps: cfg.steps,
+            stop_at: None,
+            max_seconds: cfg.max_seconds,
+            eval_every: cfg.eval_every,
+            checkpoint_every: cfg.checkpoint_every,
+            keep_last: cfg.keep_last,
+        },
+        schedule: cfg.schedule()?,
+        identity: Identity {
+            space_id: cfg.space_id(),
+            model_config: to_json("model configuration", serde_json::to_value(&cfg.model))?,
+            settings: settings_without_budget(cfg, &[])?,
+            config: to_json("configuration", serde_json::to_value(cfg))?,
+            normalizer: None,
+        },
+        started,
+        plot_title: PLOT_TITLE.to_string(),
+    };
+    let mut trainer = WmTrainer {
+        cfg,
+        vars: opt.vars(),
+        model,
+        train_data,
+        valid_data,
+        valid_windows,
+        device,
+        started: Instant::now(),
+    };
+    let summary = run::run(spec, &varmap, &mut opt, &mut trainer, &mut on_step)?;
     Ok(WmTrainSummary {
-        start_step,
-        final_step: step,
-        last,
-        seconds: started.elapsed().as_secs_f64(),
+        start_step: summary.start_step,
+        final_step: summary.final_step,
+        last: summary.last,
+        seconds: summary.train_seconds,
     })
 }
 
@@ -534,75 +495,5 @@ fn validate(
         prediction: prediction / windows.len().max(1) as f64,
         probe_rms: (sq / count.max(1) as f64).sqrt(),
         collapse: collapse_stats(&latents, mcfg.latent_dim),
-    })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WmError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-/// A trained world model loaded for planning: weights are detached tensors, so inference
-/// records no backward graph.
-pub struct LoadedWorldModel {
-    pub model: Jepa,
-    pub config: WmTrainConfig,
-    pub step: u64,
-    pub checkpoint: PathBuf,
-}
-
-/// Loads the newest checkpoint of a run directory (or a `step-N` directory inside it).
-pub fn load_world_model(run: &Path) -> Result<LoadedWorldModel, WmError> {
-    let (run_dir, step_dir) = if run.join(CONFIG_FILE).is_file() {
-        let ckpt = CheckpointManager::new(run.join(CHECKPOINT_DIR), 0);
-        let step = *ckpt.steps()?.last().ok_or_else(|| WmError::Run {
-            path: run.to_path_buf(),
-            reason: "has no checkpoint yet; train with `lcm wm train` first".into(),
-        })?;
-        (run.to_path_buf(), ckpt.step_dir(step))
-    } else if let Some(parent) = run.parent().and_then(Path::parent)
-        && parent.join(CONFIG_FILE).is_file()
-    {
-        (parent.to_path_buf(), run.to_path_buf())
-    } else {
-        return Err(WmError::Run {
-            path: run.to_path_buf(),
-            reason: format!(
-                "not a world-model run (no {CONFIG_FILE}); pass the --out directory of `lcm wm train`"
-            ),
-        });
-    };
-    let cfg_path = run_dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-    let config: WmTrainConfig = serde_json::from_str(&text).map_err(|e| WmError::Run {
-        path: cfg_path.clone(),
-        reason: format!("invalid config: {e}"),
-    })?;
-    config.validate()?;
-    let device = Device::Cpu;
-    let varmap = VarMap::new();
-    Jepa::new(
-        &config.model,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )?;
-    let state =
-        lcm_train::checkpoint::load_checkpoint(&step_dir, &varmap, None, &config.space_id())?;
-    let tensors = varmap
-        .data()
-        .lock()
-        .map_err(|_| WmError::Config("variable map lock poisoned".into()))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    let model = Jepa::new(
-        &config.model,
-        VarBuilder::from_tensors(tensors, DType::F32, &device),
-    )?;
-    Ok(LoadedWorldModel {
-        model,
-        config,
-        step: state.step,
-        checkpoint: step_dir,
     })
 }

@@ -21,8 +21,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
+use super::{BallState, PointMaze, PointMazeConfig, render_observation};
 use crate::env::EnvError;
-use crate::env::point_maze::{BallState, PointMaze, PointMazeConfig, render_observation};
 use crate::env::two_rooms::Vec2;
 
 /// Settings of the random-action generator.

@@ -71,7 +71,7 @@
 //!
 //! # Planning scope
 //! [`position_distance`] ignores velocity, like the success test. With the short horizons
-//! of `crate::planner` (8 steps = 0.4 s) the oracle planners reach goals along an arm;
+//! of `crate::planners` (8 steps = 0.4 s) the oracle planners reach goals along an arm;
 //! goals around the U's bend need a longer horizon or subgoals, since a straight-line
 //! distance cost points into the inner wall. That is not attempted here.
 //!
@@ -81,6 +81,8 @@
 //! planner that caps the norm at √2 never removes anything the box would keep, and the box
 //! clip then applies to whatever exceeds 1 per component, identically in the environment and
 //! in [`OraclePointMaze`].
+
+pub mod dataset;
 
 use rand::Rng;
 

@@ -17,6 +17,7 @@
 //! Everything is driven by one seeded ChaCha12 stream, drawn in a fixed order, so a seed
 //! fully determines the dataset. Images are not stored; [`render_state`] draws one on demand.
 
+use lcm_util::random::standard_normal;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 
@@ -213,15 +214,6 @@ fn sample_free<R: Rng + ?Sized>(env: &TwoRooms, rng: &mut R) -> Vec2 {
             return p;
         }
     }
-}
-
-/// A standard normal draw by the Box–Muller transform (one of the pair is discarded, which
-/// keeps the stream order simple).
-pub fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
-    // 1 − U lies in (0, 1], so the log is finite.
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// Normal(mean, std) conditioned on `[lo, hi]`, by rejection (cheap when the interval holds

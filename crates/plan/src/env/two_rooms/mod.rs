@@ -21,6 +21,10 @@
 //! A move is the segment `p → p + a`. If it touches a wall block or leaves the border square,
 //! the agent stops at the first contact point and is pushed 0.5 px back along that surface's
 //! normal (no sliding along the surface: one contact per step, as in PLDM's snap-back).
+//!
+//! The offline random-walk dataset of this environment is [`dataset`].
+
+pub mod dataset;
 
 use rand::Rng;
 
