@@ -123,7 +123,14 @@ fn wm_eval_output_is_pinned() {
         lcm(home.path())
             .args(["wm", "train", "--obs", "state", "--out"])
             .arg(&run)
-            .args(["--steps", "20", "--trajectories", "12", "--batch-size", "16"])
+            .args([
+                "--steps",
+                "20",
+                "--trajectories",
+                "12",
+                "--batch-size",
+                "16",
+            ])
             .args(["--eval-every", "10", "--checkpoint-every", "10", "--quiet"]),
     );
     let table = run_ok(

@@ -178,7 +178,11 @@ fn workspace_dependencies_follow_the_layers() {
 #[test]
 fn the_cli_uses_no_tensor_library() {
     let cli = read_manifest(&workspace().join("crates/cli/Cargo.toml"));
-    let normal = cli.dependencies.get("dependencies").cloned().unwrap_or_default();
+    let normal = cli
+        .dependencies
+        .get("dependencies")
+        .cloned()
+        .unwrap_or_default();
     let used: Vec<&String> = normal
         .iter()
         .filter(|d| TENSOR_LIBRARIES.contains(&d.as_str()))
@@ -194,12 +198,18 @@ fn cli_command_files_stay_thin() {
     let mut long = Vec::new();
     let mut stack = vec![workspace().join("crates/cli/src")];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("cli sources").filter_map(|e| e.ok()) {
+        for entry in std::fs::read_dir(&dir)
+            .expect("cli sources")
+            .filter_map(|e| e.ok())
+        {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let lines = std::fs::read_to_string(&path).expect("source").lines().count();
+                let lines = std::fs::read_to_string(&path)
+                    .expect("source")
+                    .lines()
+                    .count();
                 if lines > MAX_COMMAND_LINES {
                     long.push(format!("{} has {lines} lines", path.display()));
                 }

@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result, io_error};
 use crate::reader::{Document, DocumentReader, ReadStats, ReaderOptions, input_files};
-use crate::store::{
-    ConceptDocument, StoreDType, StoreFile, StoreMeta, TOOL_VERSION, write_shard,
-};
+use crate::store::{ConceptDocument, StoreDType, StoreFile, StoreMeta, TOOL_VERSION, write_shard};
 
 pub const STATE_FILE: &str = "_prepare.json";
 const STATE_FORMAT: &str = "lcm-prepare-1";

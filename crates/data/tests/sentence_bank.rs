@@ -94,7 +94,6 @@ fn built_bank(dir: &Path) -> SentenceBank {
     SentenceBank::open_expecting(&out, ENCODER, DIM).unwrap()
 }
 
-
 #[test]
 fn dedups_and_normalises() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,8 +31,8 @@
 //!   with anything is taken as 0. PAR > 1 means the prediction is closer to the context than the
 //!   real next sentence is, i.e. the model paraphrases its context.
 
-use lcm_util::vector::cosine;
 use candle_core::{DType, Device, Tensor};
+use lcm_util::vector::cosine;
 
 use crate::error::{EvalError, Result};
 
@@ -217,7 +217,6 @@ fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
         })
         .sum()
 }
-
 
 /// Checks the prediction buffer's shape and that every scored row is finite.
 fn check_predictions(

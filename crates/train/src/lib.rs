@@ -20,8 +20,8 @@ pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
 };
 pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
-pub use schedule::LrSchedule;
 pub use run::{Cadence, Identity, RunDir, RunSpec, RunSummary, Step, Trainer};
+pub use schedule::LrSchedule;
 
 use std::path::PathBuf;
 

@@ -43,7 +43,9 @@ struct Toy {
 
 /// `y = x · [1, −2, 0.5]` for `x` drawn from the step's RNG.
 fn batch(rng: &mut impl Rng, n: usize) -> (Tensor, Tensor) {
-    let x: Vec<f32> = (0..n * DIM).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    let x: Vec<f32> = (0..n * DIM)
+        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+        .collect();
     let y: Vec<f32> = x
         .chunks(DIM)
         .map(|r| r[0] - 2.0 * r[1] + 0.5 * r[2])
@@ -98,7 +100,14 @@ struct Outcome {
 fn train(dir: &Path, config: &ToyConfig, resume: bool) -> Result<Outcome, TrainError> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    vb.get_with_hints((DIM, 1), "w", Init::Randn { mean: 0.0, stdev: 1.0 })?;
+    vb.get_with_hints(
+        (DIM, 1),
+        "w",
+        Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
+    )?;
     seeded_init(&varmap, 5)?;
     let w = varmap.all_vars().pop().expect("one variable");
     let mut opt = AdamW::from_varmap(
@@ -165,7 +174,11 @@ fn metrics_steps(dir: &Path) -> Vec<u64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -183,7 +196,10 @@ fn interrupted_and_resumed_equals_straight_and_logs_each_step_once() {
     assert_ne!(first.weights, straight.weights);
     let resumed = train(&dir, &config(7, None), true).unwrap();
     assert_eq!(resumed.final_step, 7);
-    assert_eq!(resumed.weights, straight.weights, "bit-identical after resume");
+    assert_eq!(
+        resumed.weights, straight.weights,
+        "bit-identical after resume"
+    );
     assert_eq!(metrics_steps(&dir), (1..=7).collect::<Vec<_>>());
     assert!(dir.join("config.json").is_file());
     assert!(dir.join("loss.png").is_file());
@@ -203,16 +219,27 @@ fn the_resume_policy_refuses_what_it_must_and_names_the_fix() {
     let dir = tmp.path().join("run");
 
     let err = train(&dir, &config(4, None), true).unwrap_err().to_string();
-    assert!(err.contains("nothing to resume") && err.contains("without --resume"), "{err}");
+    assert!(
+        err.contains("nothing to resume") && err.contains("without --resume"),
+        "{err}"
+    );
 
     train(&dir, &config(4, Some(2)), false).unwrap();
-    let err = train(&dir, &config(4, None), false).unwrap_err().to_string();
-    assert!(err.contains("already holds checkpoints") && err.contains("--resume"), "{err}");
+    let err = train(&dir, &config(4, None), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already holds checkpoints") && err.contains("--resume"),
+        "{err}"
+    );
 
     let mut other = config(4, None);
     other.batch = 16;
     let err = train(&dir, &other, true).unwrap_err().to_string();
-    assert!(err.contains("batch: 8 → 16"), "the refusal names the setting: {err}");
+    assert!(
+        err.contains("batch: 8 → 16"),
+        "the refusal names the setting: {err}"
+    );
 
     // Budgets may change: a longer schedule resumes.
     let longer = train(&dir, &config(6, None), true).unwrap();

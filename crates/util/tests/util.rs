@@ -56,7 +56,10 @@ fn atomic_write_replaces_whole_files_and_keeps_the_old_one_on_failure() {
     .unwrap_err();
     assert!(err.to_string().contains("state.json.tmp"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"new");
-    assert!(!temporary_path(&path).exists(), "a failed write leaves no temporary");
+    assert!(
+        !temporary_path(&path).exists(),
+        "a failed write leaves no temporary"
+    );
 
     let missing = dir.path().join("no/such/dir/file");
     let err = write_atomic(&missing, b"x").unwrap_err();
@@ -71,7 +74,8 @@ fn fnv1a64_known_values() {
 
 #[test]
 fn wilson_and_spearman_reference_values() {
-    let close = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 1e-12 && (a.1 - b.1).abs() < 1e-12;
+    let close =
+        |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 1e-12 && (a.1 - b.1).abs() < 1e-12;
     assert!(close(wilson_interval(0, 50), (0.0, 0.07134759913335872)));
     assert!(close(wilson_interval(50, 50), (0.9286524008666414, 1.0)));
     assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
