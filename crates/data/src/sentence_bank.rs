@@ -428,6 +428,3 @@ impl SentenceBank {
             .map_err(|e| schema_error(&path, format!("sentence {index} is not valid UTF-8: {e}")))
     }
 }
-
-// Kept so `sentence_bank::RetrievalDecoder` paths keep working; the code is in `retrieval`.
-pub use crate::retrieval::{Hit, RetrievalDecoder};

@@ -9,9 +9,8 @@ use lcm_concept::bert::{BertEncoder, EncoderOptions};
 use lcm_concept::{ConceptDecoder, ConceptEncoder, DecodeConfig};
 use lcm_data::DataError;
 use lcm_data::prepare::{NoProgress, PrepareOptions, prepare};
-use lcm_data::sentence_bank::{
-    OFFSETS_FILE, RetrievalDecoder, SENTENCES_FILE, SentenceBank, VECTORS_FILE,
-};
+use lcm_data::retrieval::RetrievalDecoder;
+use lcm_data::sentence_bank::{OFFSETS_FILE, SENTENCES_FILE, SentenceBank, VECTORS_FILE};
 use lcm_data::store::{
     ConceptDocument, ConceptStore, StoreDType, StoreMeta, TOOL_VERSION, write_shard,
 };
