@@ -8,9 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lcm_concept::ConceptEncoder;
 use lcm_decoder::TrainedDecoder;
 use lcm_decoder::roundtrip::{self, HeldOutSample, RoundTripConfig, RoundTripReport};
-use lcm_workflows::store::{BankNotice, retrieval_decoder};
+use lcm_workflows::store::retrieval_decoder;
 
 use crate::commands::EncoderArgs;
+use crate::output::bank_notice;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -67,17 +68,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         Some(&args.data),
         &sample.encoder_id,
         sample.dim,
-        &mut |notice| match notice {
-            BankNotice::Building { bank, store } => eprintln!(
-                "building the sentence bank {} from {} (once)…",
-                bank.display(),
-                store.display()
-            ),
-            BankNotice::Built(report) => eprintln!(
-                "{} distinct sentences ({} duplicates skipped)",
-                report.unique, report.duplicates
-            ),
-        },
+        &mut bank_notice,
     )?
     .with_exclude(sample.held_out.iter().cloned());
 
