@@ -38,9 +38,8 @@ fn gemm_into(
     accumulate: bool,
     threads: usize,
 ) {
-    let reach = |v: View, rows: usize, cols: usize| {
-        (rows - 1) as isize * v.rs + (cols - 1) as isize * v.cs
-    };
+    let reach =
+        |v: View, rows: usize, cols: usize| (rows - 1) as isize * v.rs + (cols - 1) as isize * v.cs;
     assert!(reach(av, m, k) < a.len() as isize && reach(bv, k, n) < b.len() as isize);
     assert!((m - 1) * dst_rs + n <= dst.len());
     let parallelism = if threads > 1 {
@@ -124,7 +123,17 @@ fn main() {
         cs: 1,
     };
     let s = time(3, || {
-        gemm_into(&mut c, side, &a, square, &b, square, (side, side, side), false, threads)
+        gemm_into(
+            &mut c,
+            side,
+            &a,
+            square,
+            &b,
+            square,
+            (side, side, side),
+            false,
+            threads,
+        )
     });
     report(
         &format!("reference: square {side}³"),
@@ -157,15 +166,45 @@ fn main() {
             cs: cols as isize,
         };
         let s = time(reps, || {
-            gemm_into(&mut y, n, &x, dense(k), &w, transposed(k), (rows, k, n), false, threads)
+            gemm_into(
+                &mut y,
+                n,
+                &x,
+                dense(k),
+                &w,
+                transposed(k),
+                (rows, k, n),
+                false,
+                threads,
+            )
         });
         report(&format!("Y = X·Wᵀ   {rows}×{k}×{n} {what}"), flops, s);
         let s = time(reps, || {
-            gemm_into(&mut dx, k, &dy, dense(n), &w, dense(k), (rows, n, k), false, threads)
+            gemm_into(
+                &mut dx,
+                k,
+                &dy,
+                dense(n),
+                &w,
+                dense(k),
+                (rows, n, k),
+                false,
+                threads,
+            )
         });
         report(&format!("dX = dY·W  {rows}×{n}×{k}"), flops, s);
         let s = time(reps, || {
-            gemm_into(&mut dw, k, &dy, transposed(n), &x, dense(k), (n, rows, k), true, threads)
+            gemm_into(
+                &mut dw,
+                k,
+                &dy,
+                transposed(n),
+                &x,
+                dense(k),
+                (n, rows, k),
+                true,
+                threads,
+            )
         });
         report(&format!("dW += dYᵀ·X {n}×{rows}×{k} (K = rows)"), flops, s);
     }
