@@ -2,7 +2,7 @@
 //!
 //! The forward pass is written for inference on CPUs rather than composed from tensor ops:
 //! weights live in contiguous f32 buffers, matrix products go straight to the `gemm` crate, and
-//! the element-wise work is fused into a few row-wise kernels (see [`kernels`]). Sequences of a
+//! the element-wise work is fused into a few row-wise kernels (see `bert/kernels.rs`). Sequences of a
 //! batch are *packed* — concatenated without padding — because every op except attention is
 //! per token; attention runs per sequence, so no mask is needed and no time is spent on pad
 //! tokens. Output matches sentence-transformers (PyTorch) to ~1e-6.
@@ -52,7 +52,7 @@ pub struct EncoderOptions {
     pub batch_size: usize,
     /// Worker threads (a dedicated pool per encoder).
     pub threads: usize,
-    /// Overrides the folder's maximum sequence length (tokens, including [CLS] and [SEP]).
+    /// Overrides the folder's maximum sequence length (tokens, including `[CLS]` and `[SEP]`).
     pub max_seq_length: Option<usize>,
     /// How the threads share the work.
     pub threading: Threading,
@@ -946,7 +946,7 @@ impl BertEncoder {
         &self.bert.config
     }
 
-    /// Tokens per sentence after truncation, including [CLS] and [SEP].
+    /// Tokens per sentence after truncation, including `[CLS]` and `[SEP]`.
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }

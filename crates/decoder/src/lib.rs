@@ -9,7 +9,7 @@
 //!   ([`TrainedDecoder`]) and the run folder's `decoder.json` ([`DecoderMeta`]);
 //! - [`roundtrip`]: round-trip evaluation (BLEU, exact match, `cos(encode(decode(x)), x)`)
 //!   next to the retrieval decoder;
-//! - [`batch`] (private): teacher-forcing batches, the token loss, the epoch plan.
+//! - `batch` (private): teacher-forcing batches, the token loss, the epoch plan.
 //!
 //! A run folder holds:
 //!

@@ -20,7 +20,7 @@
 //! output, and they receive exactly zero gradient in the reference too. We compute
 //! `W_o(W_v e)` once per sentence and layer.
 //!
-//! Every forward exists in two modes ([`Mode`]): `Train` composes elementary candle ops that
+//! Every forward exists in two modes (`Mode`): `Train` composes elementary candle ops that
 //! all have a backward pass (candle's fused `softmax_last_dim` and `layer_norm` have none,
 //! see `crates/model/src/blocks/mod.rs`), `Infer` uses the fused kernels. The weights are
 //! used as loaded (no transposed copies), so a decoder trained through a `VarMap` decodes

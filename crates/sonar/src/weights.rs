@@ -326,7 +326,7 @@ fn heads(model_dim: usize, num_heads: Option<usize>) -> usize {
     num_heads.unwrap_or((model_dim / 64).max(1))
 }
 
-/// Encoder config from the tensor shapes (`num_heads`: see [`heads`]).
+/// Encoder config from the tensor shapes (`num_heads`: see `heads`).
 pub fn infer_encoder_config(
     tensors: &HashMap<String, Tensor>,
     num_heads: Option<usize>,
@@ -345,7 +345,7 @@ pub fn infer_encoder_config(
     })
 }
 
-/// Decoder config from the tensor shapes (`num_heads`: see [`heads`]).
+/// Decoder config from the tensor shapes (`num_heads`: see `heads`).
 pub fn infer_decoder_config(
     tensors: &HashMap<String, Tensor>,
     num_heads: Option<usize>,

@@ -5,7 +5,7 @@
 //!
 //! - [`store`]: the concept-store layout (normaliser and sentence-bank paths, the bank
 //!   built on first use).
-//! - [`train`]: the LCM trainer on `lcm_train::run`.
+//! - [`mod@train`]: the LCM trainer on `lcm_train::run`.
 //! - [`load`]: a trained LCM with its normaliser, checked against the store's encoder;
 //!   the end-of-text embedding; the diffusion sampling settings.
 //! - [`evaluate`]: teacher-forced evaluation on the held-out split against the baselines.

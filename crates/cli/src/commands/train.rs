@@ -1,4 +1,4 @@
-//! `lcm train`: flags → [`lcm_workflows::train`] (which also draws `loss.png`) → one
+//! `lcm train`: flags → [`lcm_workflows::train()`] (which also draws `loss.png`) → one
 //! summary line, with a progress bar meanwhile.
 
 use std::path::PathBuf;

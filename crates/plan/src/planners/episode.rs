@@ -63,7 +63,7 @@ pub struct EpisodeOptions {
     pub max_steps: usize,
     /// Planner actions executed between planning calls.
     pub replan_every: usize,
-    /// Real steps per planner action (must match a [`RepeatActions`] model's `repeat`).
+    /// Real steps per planner action (must match a [`RepeatActions`](crate::planners::RepeatActions) model's `repeat`).
     pub action_repeat: usize,
     /// Real steps executed per planning call; `None` means `replan_every · action_repeat`.
     /// Fewer than a whole held action replans mid-action (finer control near the goal, at

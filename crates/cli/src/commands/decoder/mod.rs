@@ -1,4 +1,4 @@
-//! `lcm train-decoder` ([`train`]) and `lcm eval-decoder` ([`eval`]): flags → `lcm_decoder`
+//! `lcm train-decoder` ([`mod@train`]) and `lcm eval-decoder` ([`mod@eval`]): flags → `lcm_decoder`
 //! → printing. Decoders of SONAR's architecture trained for an open encoder's concept
 //! space, and their round-trip evaluation next to the retrieval decoder.
 
