@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sentence-encoder throughput: lcm (Rust) vs sentence-transformers (PyTorch CPU), same sentences.
 
-    /work/py/venv/bin/python bench/encode.py [--sentences FILE] [--batch-sizes 32,64,128]
+    target/bench-venv/bin/python bench/encode.py [--sentences FILE] [--batch-sizes 32,64,128]
         [--threads 2] [--repeat 3] [--model DIR] [--skip-build]
 
 Without --sentences, the first 2,000 sentences of ${LCM_HOME:-~/.lcm}/corpus/default.jsonl are

@@ -2,12 +2,12 @@
 """Training and generation speed of the Base-LCM and Two-Tower LCM in PyTorch (CPU, eager fp32):
 the peer half of `bench/train_lcm.sh`, whose Rust half is `crates/workflows/examples/bench_lcm.rs`.
 
-    /work/py/venv/bin/python bench/train_lcm.py [--models base,two_tower] [--preset small|tiny]
+    target/bench-venv/bin/python bench/train_lcm.py [--models base,two_tower] [--preset small|tiny]
         [--batch 32] [--seq 128] [--input-dim 384] [--warmup 2] [--steps 5]
         [--gen-context 16] [--gen-steps 40] [--gen-warmup 2] [--gen-repeat 10]
         [--threads N] [--attention sdpa|naive] [--adamw default|foreach|fused] [--compile]
     python3 bench/train_lcm.py --report LCM.jsonl PYTORCH.jsonl     # table; needs no torch
-    /work/py/venv/bin/python bench/train_lcm.py --check DIR [--preset P] # parity with `bench_lcm --dump DIR`
+    target/bench-venv/bin/python bench/train_lcm.py --check DIR [--preset P] # parity with `bench_lcm --dump DIR`
 
 The models are ports of `crates/model` (same parameter names, shapes and counts; the `small`
 presets are 3,618,688 and 7,271,040 parameters): RMSNorm without bias, interleaved-pair RoPE
@@ -784,7 +784,7 @@ def main(argv=None) -> int:
         return report(*args.report)
     if torch is None:
         print(f"error: PyTorch is not importable from {sys.executable} ({_TORCH_IMPORT_ERROR}).\n"
-              "Use the venv that has it, e.g. /work/py/venv/bin/python bench/train_lcm.py, or "
+              "Use the venv that has it, e.g. target/bench-venv/bin/python bench/train_lcm.py, or "
               "`pip install torch` into this interpreter's environment.", file=sys.stderr)
         return 2
     if args.threads:

@@ -12,13 +12,14 @@
 # --preset, --batch, --seq, --input-dim, --warmup, --steps, --gen-context, --gen-steps,
 # --gen-warmup, --gen-repeat, --seed, --no-train, --no-generate. PyTorch-only options go in
 # TORCH_ARGS, e.g. TORCH_ARGS="--adamw fused --attention naive". PYTHON picks the
-# interpreter (default /work/py/venv/bin/python). Results: target/bench/train_lcm/.
+# interpreter (default: the pinned venv `bench/setup.sh` creates under target/, created on
+# first use). Results: target/bench/train_lcm/.
 set -euo pipefail
 
 ORIG_ARGS="$*"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PYTHON="${PYTHON:-/work/py/venv/bin/python}"
+PYTHON="${PYTHON:-$(bash "$ROOT/bench/setup.sh")}"
 # Before OMP_NUM_THREADS is exported below: `nproc` honours it.
 NCORES="$(nproc)"
 THREADS="$NCORES"
@@ -43,7 +44,7 @@ if [[ $QUICK == 1 ]]; then
 fi
 
 if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
-    echo "error: PyTorch is not importable with $PYTHON; set PYTHON=/path/to/python of a venv with torch" >&2
+    echo "error: PyTorch is not importable with $PYTHON; run bash bench/setup.sh or set PYTHON=/path/to/python of a venv with torch" >&2
     exit 1
 fi
 
