@@ -78,10 +78,6 @@ fn schema_error(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-fn bank_tmp_path(out: &Path) -> PathBuf {
-    lcm_util::fs::temporary_path(out)
-}
-
 struct BankWriter {
     dir: PathBuf,
     vectors: BufWriter<File>,
@@ -184,7 +180,7 @@ impl SentenceBank {
                 out.display()
             )));
         }
-        let tmp = bank_tmp_path(out);
+        let tmp = lcm_util::fs::temporary_path(out);
         if tmp.exists() {
             // Leftover of an interrupted build: never a complete bank, safe to discard.
             std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
