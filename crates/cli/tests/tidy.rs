@@ -12,13 +12,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     // foundations
     ("lcm-util", &[]),
     ("lcm-gradcheck", &[]),
-    ("lcm-concept", &["lcm-util"]),
+    // Flat-buffer kernels: no tensor library, no other workspace crate.
+    ("lcm-kernels", &[]),
+    ("lcm-concept", &["lcm-util", "lcm-kernels"]),
     ("lcm-data", &["lcm-util", "lcm-concept"]),
     ("lcm-eval", &["lcm-util"]),
     // A generic loop: it knows nothing of LCMs, stores or encoders.
     ("lcm-train", &["lcm-util"]),
     // models
     ("lcm-model", &["lcm-util"]),
+    // The fused engine mirrors the model crate's architectures over flat buffers; it knows
+    // no trainer, store or encoder.
+    ("lcm-engine", &["lcm-kernels", "lcm-model"]),
     // A port (text ⇄ vector) never depends on trainers or stores.
     ("lcm-sonar", &["lcm-util", "lcm-concept"]),
     // capabilities
@@ -45,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lcm-eval",
             "lcm-train",
             "lcm-model",
+            "lcm-engine",
             "lcm-sonar",
             "lcm-decoder",
             "lcm-plan",

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use candle_core::backprop::GradStore;
 
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, InplaceOp2, Layout, Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,17 @@ impl AdamW {
     /// One AdamW update with the current learning rate. Parameters without a
     /// gradient are skipped, as in PyTorch.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.step_by(|var, _| grads.get(var.as_tensor()).map(Gradient::Tensor))
+    }
+
+    /// [`Self::step`] with gradients held outside candle (the fused engine's flat
+    /// buffer): `gradient(name)` is the gradient of parameter `name`, `None` for a
+    /// parameter that received none this step.
+    pub fn step_flat<'g>(&mut self, gradient: impl Fn(&str) -> Option<&'g [f32]>) -> Result<()> {
+        self.step_by(|_, name| gradient(name).map(Gradient::Slice))
+    }
+
+    fn step_by<'g>(&mut self, gradient: impl Fn(&Var, &str) -> Option<Gradient<'g>>) -> Result<()> {
         let AdamWConfig {
             lr,
             beta1,
@@ -222,14 +233,18 @@ impl AdamW {
             weight_decay,
         } = self.cfg;
         for p in &mut self.params {
-            let Some(g) = grads.get(p.var.as_tensor()) else {
+            let Some(g) = gradient(&p.var, &p.state.name) else {
                 continue;
             };
-            if g.elem_count() != p.state.exp_avg.len() {
+            let g_len = match g {
+                Gradient::Tensor(t) => t.elem_count(),
+                Gradient::Slice(s) => s.len(),
+            };
+            if g_len != p.state.exp_avg.len() {
                 return Err(TrainError::Optimizer(format!(
                     "gradient for `{}` has {} elements, parameter has {}",
                     p.state.name,
-                    g.elem_count(),
+                    g_len,
                     p.state.exp_avg.len()
                 )));
             }
@@ -254,32 +269,50 @@ impl AdamW {
             let var_t = p.var.as_tensor();
             let m = p.state.exp_avg.as_mut_slice();
             let v = p.state.exp_avg_sq.as_mut_slice();
-            if var_t.device().is_cpu()
-                && var_t.dtype() == DType::F32
-                && var_t.is_contiguous()
-                && g.dtype() == DType::F32
-            {
-                // In place on the variable's own storage: no copies of the weights.
-                let g = g.contiguous()?;
-                var_t.inplace_op2(
-                    &g,
-                    &AdamInPlace {
+            let in_place =
+                var_t.device().is_cpu() && var_t.dtype() == DType::F32 && var_t.is_contiguous();
+            match g {
+                Gradient::Tensor(g) if in_place && g.dtype() == DType::F32 => {
+                    // In place on the variable's own storage: no copies of the weights.
+                    let g = g.contiguous()?;
+                    var_t.inplace_op2(
+                        &g,
+                        &AdamInPlace {
+                            k,
+                            moments: RefCell::new((m, v)),
+                        },
+                    )?;
+                }
+                Gradient::Slice(g) if in_place => {
+                    var_t.inplace_op1(&AdamInPlaceSlice {
                         k,
+                        grad: g,
                         moments: RefCell::new((m, v)),
-                    },
-                )?;
-            } else {
-                let g = host_f32(g)?;
-                let mut w = host_f32(var_t)?;
-                k.apply(&mut w, &g, m, v);
-                let new =
-                    Tensor::from_vec(w, var_t.shape(), var_t.device())?.to_dtype(var_t.dtype())?;
-                p.var.set(&new)?;
+                    })?;
+                }
+                g => {
+                    let g = match g {
+                        Gradient::Tensor(t) => host_f32(t)?,
+                        Gradient::Slice(s) => s.to_vec(),
+                    };
+                    let mut w = host_f32(var_t)?;
+                    k.apply(&mut w, &g, m, v);
+                    let new = Tensor::from_vec(w, var_t.shape(), var_t.device())?
+                        .to_dtype(var_t.dtype())?;
+                    p.var.set(&new)?;
+                }
             }
         }
         self.step += 1;
         Ok(())
     }
+}
+
+/// Where a parameter's gradient lives.
+#[derive(Clone, Copy)]
+enum Gradient<'a> {
+    Tensor(&'a Tensor),
+    Slice(&'a [f32]),
 }
 
 #[derive(Clone, Copy)]
@@ -345,6 +378,35 @@ impl InplaceOp2 for AdamInPlace<'_> {
     }
 }
 
+/// [`AdamInPlace`] for a gradient held in a plain slice.
+struct AdamInPlaceSlice<'a> {
+    k: AdamScalars,
+    grad: &'a [f32],
+    moments: RefCell<(&'a mut [f32], &'a mut [f32])>,
+}
+
+impl InplaceOp1 for AdamInPlaceSlice<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-step-flat"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(w) = s else {
+            candle_core::bail!("adamw-step-flat: expected an f32 weight");
+        };
+        let Some((w0, w1)) = l.contiguous_offsets() else {
+            candle_core::bail!("adamw-step-flat: the weight must be contiguous");
+        };
+        let mut mv = self.moments.borrow_mut();
+        let (m, v) = &mut *mv;
+        if w1 - w0 != m.len() || self.grad.len() != m.len() {
+            candle_core::bail!("adamw-step-flat: length mismatch");
+        }
+        self.k.apply(&mut w[w0..w1], self.grad, m, v);
+        Ok(())
+    }
+}
+
 /// Contiguous host copy as f32 (a no-op conversion for f32 CPU tensors apart from the copy).
 pub(crate) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
@@ -375,4 +437,20 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
         }
     }
     Ok(norm)
+}
+
+/// [`clip_grad_norm`] over one flat gradient buffer (the fused engine's): the same norm
+/// (f64 accumulation), factor and threshold.
+pub fn clip_grad_norm_flat(grads: &mut [f32], max_norm: f64) -> f64 {
+    let norm = grads
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let coef = coef as f32;
+        grads.iter_mut().for_each(|g| *g *= coef);
+    }
+    norm
 }

@@ -265,3 +265,63 @@ fn non_f32_params_take_the_host_path_with_the_same_result() {
         assert!((f64::from(*x) - y).abs() < 1e-6, "{x} vs {y}");
     }
 }
+
+#[test]
+fn flat_gradients_step_and_clip_exactly_like_a_grad_store() {
+    let make = || {
+        let w = Var::from_vec(
+            vec![0.5f32, -1.25, 2.0, 0.75, -0.3, 1.1],
+            (2, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let b = Var::from_vec(vec![0.1f32, -0.2, 0.05], 3, &Device::Cpu).unwrap();
+        let frozen = Var::from_vec(vec![1.0f32, 2.0], 2, &Device::Cpu).unwrap();
+        let opt = AdamW::new(
+            vec![
+                ("layer.weight".into(), w.clone()),
+                ("layer.bias".into(), b.clone()),
+                ("frozen.weight".into(), frozen.clone()),
+            ],
+            AdamWConfig::default(),
+            default_decay_filter,
+        )
+        .unwrap();
+        (w, b, frozen, opt)
+    };
+    let (w1, b1, f1, mut store_opt) = make();
+    let (w2, b2, f2, mut flat_opt) = make();
+    for step in 0..4 {
+        let gw: Vec<f64> = (0..6)
+            .map(|i| (i as f64 - 2.5) * (step + 1) as f64)
+            .collect();
+        let gb = [3.0, -4.0 * step as f64, 0.5];
+        // A global norm above 5, so clipping changes the gradients.
+        let mut grads = grads_for(&[(&w1, &gw), (&b1, &gb)]);
+        let norm_store = store_opt.clip_grad_norm(&mut grads, 5.0).unwrap();
+        store_opt.step(&grads).unwrap();
+
+        let mut flat: Vec<f32> = gw.iter().chain(&gb).map(|&g| g as f32).collect();
+        let norm_flat = lcm_train::optim::clip_grad_norm_flat(&mut flat, 5.0);
+        assert!((norm_store - norm_flat).abs() <= 1e-12 * norm_store);
+        let (fw, fb) = flat.split_at(6);
+        flat_opt
+            .step_flat(|name| match name {
+                "layer.weight" => Some(fw),
+                "layer.bias" => Some(fb),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(values(&w1), values(&w2), "step {step}");
+        assert_eq!(values(&b1), values(&b2), "step {step}");
+    }
+    // A parameter without a gradient is skipped on both paths.
+    assert_eq!(values(&f1), vec![1.0, 2.0]);
+    assert_eq!(values(&f2), vec![1.0, 2.0]);
+    let steps = |o: &AdamW| {
+        o.param_states()
+            .map(|s| (s.name.clone(), s.step))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(steps(&store_opt), steps(&flat_opt));
+}

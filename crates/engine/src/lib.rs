@@ -1,0 +1,47 @@
+//! A fused training engine for the LCM architectures on CPU.
+//!
+//! candle remains the reference implementation and the owner of the weights; this crate
+//! runs the same forward and backward passes as straight-line Rust over flat buffers, in
+//! the manner of llm.c:
+//!
+//! - [`params`]: a flat copy of the model's candle `Var`s in the engine's own order (so
+//!   that Q/K/V and SwiGLU gate/up weights sit next to each other and multiply as one
+//!   matrix) and a flat gradient buffer with the same layout, handed to the existing AdamW
+//!   by parameter name;
+//! - [`rows`]: fused row kernels with explicit backward passes (RMSNorm, SwiGLU, RoPE,
+//!   masked softmax, bias and loss passes), compiled per instruction set;
+//! - [`linear`]: affine layers as strided `gemm` products, the weight gradient accumulated
+//!   straight into the gradient buffer;
+//! - [`base_lcm`]: the Base-LCM forward, loss and backward with an activation arena sized
+//!   by the largest batch seen, so that steady-state steps allocate nothing.
+//!
+//! Every pass is checked against candle autograd on the `tiny` presets
+//! (`tests/parity.rs`) and by central differences.
+
+pub mod base_lcm;
+pub mod linear;
+pub mod params;
+pub mod rows;
+
+pub use base_lcm::BaseLcmEngine;
+pub use params::{FlatParams, ParamLayout, ParamSlot};
+
+/// Why the engine cannot run a model; the trainer then uses the candle path.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The configuration or the parameters differ from what the engine implements.
+    #[error("the fused engine does not cover this model: {0}")]
+    Unsupported(String),
+    /// Input shapes disagree with the model.
+    #[error("fused engine input: {0}")]
+    Shape(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Threads the products and parallel loops use: rayon's pool size.
+pub fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}

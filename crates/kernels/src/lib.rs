@@ -1,0 +1,11 @@
+//! CPU kernels shared by the BERT encoder's inference path and the training engine: run-time
+//! dispatched SIMD helpers ([`simd`], [`multiversion!`]) and a strided, accumulating GEMM
+//! wrapper ([`matmul()`]) over the `gemm` crate.
+//!
+//! Everything here works on flat `f32` slices; no tensor library is involved, so the hot paths
+//! built on it allocate nothing and are checked against candle by their users' tests.
+
+pub mod matmul;
+pub mod simd;
+
+pub use matmul::{Mat, MatMut, matmul};
