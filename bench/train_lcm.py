@@ -679,11 +679,13 @@ def load(path):
 
 
 def report(lcm_path, torch_path) -> int:
-    lcm = {(r["task"], r["model"]): r for r in load(lcm_path)}
+    # lcm rows are keyed by (task, model, engine): the Base-LCM trains on both engines.
+    lcm = {(r["task"], r["model"], r.get("engine", "candle")): r for r in load(lcm_path)}
     pt = {(r["task"], r["model"]): r for r in load(torch_path)}
     bad = []
-    for key in sorted(set(lcm) | set(pt)):
-        a, b = lcm.get(key), pt.get(key)
+    for key in sorted(set(k[:2] for k in lcm) | set(pt)):
+        a = next((r for k, r in lcm.items() if k[:2] == key), None)
+        b = pt.get(key)
         if a is None or b is None:
             bad.append(f"{key}: measured by only one side")
         elif a["params"] != b["params"]:
@@ -692,21 +694,33 @@ def report(lcm_path, torch_path) -> int:
     print(f"PyTorch {any_pt.get('torch', '?')}, eager fp32, {any_pt.get('threads', '?')} threads, attention "
           f"{any_pt.get('attention', '?')}, AdamW {any_pt.get('adamw', '?')}, "
           f"torch.compile {'on' if any_pt.get('compile') else 'off'}\n")
-    rows = [k for k in sorted(lcm) if k in pt and k[0] == "train"]
+    def rss(r):
+        return f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else "-"
+
+    rows = [k for k in sorted(lcm) if k[:2] in pt and k[0] == "train"]
     if rows:
         r0 = lcm[rows[0]]
         print(f"Training: {r0['batch']} documents x {r0['seq']} concepts = {r0['concepts_per_step']:,} concepts/step, "
-              f"median of {r0['steps']} steps after {r0['warmup']} warm-up\n")
-        print("| model | framework | parameters | steps/s | concepts/s | lcm / PyTorch |")
-        print("|---|---|---|---|---|---|")
-        for k in rows:
-            a, b = lcm[k], pt[k]
-            ratio = a["concepts_per_s"] / b["concepts_per_s"]
-            print(f"| {k[1]} | lcm (candle) | {a['params']:,} | {a['steps_per_s']:.3f} | {a['concepts_per_s']:,.0f} "
-                  f"| **{ratio:.2f}x** |")
-            print(f"| {k[1]} | PyTorch | {b['params']:,} | {b['steps_per_s']:.3f} | {b['concepts_per_s']:,.0f} | 1.00x |")
-        print()
-    rows = [k for k in sorted(lcm) if k in pt and k[0] == "generate"]
+              f"median of {r0['steps']} steps after {r0['warmup']} warm-up; peak RSS of the process that "
+              "trained (and then ran generation for) that model alone\n")
+        print("| model | framework | parameters | steps/s | concepts/s | lcm / PyTorch | GFLOP/s | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for model in sorted({k[1] for k in rows}):
+            b = pt[("train", model)]
+            for k in [k for k in rows if k[1] == model]:
+                a = lcm[k]
+                ratio = a["concepts_per_s"] / b["concepts_per_s"]
+                flops = a.get("flops_per_step")
+                rate = f"{flops * a['steps_per_s'] / 1e9:.0f}" if flops else "-"
+                print(f"| {model} | lcm ({k[2]}) | {a['params']:,} | {a['steps_per_s']:.3f} | "
+                      f"{a['concepts_per_s']:,.0f} | **{ratio:.2f}x** | {rate} | {rss(a)} |")
+            flops = next((lcm[k].get("flops_per_step") for k in rows if k[1] == model), None)
+            rate = f"{flops * b['steps_per_s'] / 1e9:.0f}" if flops else "-"
+            print(f"| {model} | PyTorch | {b['params']:,} | {b['steps_per_s']:.3f} | {b['concepts_per_s']:,.0f} "
+                  f"| 1.00x | {rate} | {rss(b)} |")
+        print("\nGFLOP/s: the step's nominal matrix-product FLOPs (forward, input and weight gradients; "
+              "attention over the full square) over its time.\n")
+    rows = [k for k in sorted(lcm) if k[:2] in pt and k[0] == "generate"]
     if rows:
         r0 = lcm[rows[0]]
         print(f"Generation: one concept after {r0['context']} prefilled prompt concepts, batch 1, "
@@ -714,17 +728,17 @@ def report(lcm_path, torch_path) -> int:
         print("| model | what | framework | ms / sentence | lcm / PyTorch (speed) |")
         print("|---|---|---|---|---|")
         for k in rows:
-            a, b = lcm[k], pt[k]
+            a, b = lcm[k], pt[k[:2]]
             what = a["what"] + (f", S = {a['ddim_steps']}, {a['denoiser_calls']} denoiser calls"
                                 if "ddim_steps" in a else "")
             ratio = b["median_ms_per_sentence"] / a["median_ms_per_sentence"]
-            print(f"| {k[1]} | {what} | lcm (candle) | {a['median_ms_per_sentence']:.2f} | **{ratio:.2f}x** |")
+            print(f"| {k[1]} | {what} | lcm ({k[2]}) | {a['median_ms_per_sentence']:.2f} | **{ratio:.2f}x** |")
             print(f"| {k[1]} | | PyTorch | {b['median_ms_per_sentence']:.2f} | 1.00x |")
         print()
     for k in sorted(lcm):
-        if k[0] == "train" and k in pt:
-            print(f"sanity: {k[1]} first-step loss lcm {lcm[k]['first_loss']:.3f}, "
-                  f"PyTorch {pt[k]['first_loss']:.3f} (same init policy and data distribution, "
+        if k[0] == "train" and k[:2] in pt:
+            print(f"sanity: {k[1]} first-step loss lcm ({k[2]}) {lcm[k]['first_loss']:.3f}, "
+                  f"PyTorch {pt[k[:2]]['first_loss']:.3f} (same init policy and data distribution, "
                   "not the same numbers)")
     for msg in bad:
         print(f"ERROR: {msg}", file=sys.stderr)
@@ -757,6 +771,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", dest="train", action="store_false")
     p.add_argument("--no-generate", dest="generate", action="store_false")
+    p.add_argument("--engine", default=None, help="lcm's engine choice; accepted so both sides take the same flags (no effect here)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "naive"],
                    help="F.scaled_dot_product_attention (as fairseq2) or matmul + softmax")
@@ -796,6 +811,9 @@ def main(argv=None) -> int:
           f"AdamW {args.adamw}, compile {args.compile}", file=sys.stderr)
 
     def emit(r):
+        # Peak resident memory of this process so far (Linux reports KiB).
+        import resource
+        r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(r), flush=True)
 
     if "base" in args.model_set:

@@ -7,7 +7,10 @@
 #   bash bench/train_lcm.sh --quick         # small shapes, few steps: checks that it all runs
 #   bash bench/train_lcm.sh --threads 1 --steps 10 --batch 16
 #
-# Options of this script: --quick, --threads N (default: nproc), --skip-build, --skip-check.
+# Options of this script: --quick, --threads N (default: nproc), --skip-build, --skip-check,
+# --models base,two_tower, --engine fused,candle (lcm's Base-LCM engines; the Two-Tower
+# trains on candle). Each (model, engine) runs in its own process, as does each PyTorch
+# model, so that every peak RSS is that model's alone.
 # Everything else is passed to both sides (see `bench/train_lcm.py --help`): --models,
 # --preset, --batch, --seq, --input-dim, --warmup, --steps, --gen-context, --gen-steps,
 # --gen-warmup, --gen-repeat, --seed, --no-train, --no-generate. PyTorch-only options go in
@@ -25,6 +28,8 @@ NCORES="$(nproc)"
 THREADS="$NCORES"
 BUILD=1
 CHECK=1
+MODELS="base,two_tower"
+ENGINES="fused,candle"
 QUICK=0
 PASS=()
 while [[ $# -gt 0 ]]; do
@@ -33,6 +38,8 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="${2:?--threads needs a value}"; shift ;;
         --skip-build) BUILD=0 ;;
         --skip-check) CHECK=0 ;;
+        --models) MODELS="${2:?--models needs a value}"; shift ;;
+        --engine) ENGINES="${2:?--engine needs a value}"; shift ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) PASS+=("$1") ;;
     esac
@@ -69,16 +76,26 @@ export OMP_NUM_THREADS="$THREADS"
 
 if [[ $CHECK == 1 ]]; then
     echo "== parity: same weights and inputs through both implementations" >&2
-    "$BIN" --dump "$OUT/parity" --no-train --no-generate "${PASS[@]}" >/dev/null
+    "$BIN" --dump "$OUT/parity" --no-train --no-generate --models "$MODELS" "${PASS[@]}" >/dev/null
     # shellcheck disable=SC2086
-    "$PYTHON" bench/train_lcm.py --check "$OUT/parity" --threads "$THREADS" "${PASS[@]}" ${TORCH_ARGS:-}
+    "$PYTHON" bench/train_lcm.py --check "$OUT/parity" --threads "$THREADS" --models "$MODELS" "${PASS[@]}" ${TORCH_ARGS:-}
 fi
 
-echo "== lcm (Rust/candle), $THREADS threads" >&2
-"$BIN" "${PASS[@]}" >"$OUT/lcm.jsonl"
-echo "== PyTorch, $THREADS threads" >&2
-# shellcheck disable=SC2086
-"$PYTHON" bench/train_lcm.py --threads "$THREADS" "${PASS[@]}" ${TORCH_ARGS:-} >"$OUT/pytorch.jsonl"
+: >"$OUT/lcm.jsonl"
+: >"$OUT/pytorch.jsonl"
+for MODEL in ${MODELS//,/ }; do
+    if [[ $MODEL == base ]]; then MODEL_ENGINES="$ENGINES"; else MODEL_ENGINES=candle; fi
+    GENERATE=()
+    for ENGINE in ${MODEL_ENGINES//,/ }; do
+        echo "== lcm $MODEL ($ENGINE engine), $THREADS threads" >&2
+        "$BIN" --models "$MODEL" --engine "$ENGINE" "${GENERATE[@]}" "${PASS[@]}" >>"$OUT/lcm.jsonl"
+        # Generation does not depend on the training engine: measured once.
+        GENERATE=(--no-generate)
+    done
+    echo "== PyTorch $MODEL, $THREADS threads" >&2
+    # shellcheck disable=SC2086
+    "$PYTHON" bench/train_lcm.py --threads "$THREADS" --models "$MODEL" "${PASS[@]}" ${TORCH_ARGS:-} >>"$OUT/pytorch.jsonl"
+done
 
 echo
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($NCORES cores), $(date -u +%Y-%m-%d)"

@@ -162,6 +162,15 @@ fn base_lcm_matches_candle_without_biases() {
 }
 
 #[test]
+fn base_lcm_matches_candle_at_the_small_preset() {
+    // Real widths (D = 384, d = 256, head 64, FFN 1024): every kernel's vector tail and
+    // the multi-threaded products run, which the tiny preset's widths do not reach.
+    let cfg = lcm_model::presets::base_lcm_small();
+    let c = case(&cfg, &[17, 9], 17, 5);
+    check_base_lcm(&cfg, &c, 15);
+}
+
+#[test]
 fn base_lcm_gradients_match_central_differences() {
     let cfg = base_lcm_tiny();
     let (varmap, _) = random_model(&cfg, 13);

@@ -7,13 +7,16 @@
 //!     [--preset small|tiny] [--batch 32] [--seq 128] [--input-dim 384]
 //!     [--warmup 2] [--steps 5] [--gen-context 16] [--gen-steps 40]
 //!     [--gen-warmup 2] [--gen-repeat 10] [--clip 25] [--lr 4e-4] [--seed 0]
-//!     [--no-train] [--no-generate] [--dump DIR]
+//!     [--no-train] [--no-generate] [--dump DIR] [--engine fused,candle]
 //! ```
 //!
 //! Prints one JSON object per measurement on stdout (progress goes to stderr):
-//! - `"task": "train"`: one step is forward + loss (`BaseLcm::loss` /
-//!   `TwoTowerLcm::loss_sampled` with CFG dropout 0.15) + backward + global grad-norm clipping
-//!   + AdamW, exactly what `lcm_workflows::train` does per step, on one fixed seeded batch.
+//! - `"task": "train"`: one step is forward, loss (`BaseLcm::loss` /
+//!   `TwoTowerLcm::loss_sampled` with CFG dropout 0.15), backward, global grad-norm clipping
+//!   and AdamW, exactly what `lcm_workflows::train` does per step, on one fixed seeded batch.
+//!   `"engine"` says which code computed it: `fused` (the Base-LCM on `lcm-engine`, the
+//!   trainer's default) or `candle` (autograd); `--engine` picks them (default: both for
+//!   the Base-LCM; the Two-Tower trains on candle only).
 //! - `"task": "generate"`: wall time for one generated concept after a prefilled prompt. For
 //!   the Two-Tower model that is `S` guided DDIM steps (a conditional and an unconditional
 //!   denoiser call each, `SamplingOptions::paper_two_tower_1_6b`) plus feeding the result
@@ -38,6 +41,7 @@ use lcm_model::diffusion::{
 use lcm_model::presets;
 use lcm_model::two_tower::{TwoTowerConfig, TwoTowerLcm, standard_normal};
 use lcm_train::{AdamW, AdamWConfig, TrainRng, default_decay_filter, new_rng};
+use lcm_workflows::fused::{Engine, FusedBaseLcm};
 use serde_json::json;
 
 /// CFG dropout of the paper's Two-Tower recipe (and the trainer's default).
@@ -63,6 +67,7 @@ struct Args {
     train: bool,
     generate: bool,
     dump: Option<std::path::PathBuf>,
+    engines: Vec<Engine>,
 }
 
 impl Default for Args {
@@ -87,6 +92,7 @@ impl Default for Args {
             train: true,
             generate: true,
             dump: None,
+            engines: vec![Engine::Fused, Engine::Candle],
         }
     }
 }
@@ -94,7 +100,7 @@ impl Default for Args {
 const USAGE: &str = "usage: bench_lcm [--models base,two_tower] [--preset small|tiny] \
     [--batch N] [--seq N] [--input-dim N] [--warmup N] [--steps N] [--gen-context N] \
     [--gen-steps N] [--gen-warmup N] [--gen-repeat N] [--clip X] [--lr X] [--seed N] \
-    [--no-train] [--no-generate] [--dump DIR]";
+    [--no-train] [--no-generate] [--dump DIR] [--engine fused,candle]";
 
 fn parse_args() -> Result<Args> {
     let mut out = Args::default();
@@ -133,6 +139,12 @@ fn parse_args() -> Result<Args> {
             "--no-train" => out.train = false,
             "--no-generate" => out.generate = false,
             "--dump" => out.dump = Some(value()?.into()),
+            "--engine" => {
+                out.engines = value()?
+                    .split(',')
+                    .map(|e| Ok(Engine::parse(e.trim())?))
+                    .collect::<Result<_>>()?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -280,12 +292,35 @@ fn optimiser_step(
     Ok(value)
 }
 
+/// Peak resident memory of this process so far (`VmHWM`), in MB; `None` off Linux.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Nominal matrix-product FLOPs of one Base-LCM training step: forward plus the input and
+/// weight gradients of every product (3× the forward), attention over the full `T × T`
+/// square (the causal half is not discounted, as PyTorch's SDPA computes it too).
+fn base_step_flops(cfg: &BaseLcmConfig, batch: usize, seq: usize) -> f64 {
+    let dec = &cfg.decoder;
+    let (t, dd, d, f) = (seq - 1, cfg.input_dim, dec.d_model, dec.ffn_inner_dim);
+    let n = (batch * t) as f64;
+    let layer = 2.0 * n * (d * 3 * d + d * d + d * 2 * f + f * d) as f64
+        + 2.0 * 2.0 * (batch * t * t * d) as f64;
+    let forward = 2.0 * n * (2 * dd * d) as f64 + dec.n_layers as f64 * layer;
+    3.0 * forward
+}
+
 fn train_report(
     model: &str,
+    engine: Engine,
     args: &Args,
     params: usize,
     times: &[f64],
     losses: &[f64],
+    flops_per_step: Option<f64>,
 ) -> serde_json::Value {
     let med = median(times);
     let concepts = args.batch * args.seq;
@@ -293,6 +328,7 @@ fn train_report(
         "framework": "lcm",
         "task": "train",
         "model": model,
+        "engine": engine.name(),
         "params": params,
         "batch": args.batch,
         "seq": args.seq,
@@ -305,6 +341,8 @@ fn train_report(
         "concepts_per_s": concepts as f64 / med,
         "first_loss": losses.first(),
         "last_loss": losses.last(),
+        "flops_per_step": flops_per_step,
+        "peak_rss_mb": peak_rss_mb(),
     })
 }
 
@@ -326,6 +364,7 @@ fn gen_report(
         "repeat": times.len(),
         "sentence_s": times,
         "median_ms_per_sentence": med * 1e3,
+        "peak_rss_mb": peak_rss_mb(),
     });
     if let (Some(obj), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
         obj.extend(e);
@@ -355,13 +394,55 @@ fn bench_base(args: &Args, cfg: &BaseLcmConfig, dev: &Device) -> Result<()> {
 
     if args.train {
         let (x, mask) = random_batch(args, cfg.input_dim, &mut data_rng, dev)?;
-        let mut opt = optimizer(&varmap, args.lr)?;
-        let (times, losses) =
-            time_steps(args.warmup, args.steps, &format!("{name} train"), || {
-                let loss = model.loss(&x, Some(&mask))?;
-                optimiser_step(&mut opt, loss, args.clip)
-            })?;
-        println!("{}", train_report(&name, args, params, &times, &losses));
+        let lengths = vec![args.seq; args.batch];
+        // Every engine starts from the same initial weights and a fresh optimiser.
+        // (Re-running the seeded init would not do: it skips constant tensors, which the
+        // norm gains no longer are after the first engine trained them.)
+        let initial: Vec<(candle_core::Var, Tensor)> = varmap
+            .all_vars()
+            .into_iter()
+            .map(|v| {
+                let t = v.as_tensor().copy()?;
+                Ok((v, t))
+            })
+            .collect::<Result<_>>()?;
+        for &engine in &args.engines {
+            for (var, t) in &initial {
+                var.set(t)?;
+            }
+            let mut opt = optimizer(&varmap, args.lr)?;
+            let label = format!("{name} train ({})", engine.name());
+            let (times, losses) = match engine {
+                Engine::Candle => time_steps(args.warmup, args.steps, &label, || {
+                    let loss = model.loss(&x, Some(&mask))?;
+                    optimiser_step(&mut opt, loss, args.clip)
+                })?,
+                Engine::Fused => {
+                    let mut fused = FusedBaseLcm::new(cfg, &varmap)?;
+                    time_steps(args.warmup, args.steps, &label, || {
+                        // The trainer's sequence: loss, finiteness check, clip, AdamW.
+                        let loss = fused.loss_and_gradients(&x, &lengths)?;
+                        if !loss.is_finite() {
+                            bail!("non-finite loss {loss}");
+                        }
+                        fused.step(&mut opt, args.clip)?;
+                        Ok(loss)
+                    })?
+                }
+            };
+            println!(
+                "{}",
+                train_report(
+                    &name,
+                    engine,
+                    args,
+                    params,
+                    &times,
+                    &losses,
+                    Some(base_step_flops(cfg, args.batch, args.seq)),
+                )
+            );
+        }
     }
 
     if args.generate {
@@ -419,7 +500,10 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
                 let loss = model.loss_sampled(&x, Some(&mask), &schedule, CFG_DROPOUT, &mut rng)?;
                 optimiser_step(&mut opt, loss, args.clip)
             })?;
-        println!("{}", train_report(&name, args, params, &times, &losses));
+        println!(
+            "{}",
+            train_report(&name, Engine::Candle, args, params, &times, &losses, None)
+        );
     }
 
     if args.generate {

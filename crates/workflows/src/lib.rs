@@ -6,6 +6,8 @@
 //! - [`store`]: the concept-store layout (normaliser and sentence-bank paths, the bank
 //!   built on first use).
 //! - [`mod@train`]: the LCM trainer on `lcm_train::run`.
+//! - [`fused`]: the fused training engine as the trainer drives it (which engine a run
+//!   uses; the Base-LCM step over flat buffers).
 //! - [`load`]: a trained LCM with its normaliser, checked against the store's encoder;
 //!   the end-of-text embedding; the diffusion sampling settings.
 //! - [`evaluate`]: teacher-forced evaluation on the held-out split against the baselines.
@@ -18,6 +20,7 @@
 
 pub mod encode;
 pub mod evaluate;
+pub mod fused;
 pub mod generate;
 pub mod load;
 pub mod models;
@@ -47,6 +50,8 @@ pub enum WorkflowError {
     Sonar(#[from] lcm_sonar::SonarError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Engine(#[from] lcm_engine::EngineError),
     /// Settings that cannot work (the wording is the one the trainer always used).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -36,6 +36,7 @@ use lcm_train::run::{
 use lcm_train::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{Engine, FusedBaseLcm};
 use crate::store::StoreLayout;
 use crate::{Result, WorkflowError};
 
@@ -48,7 +49,8 @@ const EVAL_SALT: u64 = 0x5eed_0e7a_1000_0001;
 /// length, which the CLI derives from `steps` when it is not given (so extending `--steps`
 /// on resume, as before the one loop existed, stays possible; the schedule then follows the
 /// new length).
-const RESUMABLE_FIELDS: &[&str] = &["normalizer_path", "warmup_steps"];
+/// The engine may change too: both compute the same step (to ~1e-5, the parity test's bound).
+const RESUMABLE_FIELDS: &[&str] = &["normalizer_path", "warmup_steps", "engine"];
 
 /// Training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +95,10 @@ pub struct TrainConfig {
     /// checkpointed, then training stops (continue with `resume`).
     #[serde(default)]
     pub max_seconds: Option<f64>,
+    /// Which code computes loss and gradients (configurations written before the engine
+    /// existed read as the default, `fused`).
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl Default for TrainConfig {
@@ -116,6 +122,7 @@ impl Default for TrainConfig {
             normalizer_path: None,
             stop_at: None,
             max_seconds: None,
+            engine: Engine::default(),
         }
     }
 }
@@ -178,6 +185,10 @@ pub struct StepMetrics {
     /// Real (unpadded) concepts in the batch.
     pub concepts: usize,
     pub concepts_per_s: f64,
+    /// The engine that computed the step: `fused` or `candle` (empty in metrics written
+    /// before the engine existed).
+    #[serde(default)]
+    pub engine: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
 }
@@ -239,8 +250,14 @@ pub fn normalizer_hash(normalizer: &RobustNormalizer) -> String {
 }
 
 /// Mean validation loss over one pass of `batcher`, with a fixed RNG so that evaluations
-/// at different steps are comparable.
-fn validate(net: &Lcm, batcher: &Batcher, seed: u64, cfg_p: f64) -> Result<Option<f64>> {
+/// at different steps are comparable; on the fused engine when `fused` is given.
+fn validate(
+    net: &Lcm,
+    mut fused: Option<&mut FusedBaseLcm>,
+    batcher: &Batcher,
+    seed: u64,
+    cfg_p: f64,
+) -> Result<Option<f64>> {
     let mut rng = new_rng(seed ^ EVAL_SALT);
     let (mut sum, mut count) = (0.0f64, 0.0f64);
     for batch in batcher.epoch(0) {
@@ -248,16 +265,53 @@ fn validate(net: &Lcm, batcher: &Batcher, seed: u64, cfg_p: f64) -> Result<Optio
         if batch.max_len() < min_len(net) {
             continue;
         }
-        let loss = model_loss(net, &batch.x, &batch.mask, cfg_p, &mut rng)?;
-        sum += loss.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        count += loss.count;
+        if let Some(fused) = fused.as_deref_mut() {
+            let loss = fused.loss(&batch.x, &batch.lengths)?;
+            sum += loss.sum;
+            count += loss.count;
+        } else {
+            let loss = model_loss(net, &batch.x, &batch.mask, cfg_p, &mut rng)?;
+            sum += loss.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            count += loss.count;
+        }
     }
     Ok((count > 0.0).then(|| sum / count))
+}
+
+/// The fused engine for `net` when `engine` asks for it and covers the architecture;
+/// otherwise `None` (candle autograd), saying why once.
+fn fused_engine(
+    engine: Engine,
+    net: &Lcm,
+    cfg: &ModelConfig,
+    varmap: &VarMap,
+) -> Result<Option<FusedBaseLcm>> {
+    if engine == Engine::Candle {
+        return Ok(None);
+    }
+    match (net, cfg) {
+        (Lcm::Base(_), ModelConfig::Base(base)) => match FusedBaseLcm::new(base, varmap) {
+            Ok(fused) => Ok(Some(fused)),
+            Err(WorkflowError::Engine(lcm_engine::EngineError::Unsupported(why))) => {
+                tracing::warn!("training on candle autograd: {why}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        },
+        _ => {
+            tracing::warn!(
+                "the fused engine covers Base-LCM only so far; training this model on candle autograd"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The LCM half of a training run: the model, its batches and what the summary reports.
 struct LcmTrainer<'a> {
     net: Lcm,
+    /// The fused engine bound to `net`'s `Var`s, when it covers the architecture.
+    fused: Option<FusedBaseLcm>,
     config: &'a TrainConfig,
     train: &'a Batcher,
     valid: Option<&'a Batcher>,
@@ -283,25 +337,33 @@ impl Trainer for LcmTrainer<'_> {
         if batch.max_len() < min_len(&self.net) {
             return Ok(None);
         }
-        let loss = model_loss(
-            &self.net,
-            &batch.x,
-            &batch.mask,
-            self.config.cfg_dropout,
-            step.rng,
-        )?;
-        let mean = loss.mean()?;
-        let loss_value = mean.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_value.is_finite() {
-            return Err(TrainError::Optimizer(format!(
-                "non-finite loss {loss_value} at step {}",
-                step.index + 1
-            ))
-            .into());
-        }
-        let mut grads = mean.backward()?;
-        let grad_norm = step.opt.clip_grad_norm(&mut grads, self.config.clip)?;
-        step.opt.step(&grads)?;
+        let non_finite = |loss: f64| {
+            TrainError::Optimizer(format!("non-finite loss {loss} at step {}", step.index + 1))
+        };
+        let (loss_value, grad_norm) = if let Some(fused) = &mut self.fused {
+            let loss = fused.loss_and_gradients(&batch.x, &batch.lengths)?;
+            if !loss.is_finite() {
+                return Err(non_finite(loss).into());
+            }
+            (loss, fused.step(step.opt, self.config.clip)?)
+        } else {
+            let loss = model_loss(
+                &self.net,
+                &batch.x,
+                &batch.mask,
+                self.config.cfg_dropout,
+                step.rng,
+            )?;
+            let mean = loss.mean()?;
+            let loss = mean.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss.is_finite() {
+                return Err(non_finite(loss).into());
+            }
+            let mut grads = mean.backward()?;
+            let grad_norm = step.opt.clip_grad_norm(&mut grads, self.config.clip)?;
+            step.opt.step(&grads)?;
+            (loss, grad_norm)
+        };
         let concepts = batch.num_concepts();
         self.concepts += concepts as u64;
         self.last_loss = Some(loss_value);
@@ -313,14 +375,26 @@ impl Trainer for LcmTrainer<'_> {
             grad_norm,
             concepts,
             concepts_per_s: concepts as f64 / elapsed,
+            engine: if self.fused.is_some() {
+                Engine::Fused
+            } else {
+                Engine::Candle
+            }
+            .name()
+            .into(),
             valid_loss: None,
         }))
     }
 
     fn validate(&mut self, metrics: &mut StepMetrics) -> Result<()> {
         if let Some(valid) = self.valid {
-            metrics.valid_loss =
-                validate(&self.net, valid, self.config.seed, self.config.cfg_dropout)?;
+            metrics.valid_loss = validate(
+                &self.net,
+                self.fused.as_mut(),
+                valid,
+                self.config.seed,
+                self.config.cfg_dropout,
+            )?;
             if metrics.valid_loss.is_some() {
                 self.last_valid_loss = metrics.valid_loss;
             }
@@ -456,6 +530,7 @@ pub fn train(
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
     )?;
     seeded_init(&varmap, config.seed)?;
+    let fused = fused_engine(config.engine, &net, &model_cfg, &varmap)?;
     let num_parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
     let mut opt = AdamW::from_varmap(
         &varmap,
@@ -495,6 +570,7 @@ pub fn train(
     };
     let mut trainer = LcmTrainer {
         net,
+        fused,
         config,
         train: &train_batcher,
         valid: valid.as_ref(),

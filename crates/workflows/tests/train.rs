@@ -7,6 +7,7 @@ use candle_core::{DType, Device};
 use lcm_concept::normalizer::RobustNormalizer;
 use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
 use lcm_model::builder::ModelKind;
+use lcm_workflows::fused::Engine;
 use lcm_workflows::train::{METRICS_FILE, StepMetrics, TrainConfig, train};
 use rand::{Rng, SeedableRng};
 
@@ -145,11 +146,15 @@ fn base_lcm_loss_decreases_and_metrics_have_one_line_per_step() {
     assert!(v1 < v0, "validation loss did not decrease: {v0} -> {v1}");
 }
 
-fn straight_vs_resumed(model: ModelKind) {
+fn straight_vs_resumed(model: ModelKind, engine: Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let normalizer = write_store(&store);
 
+    let config = |model, steps| TrainConfig {
+        engine,
+        ..config(model, steps)
+    };
     let straight = tmp.path().join("straight");
     train(
         &config(model, 12),
@@ -193,6 +198,11 @@ fn straight_vs_resumed(model: ModelKind) {
     let (wa, wb) = (weights(&straight), weights(&resumed));
     assert!(wa == wb, "{model:?}: weights differ");
     assert_eq!(b.len(), 12);
+    let expected_engine = match (model, engine) {
+        (ModelKind::Base, Engine::Fused) => "fused",
+        _ => "candle",
+    };
+    assert!(a.iter().chain(&b).all(|m| m.engine == expected_engine));
     // Steps after the resume see the same batches and draws (losses identical).
     for (x, y) in a.iter().zip(&b).skip(6) {
         assert_eq!((x.step, x.loss.to_bits()), (y.step, y.loss.to_bits()));
@@ -201,12 +211,97 @@ fn straight_vs_resumed(model: ModelKind) {
 
 #[test]
 fn resume_is_bit_identical_base() {
-    straight_vs_resumed(ModelKind::Base);
+    straight_vs_resumed(ModelKind::Base, Engine::Fused);
+}
+
+#[test]
+fn resume_is_bit_identical_base_on_candle() {
+    straight_vs_resumed(ModelKind::Base, Engine::Candle);
 }
 
 #[test]
 fn resume_is_bit_identical_two_tower() {
-    straight_vs_resumed(ModelKind::TwoTower);
+    straight_vs_resumed(ModelKind::TwoTower, Engine::Fused);
+}
+
+/// Largest |a − b| over max |b|.
+fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max(f64::from(x - y).abs()));
+    diff / scale.max(1e-12)
+}
+
+#[test]
+fn fused_and_candle_engines_train_the_same_base_lcm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let run = |engine, name: &str, stop_at, resume| {
+        let out = tmp.path().join(name);
+        let cfg = TrainConfig {
+            engine,
+            stop_at,
+            ..config(ModelKind::Base, 50)
+        };
+        train(&cfg, &store, &normalizer, eos(), &out, resume, &mut |_| {}).unwrap();
+        out
+    };
+    let fused = run(Engine::Fused, "fused", None, false);
+    let candle = run(Engine::Candle, "candle", None, false);
+    // A run may switch engines on resume: both compute the same step.
+    run(Engine::Fused, "switched", Some(25), false);
+    let switched = run(Engine::Candle, "switched", None, true);
+
+    let (mf, mc, ms) = (
+        read_metrics(&fused),
+        read_metrics(&candle),
+        read_metrics(&switched),
+    );
+    assert_eq!((mf.len(), mc.len(), ms.len()), (50, 50, 50));
+    assert!(mf.iter().all(|m| m.engine == "fused"));
+    assert!(mc.iter().all(|m| m.engine == "candle"));
+    assert_eq!(ms[24].engine, "fused");
+    assert_eq!(ms[25].engine, "candle");
+    let mut worst = 0.0f64;
+    for ((f, c), s) in mf.iter().zip(&mc).zip(&ms) {
+        assert_eq!(f.concepts, c.concepts, "step {}: other batches", f.step);
+        for other in [c, s] {
+            let rel = (f.loss - other.loss).abs() / other.loss.abs();
+            assert!(
+                rel < 1e-3,
+                "step {}: loss {} vs {}",
+                f.step,
+                f.loss,
+                other.loss
+            );
+            worst = worst.max(rel);
+            let g = (f.grad_norm - other.grad_norm).abs() / other.grad_norm;
+            assert!(
+                g < 1e-2,
+                "step {}: grad norm {} vs {}",
+                f.step,
+                f.grad_norm,
+                other.grad_norm
+            );
+            match (f.valid_loss, other.valid_loss) {
+                (Some(a), Some(b)) => assert!((a - b).abs() / b < 1e-3, "step {}", f.step),
+                (a, b) => assert_eq!(a.is_some(), b.is_some()),
+            }
+        }
+    }
+    eprintln!("worst relative loss difference over 50 steps: {worst:.2e}");
+    // The training did something (so agreeing curves are not flat lines).
+    assert!(mf[49].loss < 0.7 * mf[0].loss);
+    for ((name, wf), (_, wc)) in weights(&fused).iter().zip(&weights(&candle)) {
+        let rel = relative_difference(wf, wc);
+        assert!(
+            rel < 1e-3,
+            "{name}: fused and candle weights differ by {rel:.2e}"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcm_model::builder::ModelKind;
 use lcm_workflows::eos_embedding;
+use lcm_workflows::fused::Engine;
 use lcm_workflows::train::{TrainConfig, TrainingInputs, train};
 
 use super::EncoderArgs;
@@ -17,6 +18,12 @@ enum Model {
     Base,
     TwoTower,
     OneTower,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum EngineArg {
+    Fused,
+    Candle,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +78,10 @@ pub struct Args {
     /// Wall-clock budget: stop (validated and checkpointed) once it is spent.
     #[arg(long)]
     max_minutes: Option<f64>,
+    /// Training engine: `fused` (hand-written forward/backward over flat buffers, for
+    /// Base-LCM; other models fall back to candle) or `candle` (autograd, the reference).
+    #[arg(long, value_enum, default_value = "fused")]
+    engine: EngineArg,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -105,6 +116,10 @@ pub fn run(args: Args) -> Result<()> {
         normalizer_path: Some(inputs.normalizer_path.display().to_string()),
         stop_at: args.stop_at,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
+        engine: match args.engine {
+            EngineArg::Fused => Engine::Fused,
+            EngineArg::Candle => Engine::Candle,
+        },
         ..TrainConfig::default()
     };
 
@@ -140,8 +155,8 @@ pub fn run(args: Args) -> Result<()> {
                 .map(|v| format!("  valid {v:.4}"))
                 .unwrap_or_default();
             bar.set_message(format!(
-                "loss {:.4}{valid}  {:.0} concepts/s",
-                m.loss, m.concepts_per_s
+                "loss {:.4}{valid}  {:.0} concepts/s ({})",
+                m.loss, m.concepts_per_s, m.engine
             ));
         },
     )
