@@ -60,17 +60,17 @@ impl SummedLoss {
     }
 }
 
-struct LayerSlots {
-    attn_norm: Range<usize>,
-    qkv_w: Range<usize>,
-    qkv_b: Option<Range<usize>>,
-    out_w: Range<usize>,
-    out_b: Option<Range<usize>>,
-    ffn_norm: Range<usize>,
-    gate_up_w: Range<usize>,
-    gate_up_b: Option<Range<usize>>,
-    down_w: Range<usize>,
-    down_b: Option<Range<usize>>,
+pub(crate) struct LayerSlots {
+    pub(crate) attn_norm: Range<usize>,
+    pub(crate) qkv_w: Range<usize>,
+    pub(crate) qkv_b: Option<Range<usize>>,
+    pub(crate) out_w: Range<usize>,
+    pub(crate) out_b: Option<Range<usize>>,
+    pub(crate) ffn_norm: Range<usize>,
+    pub(crate) gate_up_w: Range<usize>,
+    pub(crate) gate_up_b: Option<Range<usize>>,
+    pub(crate) down_w: Range<usize>,
+    pub(crate) down_b: Option<Range<usize>>,
 }
 
 struct Slots {
@@ -151,7 +151,7 @@ fn layout(cfg: &BaseLcmConfig) -> (ParamLayout, Slots) {
 }
 
 /// Grows `v` to at least `n` floats (only the first batches of a run allocate).
-fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+pub(crate) fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if v.len() < n {
         v.resize(n, 0.0);
     }
@@ -159,15 +159,15 @@ fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 #[derive(Default)]
-struct LayerActs {
-    input: Vec<f32>,
-    rstd_attn: Vec<f32>,
-    qkv: Vec<f32>,
-    probs: Vec<f32>,
-    context: Vec<f32>,
-    mid: Vec<f32>,
-    rstd_ffn: Vec<f32>,
-    gate_up: Vec<f32>,
+pub(crate) struct LayerActs {
+    pub(crate) input: Vec<f32>,
+    pub(crate) rstd_attn: Vec<f32>,
+    pub(crate) qkv: Vec<f32>,
+    pub(crate) probs: Vec<f32>,
+    pub(crate) context: Vec<f32>,
+    pub(crate) mid: Vec<f32>,
+    pub(crate) rstd_ffn: Vec<f32>,
+    pub(crate) gate_up: Vec<f32>,
 }
 
 #[derive(Default)]
@@ -193,16 +193,16 @@ struct Arena {
 
 /// Sizes the engine's problem for one batch.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    batch: usize,
+pub(crate) struct Dims {
+    pub(crate) batch: usize,
     /// Predicting positions per row, `T − 1`.
-    t: usize,
-    rows: usize,
-    input: usize,
-    d: usize,
-    heads: usize,
-    head_dim: usize,
-    ffn: usize,
+    pub(crate) t: usize,
+    pub(crate) rows: usize,
+    pub(crate) input: usize,
+    pub(crate) d: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) ffn: usize,
 }
 
 /// A Base-LCM bound to its VarMap, with gradient buffer and activation arena.
@@ -695,7 +695,7 @@ impl BaseLcmEngine {
 
 /// `y += x·Wᵀ + b` (a residual branch added onto the stream).
 #[allow(clippy::too_many_arguments)]
-fn accumulate_affine(
+pub(crate) fn accumulate_affine(
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
@@ -721,7 +721,13 @@ fn accumulate_affine(
 
 /// Causal multi-head attention over packed `[N, 3d]` rows (queries and keys already
 /// rotated): probabilities `[B, H, T, T]` and context `[N, d]`, one sequence per task.
-fn attention_forward(qkv: &[f32], probs: &mut [f32], context: &mut [f32], dims: Dims, scale: f32) {
+pub(crate) fn attention_forward(
+    qkv: &[f32],
+    probs: &mut [f32],
+    context: &mut [f32],
+    dims: Dims,
+    scale: f32,
+) {
     let Dims {
         t,
         d,
@@ -755,7 +761,7 @@ fn attention_forward(qkv: &[f32], probs: &mut [f32], context: &mut [f32], dims: 
 
 /// Backward of [`attention_forward`]: `dQKV` (before the inverse rotation) from
 /// `dcontext`, using one `[T, T]` scratch block per sequence.
-fn attention_backward(
+pub(crate) fn attention_backward(
     qkv: &[f32],
     probs: &[f32],
     d_context: &[f32],

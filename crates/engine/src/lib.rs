@@ -13,18 +13,26 @@
 //! - [`linear`]: affine layers as strided `gemm` products, the weight gradient accumulated
 //!   straight into the gradient buffer;
 //! - [`base_lcm`]: the Base-LCM forward, loss and backward with an activation arena sized
-//!   by the largest batch seen, so that steady-state steps allocate nothing.
+//!   by the largest batch seen, so that steady-state steps allocate nothing;
+//! - [`two_tower`]: the same for the Two-Tower diffusion LCM's training loss (causal
+//!   contextualizer, AdaLN-modulated denoiser with identity self-attention and
+//!   shifted-causal cross-attention with CFG-dropped rows), the gradient flowing into the
+//!   contextualizer through the cross-attention keys; its extra row kernels (SiLU, AdaLN
+//!   modulation and gating, prefix softmax) are in `rows_diffusion`.
 //!
-//! Every pass is checked against candle autograd on the `tiny` presets
-//! (`tests/parity.rs`) and by central differences.
+//! Every pass is checked against candle autograd on the `tiny` and `small` presets
+//! (`tests/parity.rs`, `tests/parity_two_tower.rs`) and by central differences.
 
 pub mod base_lcm;
 pub mod linear;
 pub mod params;
 pub mod rows;
+mod rows_diffusion;
+pub mod two_tower;
 
 pub use base_lcm::BaseLcmEngine;
 pub use params::{FlatParams, ParamLayout, ParamSlot};
+pub use two_tower::TwoTowerEngine;
 
 /// Why the engine cannot run a model; the trainer then uses the candle path.
 #[derive(Debug, thiserror::Error)]
