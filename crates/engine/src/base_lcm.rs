@@ -24,16 +24,12 @@
 use std::ops::Range;
 
 use candle_nn::VarMap;
-use lcm_kernels::{Mat, MatMut, matmul};
 use lcm_model::base_lcm::BaseLcmConfig;
-use rayon::prelude::*;
 
 use crate::linear::Affine;
 use crate::params::{FlatParams, ParamLayout};
-use crate::rows::{
-    add_assign, causal_softmax, column_sums, rms_norm_apply, rms_norm_backward, rms_norm_forward,
-    rope_rows, rope_tables, softmax_backward, squared_error, swiglu_backward, swiglu_forward,
-};
+use crate::rows::{column_sums, rms_norm_backward, rms_norm_forward, rope_tables, squared_error};
+use crate::trunk::{self, Dims, LayerActs, LayerSlots, TrunkScratch, bias, fit};
 use crate::{EngineError, Result, threads};
 
 /// A batch as the trainer holds it: `x: [B, T, D]` row-major normalised concepts, right
@@ -60,19 +56,6 @@ impl SummedLoss {
     }
 }
 
-pub(crate) struct LayerSlots {
-    pub(crate) attn_norm: Range<usize>,
-    pub(crate) qkv_w: Range<usize>,
-    pub(crate) qkv_b: Option<Range<usize>>,
-    pub(crate) out_w: Range<usize>,
-    pub(crate) out_b: Option<Range<usize>>,
-    pub(crate) ffn_norm: Range<usize>,
-    pub(crate) gate_up_w: Range<usize>,
-    pub(crate) gate_up_b: Option<Range<usize>>,
-    pub(crate) down_w: Range<usize>,
-    pub(crate) down_b: Option<Range<usize>>,
-}
-
 struct Slots {
     in_w: Range<usize>,
     in_b: Option<Range<usize>>,
@@ -92,47 +75,7 @@ fn layout(cfg: &BaseLcmConfig) -> (ParamLayout, Slots) {
         .proj_bias
         .then(|| l.push("frontend.pre_linear.bias", &[d]));
     let layers = (0..dec.n_layers)
-        .map(|i| {
-            let p = format!("lcm.layers.{i}");
-            let attn_norm = l.push(format!("{p}.self_attn_layer_norm.weight"), &[d]);
-            let q = l.push(format!("{p}.self_attn.q_proj.weight"), &[d, d]);
-            let _k = l.push(format!("{p}.self_attn.k_proj.weight"), &[d, d]);
-            let v = l.push(format!("{p}.self_attn.v_proj.weight"), &[d, d]);
-            let qkv_b = dec.bias.then(|| {
-                let q = l.push(format!("{p}.self_attn.q_proj.bias"), &[d]);
-                l.push(format!("{p}.self_attn.k_proj.bias"), &[d]);
-                let v = l.push(format!("{p}.self_attn.v_proj.bias"), &[d]);
-                q.start..v.end
-            });
-            let out_w = l.push(format!("{p}.self_attn.output_proj.weight"), &[d, d]);
-            let out_b = dec
-                .bias
-                .then(|| l.push(format!("{p}.self_attn.output_proj.bias"), &[d]));
-            let ffn_norm = l.push(format!("{p}.ffn_layer_norm.weight"), &[d]);
-            let g = l.push(format!("{p}.ffn.gate_proj.weight"), &[f, d]);
-            let u = l.push(format!("{p}.ffn.inner_proj.weight"), &[f, d]);
-            let gate_up_b = dec.bias.then(|| {
-                let g = l.push(format!("{p}.ffn.gate_proj.bias"), &[f]);
-                let u = l.push(format!("{p}.ffn.inner_proj.bias"), &[f]);
-                g.start..u.end
-            });
-            let down_w = l.push(format!("{p}.ffn.output_proj.weight"), &[d, f]);
-            let down_b = dec
-                .bias
-                .then(|| l.push(format!("{p}.ffn.output_proj.bias"), &[d]));
-            LayerSlots {
-                attn_norm,
-                qkv_w: q.start..v.end,
-                qkv_b,
-                out_w,
-                out_b,
-                ffn_norm,
-                gate_up_w: g.start..u.end,
-                gate_up_b,
-                down_w,
-                down_b,
-            }
-        })
+        .map(|i| LayerSlots::push(&mut l, &format!("lcm.layers.{i}"), d, f, dec.bias))
         .collect();
     let final_norm = l.push("lcm.layer_norm.weight", &[d]);
     let post_w = l.push("postnet.fc.weight", &[dd, d]);
@@ -150,26 +93,6 @@ fn layout(cfg: &BaseLcmConfig) -> (ParamLayout, Slots) {
     )
 }
 
-/// Grows `v` to at least `n` floats (only the first batches of a run allocate).
-pub(crate) fn fit(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
-}
-
-#[derive(Default)]
-pub(crate) struct LayerActs {
-    pub(crate) input: Vec<f32>,
-    pub(crate) rstd_attn: Vec<f32>,
-    pub(crate) qkv: Vec<f32>,
-    pub(crate) probs: Vec<f32>,
-    pub(crate) context: Vec<f32>,
-    pub(crate) mid: Vec<f32>,
-    pub(crate) rstd_ffn: Vec<f32>,
-    pub(crate) gate_up: Vec<f32>,
-}
-
 #[derive(Default)]
 struct Arena {
     layers: Vec<LayerActs>,
@@ -178,31 +101,8 @@ struct Arena {
     rstd_final: Vec<f32>,
     normed_final: Vec<f32>,
     pred: Vec<f32>,
-    // Scratch, reused by every layer.
-    normed: Vec<f32>,
-    act: Vec<f32>,
     d_pred: Vec<f32>,
-    d_resid: Vec<f32>,
-    d_normed: Vec<f32>,
-    d_act: Vec<f32>,
-    d_gate_up: Vec<f32>,
-    d_context: Vec<f32>,
-    d_qkv: Vec<f32>,
-    d_probs: Vec<f32>,
-}
-
-/// Sizes the engine's problem for one batch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Dims {
-    pub(crate) batch: usize,
-    /// Predicting positions per row, `T − 1`.
-    pub(crate) t: usize,
-    pub(crate) rows: usize,
-    pub(crate) input: usize,
-    pub(crate) d: usize,
-    pub(crate) heads: usize,
-    pub(crate) head_dim: usize,
-    pub(crate) ffn: usize,
+    trunk: TrunkScratch,
 }
 
 /// A Base-LCM bound to its VarMap, with gradient buffer and activation arena.
@@ -331,9 +231,7 @@ impl BaseLcmEngine {
             rows: n,
             input: dd,
             d,
-            heads,
-            head_dim,
-            ffn,
+            ..
         } = dims;
         let threads = threads();
         let eps = self.config.decoder.rms_eps as f32;
@@ -353,101 +251,17 @@ impl BaseLcmEngine {
             inputs: dd,
             outputs: d,
         }
-        .forward(
-            x_in,
-            &p[s.in_w.clone()],
-            s.in_b.clone().map(|r| &p[r]),
-            first,
-            threads,
+        .forward(x_in, &p[s.in_w.clone()], bias(p, &s.in_b), first, threads);
+        trunk::forward(
+            p,
+            &s.layers,
+            &mut a.layers,
+            &mut a.last,
+            &mut a.trunk,
+            dims,
+            eps,
+            (&self.rope_cos, &self.rope_sin),
         );
-
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        for (l, ls) in s.layers.iter().enumerate() {
-            let (done, rest) = a.layers.split_at_mut(l + 1);
-            let la = &mut done[l];
-            let normed = fit(&mut a.normed, n * d);
-            let rstd_attn = fit(&mut la.rstd_attn, n);
-            rms_norm_forward(
-                &la.input[..n * d],
-                &p[ls.attn_norm.clone()],
-                eps,
-                normed,
-                rstd_attn,
-            );
-            let qkv = fit(&mut la.qkv, n * 3 * d);
-            Affine {
-                rows: n,
-                inputs: d,
-                outputs: 3 * d,
-            }
-            .forward(
-                normed,
-                &p[ls.qkv_w.clone()],
-                ls.qkv_b.clone().map(|r| &p[r]),
-                qkv,
-                threads,
-            );
-            // Queries and keys are the first 2H heads of each packed row.
-            rope_rows(
-                qkv,
-                n,
-                3 * d,
-                2 * heads,
-                head_dim,
-                t,
-                &self.rope_cos,
-                &self.rope_sin,
-                false,
-            );
-            let probs = fit(&mut la.probs, b * heads * t * t);
-            let context = fit(&mut la.context, n * d);
-            attention_forward(qkv, probs, context, dims, scale);
-
-            let mid = fit(&mut la.mid, n * d);
-            mid.copy_from_slice(&la.input[..n * d]);
-            accumulate_affine(
-                context,
-                &p[ls.out_w.clone()],
-                ls.out_b.clone().map(|r| &p[r]),
-                mid,
-                n,
-                d,
-                d,
-                threads,
-            );
-            let rstd_ffn = fit(&mut la.rstd_ffn, n);
-            rms_norm_forward(mid, &p[ls.ffn_norm.clone()], eps, normed, rstd_ffn);
-            let gate_up = fit(&mut la.gate_up, n * 2 * ffn);
-            Affine {
-                rows: n,
-                inputs: d,
-                outputs: 2 * ffn,
-            }
-            .forward(
-                normed,
-                &p[ls.gate_up_w.clone()],
-                ls.gate_up_b.clone().map(|r| &p[r]),
-                gate_up,
-                threads,
-            );
-            let act = fit(&mut a.act, n * ffn);
-            swiglu_forward(gate_up, act, ffn);
-            let out = match rest.first_mut() {
-                Some(next) => fit(&mut next.input, n * d),
-                None => fit(&mut a.last, n * d),
-            };
-            out.copy_from_slice(mid);
-            accumulate_affine(
-                act,
-                &p[ls.down_w.clone()],
-                ls.down_b.clone().map(|r| &p[r]),
-                out,
-                n,
-                ffn,
-                d,
-                threads,
-            );
-        }
 
         let normed_final = fit(&mut a.normed_final, n * d);
         let rstd_final = fit(&mut a.rstd_final, n);
@@ -466,7 +280,7 @@ impl BaseLcmEngine {
         .forward(
             normed_final,
             &p[s.post_w.clone()],
-            s.post_b.clone().map(|r| &p[r]),
+            bias(p, &s.post_b),
             fit(&mut a.pred, n * dd),
             threads,
         );
@@ -502,13 +316,9 @@ impl BaseLcmEngine {
 
     fn backward(&mut self, dims: Dims) {
         let Dims {
-            t,
             rows: n,
             input: dd,
             d,
-            heads,
-            head_dim,
-            ffn,
             ..
         } = dims;
         let threads = threads();
@@ -517,14 +327,15 @@ impl BaseLcmEngine {
         let g = &mut self.grads;
         g.fill(0.0);
         let a = &mut self.arena;
+        let sc = &mut a.trunk;
 
-        let post = Affine {
+        let d_normed = fit(&mut sc.d_normed, n * d);
+        Affine {
             rows: n,
             inputs: d,
             outputs: dd,
-        };
-        let d_normed = fit(&mut a.d_normed, n * d);
-        post.backward(
+        }
+        .backward(
             &a.d_pred[..n * dd],
             &a.normed_final[..n * d],
             &p[s.post_w.clone()],
@@ -535,7 +346,7 @@ impl BaseLcmEngine {
         if let Some(r) = s.post_b.clone() {
             column_sums(&a.d_pred[..n * dd], &mut g[r]);
         }
-        let d_resid = fit(&mut a.d_resid, n * d);
+        let d_resid = fit(&mut sc.d_resid, n * d);
         d_resid.fill(0.0);
         rms_norm_backward(
             &a.last[..n * d],
@@ -545,135 +356,17 @@ impl BaseLcmEngine {
             d_resid,
             &mut g[s.final_norm.clone()],
         );
+        trunk::backward(
+            p,
+            g,
+            &s.layers,
+            &a.layers,
+            sc,
+            dims,
+            (&self.rope_cos, &self.rope_sin),
+        );
 
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let square = Affine {
-            rows: n,
-            inputs: d,
-            outputs: d,
-        };
-        for (ls, la) in s.layers.iter().zip(&a.layers).rev() {
-            // FFN branch: hˡ⁺¹ = m + down(swiglu(gate_up(RMSNorm(m)))).
-            let normed = fit(&mut a.normed, n * d);
-            rms_norm_apply(
-                &la.mid[..n * d],
-                &p[ls.ffn_norm.clone()],
-                &la.rstd_ffn[..n],
-                normed,
-            );
-            let act = fit(&mut a.act, n * ffn);
-            swiglu_forward(&la.gate_up[..n * 2 * ffn], act, ffn);
-            let d_act = fit(&mut a.d_act, n * ffn);
-            Affine {
-                rows: n,
-                inputs: ffn,
-                outputs: d,
-            }
-            .backward(
-                d_resid,
-                act,
-                &p[ls.down_w.clone()],
-                &mut g[ls.down_w.clone()],
-                Some((d_act, false)),
-                threads,
-            );
-            if let Some(r) = ls.down_b.clone() {
-                column_sums(d_resid, &mut g[r]);
-            }
-            let d_gate_up = fit(&mut a.d_gate_up, n * 2 * ffn);
-            swiglu_backward(&la.gate_up[..n * 2 * ffn], d_act, d_gate_up, ffn);
-            Affine {
-                rows: n,
-                inputs: d,
-                outputs: 2 * ffn,
-            }
-            .backward(
-                d_gate_up,
-                normed,
-                &p[ls.gate_up_w.clone()],
-                &mut g[ls.gate_up_w.clone()],
-                Some((d_normed, false)),
-                threads,
-            );
-            if let Some(r) = ls.gate_up_b.clone() {
-                column_sums(d_gate_up, &mut g[r]);
-            }
-            rms_norm_backward(
-                &la.mid[..n * d],
-                &p[ls.ffn_norm.clone()],
-                &la.rstd_ffn[..n],
-                d_normed,
-                d_resid,
-                &mut g[ls.ffn_norm.clone()],
-            );
-
-            // Attention branch: m = hˡ + out(attention(qkv(RMSNorm(hˡ)))).
-            let d_context = fit(&mut a.d_context, n * d);
-            square.backward(
-                d_resid,
-                &la.context[..n * d],
-                &p[ls.out_w.clone()],
-                &mut g[ls.out_w.clone()],
-                Some((d_context, false)),
-                threads,
-            );
-            if let Some(r) = ls.out_b.clone() {
-                column_sums(d_resid, &mut g[r]);
-            }
-            let d_qkv = fit(&mut a.d_qkv, n * 3 * d);
-            let d_probs = fit(&mut a.d_probs, dims.batch * t * t);
-            attention_backward(
-                &la.qkv[..n * 3 * d],
-                &la.probs[..dims.batch * heads * t * t],
-                d_context,
-                d_qkv,
-                d_probs,
-                dims,
-                scale,
-            );
-            rope_rows(
-                d_qkv,
-                n,
-                3 * d,
-                2 * heads,
-                head_dim,
-                t,
-                &self.rope_cos,
-                &self.rope_sin,
-                true,
-            );
-            rms_norm_apply(
-                &la.input[..n * d],
-                &p[ls.attn_norm.clone()],
-                &la.rstd_attn[..n],
-                normed,
-            );
-            Affine {
-                rows: n,
-                inputs: d,
-                outputs: 3 * d,
-            }
-            .backward(
-                d_qkv,
-                normed,
-                &p[ls.qkv_w.clone()],
-                &mut g[ls.qkv_w.clone()],
-                Some((d_normed, false)),
-                threads,
-            );
-            if let Some(r) = ls.qkv_b.clone() {
-                column_sums(d_qkv, &mut g[r]);
-            }
-            rms_norm_backward(
-                &la.input[..n * d],
-                &p[ls.attn_norm.clone()],
-                &la.rstd_attn[..n],
-                d_normed,
-                d_resid,
-                &mut g[ls.attn_norm.clone()],
-            );
-        }
-
+        let d_resid = &sc.d_resid[..n * d];
         Affine {
             rows: n,
             inputs: dd,
@@ -691,125 +384,4 @@ impl BaseLcmEngine {
             column_sums(d_resid, &mut g[r]);
         }
     }
-}
-
-/// `y += x·Wᵀ + b` (a residual branch added onto the stream).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn accumulate_affine(
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &mut [f32],
-    rows: usize,
-    inputs: usize,
-    outputs: usize,
-    threads: usize,
-) {
-    if let Some(b) = b {
-        for row in y.chunks_exact_mut(outputs) {
-            add_assign(row, b);
-        }
-    }
-    matmul(
-        MatMut::dense(y, rows, outputs),
-        Mat::dense(&x[..rows * inputs], rows, inputs),
-        Mat::dense(w, outputs, inputs).t(),
-        true,
-        threads,
-    );
-}
-
-/// Causal multi-head attention over packed `[N, 3d]` rows (queries and keys already
-/// rotated): probabilities `[B, H, T, T]` and context `[N, d]`, one sequence per task.
-pub(crate) fn attention_forward(
-    qkv: &[f32],
-    probs: &mut [f32],
-    context: &mut [f32],
-    dims: Dims,
-    scale: f32,
-) {
-    let Dims {
-        t,
-        d,
-        heads,
-        head_dim: dh,
-        ..
-    } = dims;
-    probs
-        .par_chunks_mut(heads * t * t)
-        .zip(context.par_chunks_mut(t * d))
-        .enumerate()
-        .for_each(|(bi, (p_b, ctx_b))| {
-            let qkv_b = &qkv[bi * t * 3 * d..][..t * 3 * d];
-            for h in 0..heads {
-                let p = &mut p_b[h * t * t..][..t * t];
-                let q = Mat::block(qkv_b, 3 * d, t, h * dh, dh);
-                let k = Mat::block(qkv_b, 3 * d, t, d + h * dh, dh);
-                let v = Mat::block(qkv_b, 3 * d, t, 2 * d + h * dh, dh);
-                matmul(MatMut::dense(p, t, t), q, k.t(), false, 1);
-                causal_softmax(p, t, scale);
-                matmul(
-                    MatMut::block(ctx_b, d, t, h * dh, dh),
-                    Mat::dense(p, t, t),
-                    v,
-                    false,
-                    1,
-                );
-            }
-        });
-}
-
-/// Backward of [`attention_forward`]: `dQKV` (before the inverse rotation) from
-/// `dcontext`, using one `[T, T]` scratch block per sequence.
-pub(crate) fn attention_backward(
-    qkv: &[f32],
-    probs: &[f32],
-    d_context: &[f32],
-    d_qkv: &mut [f32],
-    d_probs: &mut [f32],
-    dims: Dims,
-    scale: f32,
-) {
-    let Dims {
-        t,
-        d,
-        heads,
-        head_dim: dh,
-        ..
-    } = dims;
-    d_qkv
-        .par_chunks_mut(t * 3 * d)
-        .zip(d_probs.par_chunks_mut(t * t))
-        .enumerate()
-        .for_each(|(bi, (dqkv_b, dp))| {
-            let qkv_b = &qkv[bi * t * 3 * d..][..t * 3 * d];
-            let dctx_b = &d_context[bi * t * d..][..t * d];
-            for h in 0..heads {
-                let p = Mat::dense(&probs[(bi * heads + h) * t * t..][..t * t], t, t);
-                let dctx = Mat::block(dctx_b, d, t, h * dh, dh);
-                let q = Mat::block(qkv_b, 3 * d, t, h * dh, dh);
-                let k = Mat::block(qkv_b, 3 * d, t, d + h * dh, dh);
-                let v = Mat::block(qkv_b, 3 * d, t, 2 * d + h * dh, dh);
-                // dP = dC·Vᵀ, dV = Pᵀ·dC
-                matmul(MatMut::dense(dp, t, t), dctx, v.t(), false, 1);
-                matmul(
-                    MatMut::block(dqkv_b, 3 * d, t, 2 * d + h * dh, dh),
-                    p.t(),
-                    dctx,
-                    false,
-                    1,
-                );
-                softmax_backward(p.data, dp, t, scale);
-                let ds = Mat::dense(dp, t, t);
-                // dQ = dS·K, dK = dSᵀ·Q
-                matmul(MatMut::block(dqkv_b, 3 * d, t, h * dh, dh), ds, k, false, 1);
-                matmul(
-                    MatMut::block(dqkv_b, 3 * d, t, d + h * dh, dh),
-                    ds.t(),
-                    q,
-                    false,
-                    1,
-                );
-            }
-        });
 }

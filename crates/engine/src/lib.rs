@@ -28,6 +28,7 @@ pub mod linear;
 pub mod params;
 pub mod rows;
 mod rows_diffusion;
+mod trunk;
 pub mod two_tower;
 
 pub use base_lcm::BaseLcmEngine;

@@ -43,20 +43,18 @@ use lcm_kernels::{Mat, MatMut, matmul};
 use lcm_model::two_tower::TwoTowerConfig;
 use rayon::prelude::*;
 
-use crate::base_lcm::{
-    self, LayerActs, LayerSlots, SummedLoss, accumulate_affine, attention_backward,
-    attention_forward, fit,
-};
+use crate::base_lcm::SummedLoss;
 use crate::linear::Affine;
 use crate::params::{FlatParams, ParamLayout};
 use crate::rows::{
-    column_sums, rms_norm_apply, rms_norm_backward, rms_norm_forward, rope_rows, rope_tables,
+    column_sums, rms_norm_apply, rms_norm_backward, rms_norm_forward, rope_tables,
     softmax_backward, squared_error, swiglu_backward, swiglu_forward,
 };
 use crate::rows_diffusion::{
     gated_add, gated_add_backward, modulate_backward, modulate_forward, prefix_softmax,
     silu_backward, silu_forward,
 };
+use crate::trunk::{self, LayerActs, LayerSlots, TrunkScratch, bias, fit};
 use crate::{EngineError, Result, threads};
 
 /// One training batch with its diffusion randomness already applied: the caller draws
@@ -197,29 +195,7 @@ fn layout(cfg: &TwoTowerConfig) -> (ParamLayout, Slots) {
     let front_w = l.push("encoder_frontend.pre_linear.weight", &[d, dd]);
     let front_b = bias.then(|| l.push("encoder_frontend.pre_linear.bias", &[d]));
     let ctx_layers = (0..cfg.n_context_layers)
-        .map(|i| {
-            let p = format!("context_encoder.layers.{i}");
-            let attn_norm = l.push(format!("{p}.self_attn_layer_norm.weight"), &[d]);
-            let attn = AttnSlots::push(&mut l, &format!("{p}.self_attn"), d, bias);
-            let ffn_norm = l.push(format!("{p}.ffn_layer_norm.weight"), &[d]);
-            let ffn = FfnSlots::push(&mut l, &format!("{p}.ffn"), d, f, bias);
-            LayerSlots {
-                attn_norm,
-                qkv_w: attn.q_w.start..attn.v_w.end,
-                qkv_b: attn
-                    .q_b
-                    .as_ref()
-                    .zip(attn.v_b.as_ref())
-                    .map(|(q, v)| q.start..v.end),
-                out_w: attn.o_w,
-                out_b: attn.o_b,
-                ffn_norm,
-                gate_up_w: ffn.gate_up_w,
-                gate_up_b: ffn.gate_up_b,
-                down_w: ffn.down_w,
-                down_b: ffn.down_b,
-            }
-        })
+        .map(|i| LayerSlots::push(&mut l, &format!("context_encoder.layers.{i}"), d, f, bias))
         .collect();
     let ctx_norm = l.push("context_encoder.layer_norm.weight", &[d]);
     let init_w = l.push("denoiser.initial_proj.fc.weight", &[d, dd]);
@@ -323,24 +299,16 @@ struct DenoiserActs {
     ffn_out: Vec<f32>,
 }
 
-/// Buffers reused by every layer of both towers.
+/// Buffers reused by every layer of both towers: the trunk's, and the denoiser's own.
 #[derive(Default)]
 struct Scratch {
-    normed: Vec<f32>,
+    trunk: TrunkScratch,
     modulated: Vec<f32>,
-    act: Vec<f32>,
     d_pred: Vec<f32>,
-    d_resid: Vec<f32>,
     d_branch: Vec<f32>,
     d_modulated: Vec<f32>,
-    d_normed: Vec<f32>,
-    d_act: Vec<f32>,
-    d_gate_up: Vec<f32>,
-    d_context: Vec<f32>,
-    d_qkv: Vec<f32>,
     d_q: Vec<f32>,
     d_kv: Vec<f32>,
-    d_probs: Vec<f32>,
     d_m: Vec<f32>,
     d_emb: Vec<f32>,
     d_keys: Vec<f32>,
@@ -380,8 +348,8 @@ struct Dims {
 
 impl Dims {
     /// The contextualizer's trunk in Base-LCM's terms: all `T` positions of every row.
-    fn trunk(&self) -> base_lcm::Dims {
-        base_lcm::Dims {
+    fn trunk(&self) -> trunk::Dims {
+        trunk::Dims {
             batch: self.batch,
             t: self.time,
             rows: self.rows,
@@ -392,10 +360,6 @@ impl Dims {
             ffn: self.ffn,
         }
     }
-}
-
-fn bias<'a>(p: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f32]> {
-    r.clone().map(|r| &p[r])
 }
 
 /// A Two-Tower LCM bound to its VarMap, with gradient buffer and activation arena.
@@ -583,11 +547,12 @@ impl TwoTowerEngine {
             h0,
             threads,
         );
-        trunk_forward(
+        trunk::forward(
             p,
             &s.ctx_layers,
-            &mut a.ctx,
-            &mut a.s,
+            &mut a.ctx.layers,
+            &mut a.ctx.last,
+            &mut a.s.trunk,
             dims.trunk(),
             eps,
             (&self.rope_cos, &self.rope_sin),
@@ -684,7 +649,7 @@ impl TwoTowerEngine {
                 m,
                 threads,
             );
-            let normed = fit(&mut a.s.normed, n * d);
+            let normed = fit(&mut a.s.trunk.normed, n * d);
             let u = fit(&mut a.s.modulated, n * d);
 
             // Self-attention under the identity mask: O(V(u)).
@@ -762,7 +727,7 @@ impl TwoTowerEngine {
                 gate_up,
                 threads,
             );
-            let act = fit(&mut a.s.act, n * ffn);
+            let act = fit(&mut a.s.trunk.act, n * ffn);
             swiglu_forward(gate_up, act, ffn);
             let o = fit(&mut la.ffn_out, n * d);
             Affine {
@@ -844,7 +809,7 @@ impl TwoTowerEngine {
         let a = &mut self.arena;
         let sc = &mut a.s;
 
-        let d_normed = fit(&mut sc.d_normed, n * d);
+        let d_normed = fit(&mut sc.trunk.d_normed, n * d);
         Affine {
             rows: n,
             inputs: d,
@@ -861,7 +826,7 @@ impl TwoTowerEngine {
         if let Some(r) = s.final_b.clone() {
             column_sums(&sc.d_pred[..n * dd], &mut g[r]);
         }
-        let d_resid = fit(&mut sc.d_resid, n * d);
+        let d_resid = fit(&mut sc.trunk.d_resid, n * d);
         d_resid.fill(0.0);
         rms_norm_backward(
             &a.last[..n * d],
@@ -887,7 +852,7 @@ impl TwoTowerEngine {
             let m = &la.m[..n * ms];
             // Every column of dm is written by one of the three sub-blocks below.
             let dm = fit(&mut sc.d_m, n * ms);
-            let normed = fit(&mut sc.normed, n * d);
+            let normed = fit(&mut sc.trunk.normed, n * d);
             let u = fit(&mut sc.modulated, n * d);
             let d_branch = fit(&mut sc.d_branch, n * d);
             let d_u = fit(&mut sc.d_modulated, n * d);
@@ -903,9 +868,9 @@ impl TwoTowerEngine {
             );
             modulate_forward(normed, m, ms, 6 * d, d, u);
             let gate_up = &la.gate_up[..n * 2 * ffn];
-            let act = fit(&mut sc.act, n * ffn);
+            let act = fit(&mut sc.trunk.act, n * ffn);
             swiglu_forward(gate_up, act, ffn);
-            let d_act = fit(&mut sc.d_act, n * ffn);
+            let d_act = fit(&mut sc.trunk.d_act, n * ffn);
             Affine {
                 rows: n,
                 inputs: ffn,
@@ -922,7 +887,7 @@ impl TwoTowerEngine {
             if let Some(r) = fs.down_b.clone() {
                 column_sums(d_branch, &mut g[r]);
             }
-            let d_gate_up = fit(&mut sc.d_gate_up, n * 2 * ffn);
+            let d_gate_up = fit(&mut sc.trunk.d_gate_up, n * 2 * ffn);
             swiglu_backward(gate_up, d_act, d_gate_up, ffn);
             Affine {
                 rows: n,
@@ -962,7 +927,7 @@ impl TwoTowerEngine {
                 d_branch,
                 dm,
             );
-            let d_context = fit(&mut sc.d_context, n * d);
+            let d_context = fit(&mut sc.trunk.d_context, n * d);
             square.backward(
                 d_branch,
                 &la.context[..n * d],
@@ -976,7 +941,7 @@ impl TwoTowerEngine {
             }
             let d_q = fit(&mut sc.d_q, n * d);
             let d_kv = fit(&mut sc.d_kv, nk * 2 * d);
-            let d_probs = fit(&mut sc.d_probs, b * t * (t + 1));
+            let d_probs = fit(&mut sc.trunk.d_probs, b * t * (t + 1));
             cross_attention_backward(
                 &la.q[..n * d],
                 &la.kv[..nk * 2 * d],
@@ -1160,16 +1125,16 @@ impl TwoTowerEngine {
                 &mut g[s.ctx_norm.clone()],
             );
         }
-        trunk_backward(
+        trunk::backward(
             p,
             g,
             &s.ctx_layers,
             &a.ctx.layers,
-            sc,
+            &mut sc.trunk,
             dims.trunk(),
             (&self.rope_cos, &self.rope_sin),
         );
-        let d_resid = &sc.d_resid[..n * d];
+        let d_resid = &sc.trunk.d_resid[..n * d];
         Affine {
             rows: n,
             inputs: dd,
@@ -1202,250 +1167,6 @@ fn timestep_sinusoid(timesteps: &[usize], freqs: &[f64], width: usize, out: &mut
             *s = arg.sin() as f32;
         }
         tail.fill(0.0);
-    }
-}
-
-/// The contextualizer's trunk (Base-LCM's causal pre-norm layers with RoPE): from the
-/// first layer's `input` (already holding the frontend's output) to `ctx.last`.
-fn trunk_forward(
-    p: &[f32],
-    slots: &[LayerSlots],
-    ctx: &mut ContextActs,
-    sc: &mut Scratch,
-    dims: base_lcm::Dims,
-    eps: f32,
-    (cos, sin): (&[f32], &[f32]),
-) {
-    let base_lcm::Dims {
-        batch: b,
-        t,
-        rows: n,
-        d,
-        heads,
-        head_dim,
-        ffn,
-        ..
-    } = dims;
-    let threads = threads();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    for (l, ls) in slots.iter().enumerate() {
-        let (done, rest) = ctx.layers.split_at_mut(l + 1);
-        let la = &mut done[l];
-        let normed = fit(&mut sc.normed, n * d);
-        rms_norm_forward(
-            &la.input[..n * d],
-            &p[ls.attn_norm.clone()],
-            eps,
-            normed,
-            fit(&mut la.rstd_attn, n),
-        );
-        let qkv = fit(&mut la.qkv, n * 3 * d);
-        Affine {
-            rows: n,
-            inputs: d,
-            outputs: 3 * d,
-        }
-        .forward(
-            normed,
-            &p[ls.qkv_w.clone()],
-            bias(p, &ls.qkv_b),
-            qkv,
-            threads,
-        );
-        rope_rows(qkv, n, 3 * d, 2 * heads, head_dim, t, cos, sin, false);
-        let probs = fit(&mut la.probs, b * heads * t * t);
-        let context = fit(&mut la.context, n * d);
-        attention_forward(qkv, probs, context, dims, scale);
-        let mid = fit(&mut la.mid, n * d);
-        mid.copy_from_slice(&la.input[..n * d]);
-        accumulate_affine(
-            context,
-            &p[ls.out_w.clone()],
-            bias(p, &ls.out_b),
-            mid,
-            n,
-            d,
-            d,
-            threads,
-        );
-        rms_norm_forward(
-            mid,
-            &p[ls.ffn_norm.clone()],
-            eps,
-            normed,
-            fit(&mut la.rstd_ffn, n),
-        );
-        let gate_up = fit(&mut la.gate_up, n * 2 * ffn);
-        Affine {
-            rows: n,
-            inputs: d,
-            outputs: 2 * ffn,
-        }
-        .forward(
-            normed,
-            &p[ls.gate_up_w.clone()],
-            bias(p, &ls.gate_up_b),
-            gate_up,
-            threads,
-        );
-        let act = fit(&mut sc.act, n * ffn);
-        swiglu_forward(gate_up, act, ffn);
-        let out = match rest.first_mut() {
-            Some(next) => fit(&mut next.input, n * d),
-            None => fit(&mut ctx.last, n * d),
-        };
-        out.copy_from_slice(mid);
-        accumulate_affine(
-            act,
-            &p[ls.down_w.clone()],
-            bias(p, &ls.down_b),
-            out,
-            n,
-            ffn,
-            d,
-            threads,
-        );
-    }
-}
-
-/// Backward of [`trunk_forward`]: `sc.d_resid` holds `∂/∂ctx.last` on entry and the
-/// gradient at the trunk's input on return.
-fn trunk_backward(
-    p: &[f32],
-    g: &mut [f32],
-    slots: &[LayerSlots],
-    acts: &[LayerActs],
-    sc: &mut Scratch,
-    dims: base_lcm::Dims,
-    (cos, sin): (&[f32], &[f32]),
-) {
-    let base_lcm::Dims {
-        batch: b,
-        t,
-        rows: n,
-        d,
-        heads,
-        head_dim,
-        ffn,
-        ..
-    } = dims;
-    let threads = threads();
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let square = Affine {
-        rows: n,
-        inputs: d,
-        outputs: d,
-    };
-    let d_resid = &mut sc.d_resid[..n * d];
-    for (ls, la) in slots.iter().zip(acts).rev() {
-        let normed = fit(&mut sc.normed, n * d);
-        let d_normed = fit(&mut sc.d_normed, n * d);
-        rms_norm_apply(
-            &la.mid[..n * d],
-            &p[ls.ffn_norm.clone()],
-            &la.rstd_ffn[..n],
-            normed,
-        );
-        let act = fit(&mut sc.act, n * ffn);
-        swiglu_forward(&la.gate_up[..n * 2 * ffn], act, ffn);
-        let d_act = fit(&mut sc.d_act, n * ffn);
-        Affine {
-            rows: n,
-            inputs: ffn,
-            outputs: d,
-        }
-        .backward(
-            d_resid,
-            act,
-            &p[ls.down_w.clone()],
-            &mut g[ls.down_w.clone()],
-            Some((d_act, false)),
-            threads,
-        );
-        if let Some(r) = ls.down_b.clone() {
-            column_sums(d_resid, &mut g[r]);
-        }
-        let d_gate_up = fit(&mut sc.d_gate_up, n * 2 * ffn);
-        swiglu_backward(&la.gate_up[..n * 2 * ffn], d_act, d_gate_up, ffn);
-        Affine {
-            rows: n,
-            inputs: d,
-            outputs: 2 * ffn,
-        }
-        .backward(
-            d_gate_up,
-            normed,
-            &p[ls.gate_up_w.clone()],
-            &mut g[ls.gate_up_w.clone()],
-            Some((d_normed, false)),
-            threads,
-        );
-        if let Some(r) = ls.gate_up_b.clone() {
-            column_sums(d_gate_up, &mut g[r]);
-        }
-        rms_norm_backward(
-            &la.mid[..n * d],
-            &p[ls.ffn_norm.clone()],
-            &la.rstd_ffn[..n],
-            d_normed,
-            d_resid,
-            &mut g[ls.ffn_norm.clone()],
-        );
-
-        let d_context = fit(&mut sc.d_context, n * d);
-        square.backward(
-            d_resid,
-            &la.context[..n * d],
-            &p[ls.out_w.clone()],
-            &mut g[ls.out_w.clone()],
-            Some((d_context, false)),
-            threads,
-        );
-        if let Some(r) = ls.out_b.clone() {
-            column_sums(d_resid, &mut g[r]);
-        }
-        let d_qkv = fit(&mut sc.d_qkv, n * 3 * d);
-        let d_probs = fit(&mut sc.d_probs, b * t * t);
-        attention_backward(
-            &la.qkv[..n * 3 * d],
-            &la.probs[..b * heads * t * t],
-            d_context,
-            d_qkv,
-            d_probs,
-            dims,
-            scale,
-        );
-        rope_rows(d_qkv, n, 3 * d, 2 * heads, head_dim, t, cos, sin, true);
-        rms_norm_apply(
-            &la.input[..n * d],
-            &p[ls.attn_norm.clone()],
-            &la.rstd_attn[..n],
-            normed,
-        );
-        Affine {
-            rows: n,
-            inputs: d,
-            outputs: 3 * d,
-        }
-        .backward(
-            d_qkv,
-            normed,
-            &p[ls.qkv_w.clone()],
-            &mut g[ls.qkv_w.clone()],
-            Some((d_normed, false)),
-            threads,
-        );
-        if let Some(r) = ls.qkv_b.clone() {
-            column_sums(d_qkv, &mut g[r]);
-        }
-        rms_norm_backward(
-            &la.input[..n * d],
-            &p[ls.attn_norm.clone()],
-            &la.rstd_attn[..n],
-            d_normed,
-            d_resid,
-            &mut g[ls.attn_norm.clone()],
-        );
     }
 }
 
