@@ -8,8 +8,7 @@
 #   bash bench/train_lcm.sh --threads 1 --steps 10 --batch 16
 #
 # Options of this script: --quick, --threads N (default: nproc), --skip-build, --skip-check,
-# --models base,two_tower, --engine fused,candle (lcm's Base-LCM engines; the Two-Tower
-# trains on candle). Each (model, engine) runs in its own process, as does each PyTorch
+# --models base,two_tower, --engine fused,candle (lcm's engines, for both models). Each (model, engine) runs in its own process, as does each PyTorch
 # model, so that every peak RSS is that model's alone.
 # Everything else is passed to both sides (see `bench/train_lcm.py --help`): --models,
 # --preset, --batch, --seq, --input-dim, --warmup, --steps, --gen-context, --gen-steps,
@@ -84,9 +83,8 @@ fi
 : >"$OUT/lcm.jsonl"
 : >"$OUT/pytorch.jsonl"
 for MODEL in ${MODELS//,/ }; do
-    if [[ $MODEL == base ]]; then MODEL_ENGINES="$ENGINES"; else MODEL_ENGINES=candle; fi
     GENERATE=()
-    for ENGINE in ${MODEL_ENGINES//,/ }; do
+    for ENGINE in ${ENGINES//,/ }; do
         echo "== lcm $MODEL ($ENGINE engine), $THREADS threads" >&2
         "$BIN" --models "$MODEL" --engine "$ENGINE" "${GENERATE[@]}" "${PASS[@]}" >>"$OUT/lcm.jsonl"
         # Generation does not depend on the training engine: measured once.

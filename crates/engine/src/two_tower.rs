@@ -452,6 +452,15 @@ impl TwoTowerEngine {
         &mut self.grads
     }
 
+    /// Whether parameter `name` receives a gradient at all: not the denoiser's
+    /// self-attention Q and K, which the identity mask never reads. Autograd leaves them
+    /// without a gradient, and an optimiser must then skip them (no step, no weight decay),
+    /// as PyTorch's and candle's AdamW do.
+    pub fn has_gradient(&self, name: &str) -> bool {
+        !(name.starts_with("denoiser.layers.")
+            && (name.contains(".self_attn.q_proj.") || name.contains(".self_attn.k_proj.")))
+    }
+
     fn dims(&self, batch: &TwoTowerBatch<'_>) -> Result<Dims> {
         let cfg = &self.config;
         let (b, t, dd) = (batch.batch, batch.time, cfg.input_dim);

@@ -177,6 +177,12 @@ fn check_two_tower(cfg: &TwoTowerConfig, c: &Case, seed: u64) -> f64 {
             .map(|(_, v)| v.clone())
             .expect("var");
         let got = &engine.gradients()[slot.range.clone()];
+        assert_eq!(
+            engine.has_gradient(&slot.name),
+            grads.get(var.as_tensor()).is_some(),
+            "{}: the engine and autograd disagree on whether it has a gradient",
+            slot.name
+        );
         let Some(want) = grads.get(var.as_tensor()) else {
             assert!(
                 unused_by_the_model(&slot.name),

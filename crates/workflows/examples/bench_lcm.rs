@@ -14,9 +14,8 @@
 //! - `"task": "train"`: one step is forward, loss (`BaseLcm::loss` /
 //!   `TwoTowerLcm::loss_sampled` with CFG dropout 0.15), backward, global grad-norm clipping
 //!   and AdamW, exactly what `lcm_workflows::train` does per step, on one fixed seeded batch.
-//!   `"engine"` says which code computed it: `fused` (the Base-LCM on `lcm-engine`, the
-//!   trainer's default) or `candle` (autograd); `--engine` picks them (default: both for
-//!   the Base-LCM; the Two-Tower trains on candle only).
+//!   `"engine"` says which code computed it: `fused` (`lcm-engine`, the trainer's default)
+//!   or `candle` (autograd); `--engine` picks them (default: both, for both models).
 //! - `"task": "generate"`: wall time for one generated concept after a prefilled prompt. For
 //!   the Two-Tower model that is `S` guided DDIM steps (a conditional and an unconditional
 //!   denoiser call each, `SamplingOptions::paper_two_tower_1_6b`) plus feeding the result
@@ -35,13 +34,15 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_model::base_lcm::{BaseLcm, BaseLcmConfig};
+use lcm_model::builder::ModelConfig;
 use lcm_model::diffusion::{
     DdimSampler, NoiseSchedule, NoiseScheduleConfig, SamplingOptions, TimestepSpacing,
 };
+use lcm_model::generate::Lcm;
 use lcm_model::presets;
 use lcm_model::two_tower::{TwoTowerConfig, TwoTowerLcm, standard_normal};
 use lcm_train::{AdamW, AdamWConfig, TrainRng, default_decay_filter, new_rng};
-use lcm_workflows::fused::{Engine, FusedBaseLcm};
+use lcm_workflows::fused::{Engine, FusedLcm};
 use serde_json::json;
 
 /// CFG dropout of the paper's Two-Tower recipe (and the trainer's default).
@@ -313,6 +314,32 @@ fn base_step_flops(cfg: &BaseLcmConfig, batch: usize, seq: usize) -> f64 {
     3.0 * forward
 }
 
+/// Nominal matrix-product FLOPs of one Two-Tower training step, counted as for
+/// [`base_step_flops`]: the contextualizer over all `T` positions, the denoiser's
+/// modulation, value/output (identity self-attention), query, packed key/value over the
+/// `T + 1` keys, cross-attention over the `T × (T + 1)` rectangle and SwiGLU per layer, the
+/// timestep MLP and the in/out projections.
+fn two_tower_step_flops(cfg: &TwoTowerConfig, batch: usize, seq: usize) -> f64 {
+    let (t, dd, d, f, phi) = (
+        seq,
+        cfg.input_dim,
+        cfg.d_model,
+        cfg.ffn_inner_dim,
+        cfg.timestep_freq_dim,
+    );
+    let n = (batch * t) as f64;
+    let nk = (batch * (t + 1)) as f64;
+    let context_layer = 2.0 * n * (d * 3 * d + d * d + d * 2 * f + f * d) as f64
+        + 2.0 * 2.0 * (batch * t * t * d) as f64;
+    let denoiser_layer = 2.0 * n * (9 * d * d + 2 * d * d + 2 * d * d + 3 * d * f) as f64
+        + 2.0 * nk * (2 * d * d) as f64
+        + 2.0 * 2.0 * (batch * t * (t + 1) * d) as f64;
+    let forward = 2.0 * n * (3 * dd * d + phi * d + d * d) as f64
+        + cfg.n_context_layers as f64 * context_layer
+        + cfg.n_denoiser_layers as f64 * denoiser_layer;
+    3.0 * forward
+}
+
 fn train_report(
     model: &str,
     engine: Engine,
@@ -385,6 +412,88 @@ fn random_batch(
     Ok((x, mask))
 }
 
+/// Trains `net` for `warmup + steps` steps on one fixed random batch with each engine in
+/// `args.engines`, every engine from the same initial weights, a fresh optimiser and the
+/// same diffusion randomness, and prints one report per engine.
+#[allow(clippy::too_many_arguments)]
+fn bench_training(
+    args: &Args,
+    name: &str,
+    net: &Lcm,
+    config: &ModelConfig,
+    varmap: &VarMap,
+    params: usize,
+    flops_per_step: f64,
+    data_rng: &mut TrainRng,
+) -> Result<()> {
+    let dim = match config {
+        ModelConfig::Base(c) => c.input_dim,
+        ModelConfig::TwoTower(c) => c.input_dim,
+        ModelConfig::OneTower(c) => c.input_dim,
+    };
+    let (x, mask) = random_batch(args, dim, data_rng, &Device::Cpu)?;
+    let lengths = vec![args.seq; args.batch];
+    // Re-running the seeded init would not restore the weights: it skips constant tensors,
+    // which the norm gains no longer are after the first engine trained them.
+    let initial: Vec<(candle_core::Var, Tensor)> = varmap
+        .all_vars()
+        .into_iter()
+        .map(|v| {
+            let t = v.as_tensor().copy()?;
+            Ok((v, t))
+        })
+        .collect::<Result<_>>()?;
+    for &engine in &args.engines {
+        for (var, t) in &initial {
+            var.set(t)?;
+        }
+        let mut opt = optimizer(varmap, args.lr)?;
+        // Timesteps, noise and CFG rows are drawn inside the step, as in the trainer.
+        let mut rng = new_rng(args.seed.wrapping_add(2));
+        let label = format!("{name} train ({})", engine.name());
+        let (times, losses) = match engine {
+            Engine::Candle => time_steps(args.warmup, args.steps, &label, || {
+                let loss = match net {
+                    Lcm::Base(m) => m.loss(&x, Some(&mask))?,
+                    Lcm::TwoTower(m, s) => {
+                        m.loss_sampled(&x, Some(&mask), s, CFG_DROPOUT, &mut rng)?
+                    }
+                    Lcm::OneTower(m, s) => {
+                        m.loss_sampled(&x, Some(&mask), s, CFG_DROPOUT, &mut rng)?
+                    }
+                };
+                optimiser_step(&mut opt, loss, args.clip)
+            })?,
+            Engine::Fused => {
+                let mut fused = FusedLcm::new(net, config, varmap)?
+                    .map_err(|why| anyhow::anyhow!("{name}: {why}"))?;
+                time_steps(args.warmup, args.steps, &label, || {
+                    // The trainer's sequence: loss, finiteness check, clip, AdamW.
+                    let loss = fused.loss_and_gradients(&x, &lengths, CFG_DROPOUT, &mut rng)?;
+                    if !loss.is_finite() {
+                        bail!("non-finite loss {loss}");
+                    }
+                    fused.step(&mut opt, args.clip)?;
+                    Ok(loss)
+                })?
+            }
+        };
+        println!(
+            "{}",
+            train_report(
+                name,
+                engine,
+                args,
+                params,
+                &times,
+                &losses,
+                Some(flops_per_step)
+            )
+        );
+    }
+    Ok(())
+}
+
 fn bench_base(args: &Args, cfg: &BaseLcmConfig, dev: &Device) -> Result<()> {
     let name = format!("base_lcm_{}", args.preset);
     let varmap = VarMap::new();
@@ -393,56 +502,19 @@ fn bench_base(args: &Args, cfg: &BaseLcmConfig, dev: &Device) -> Result<()> {
     let mut data_rng = new_rng(args.seed.wrapping_add(1));
 
     if args.train {
-        let (x, mask) = random_batch(args, cfg.input_dim, &mut data_rng, dev)?;
-        let lengths = vec![args.seq; args.batch];
-        // Every engine starts from the same initial weights and a fresh optimiser.
-        // (Re-running the seeded init would not do: it skips constant tensors, which the
-        // norm gains no longer are after the first engine trained them.)
-        let initial: Vec<(candle_core::Var, Tensor)> = varmap
-            .all_vars()
-            .into_iter()
-            .map(|v| {
-                let t = v.as_tensor().copy()?;
-                Ok((v, t))
-            })
-            .collect::<Result<_>>()?;
-        for &engine in &args.engines {
-            for (var, t) in &initial {
-                var.set(t)?;
-            }
-            let mut opt = optimizer(&varmap, args.lr)?;
-            let label = format!("{name} train ({})", engine.name());
-            let (times, losses) = match engine {
-                Engine::Candle => time_steps(args.warmup, args.steps, &label, || {
-                    let loss = model.loss(&x, Some(&mask))?;
-                    optimiser_step(&mut opt, loss, args.clip)
-                })?,
-                Engine::Fused => {
-                    let mut fused = FusedBaseLcm::new(cfg, &varmap)?;
-                    time_steps(args.warmup, args.steps, &label, || {
-                        // The trainer's sequence: loss, finiteness check, clip, AdamW.
-                        let loss = fused.loss_and_gradients(&x, &lengths)?;
-                        if !loss.is_finite() {
-                            bail!("non-finite loss {loss}");
-                        }
-                        fused.step(&mut opt, args.clip)?;
-                        Ok(loss)
-                    })?
-                }
-            };
-            println!(
-                "{}",
-                train_report(
-                    &name,
-                    engine,
-                    args,
-                    params,
-                    &times,
-                    &losses,
-                    Some(base_step_flops(cfg, args.batch, args.seq)),
-                )
-            );
-        }
+        let net = Lcm::Base(model.clone());
+        let flops = base_step_flops(cfg, args.batch, args.seq);
+        let config = ModelConfig::Base(cfg.clone());
+        bench_training(
+            args,
+            &name,
+            &net,
+            &config,
+            &varmap,
+            params,
+            flops,
+            &mut data_rng,
+        )?;
     }
 
     if args.generate {
@@ -491,19 +563,19 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
     let mut data_rng = new_rng(args.seed.wrapping_add(1));
 
     if args.train {
-        let (x, mask) = random_batch(args, cfg.input_dim, &mut data_rng, dev)?;
-        let mut opt = optimizer(&varmap, args.lr)?;
-        // Timesteps, noise and CFG rows are drawn inside the step, as in the trainer.
-        let mut rng = new_rng(args.seed.wrapping_add(2));
-        let (times, losses) =
-            time_steps(args.warmup, args.steps, &format!("{name} train"), || {
-                let loss = model.loss_sampled(&x, Some(&mask), &schedule, CFG_DROPOUT, &mut rng)?;
-                optimiser_step(&mut opt, loss, args.clip)
-            })?;
-        println!(
-            "{}",
-            train_report(&name, Engine::Candle, args, params, &times, &losses, None)
-        );
+        let net = Lcm::TwoTower(model.clone(), schedule.clone());
+        let flops = two_tower_step_flops(cfg, args.batch, args.seq);
+        let config = ModelConfig::TwoTower(cfg.clone());
+        bench_training(
+            args,
+            &name,
+            &net,
+            &config,
+            &varmap,
+            params,
+            flops,
+            &mut data_rng,
+        )?;
     }
 
     if args.generate {

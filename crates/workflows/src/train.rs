@@ -36,7 +36,7 @@ use lcm_train::run::{
 use lcm_train::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
-use crate::fused::{Engine, FusedBaseLcm};
+use crate::fused::{Engine, FusedLcm};
 use crate::store::StoreLayout;
 use crate::{Result, WorkflowError};
 
@@ -253,7 +253,7 @@ pub fn normalizer_hash(normalizer: &RobustNormalizer) -> String {
 /// at different steps are comparable; on the fused engine when `fused` is given.
 fn validate(
     net: &Lcm,
-    mut fused: Option<&mut FusedBaseLcm>,
+    mut fused: Option<&mut FusedLcm>,
     batcher: &Batcher,
     seed: u64,
     cfg_p: f64,
@@ -266,7 +266,7 @@ fn validate(
             continue;
         }
         if let Some(fused) = fused.as_deref_mut() {
-            let loss = fused.loss(&batch.x, &batch.lengths)?;
+            let loss = fused.loss(&batch.x, &batch.lengths, cfg_p, &mut rng)?;
             sum += loss.sum;
             count += loss.count;
         } else {
@@ -285,23 +285,14 @@ fn fused_engine(
     net: &Lcm,
     cfg: &ModelConfig,
     varmap: &VarMap,
-) -> Result<Option<FusedBaseLcm>> {
+) -> Result<Option<FusedLcm>> {
     if engine == Engine::Candle {
         return Ok(None);
     }
-    match (net, cfg) {
-        (Lcm::Base(_), ModelConfig::Base(base)) => match FusedBaseLcm::new(base, varmap) {
-            Ok(fused) => Ok(Some(fused)),
-            Err(WorkflowError::Engine(lcm_engine::EngineError::Unsupported(why))) => {
-                tracing::warn!("training on candle autograd: {why}");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        },
-        _ => {
-            tracing::warn!(
-                "the fused engine covers Base-LCM only so far; training this model on candle autograd"
-            );
+    match FusedLcm::new(net, cfg, varmap)? {
+        Ok(fused) => Ok(Some(fused)),
+        Err(why) => {
+            tracing::warn!("training on candle autograd: {why}");
             Ok(None)
         }
     }
@@ -311,7 +302,7 @@ fn fused_engine(
 struct LcmTrainer<'a> {
     net: Lcm,
     /// The fused engine bound to `net`'s `Var`s, when it covers the architecture.
-    fused: Option<FusedBaseLcm>,
+    fused: Option<FusedLcm>,
     config: &'a TrainConfig,
     train: &'a Batcher,
     valid: Option<&'a Batcher>,
@@ -341,7 +332,12 @@ impl Trainer for LcmTrainer<'_> {
             TrainError::Optimizer(format!("non-finite loss {loss} at step {}", step.index + 1))
         };
         let (loss_value, grad_norm) = if let Some(fused) = &mut self.fused {
-            let loss = fused.loss_and_gradients(&batch.x, &batch.lengths)?;
+            let loss = fused.loss_and_gradients(
+                &batch.x,
+                &batch.lengths,
+                self.config.cfg_dropout,
+                step.rng,
+            )?;
             if !loss.is_finite() {
                 return Err(non_finite(loss).into());
             }

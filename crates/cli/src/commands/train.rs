@@ -79,7 +79,8 @@ pub struct Args {
     #[arg(long)]
     max_minutes: Option<f64>,
     /// Training engine: `fused` (hand-written forward/backward over flat buffers, for
-    /// Base-LCM; other models fall back to candle) or `candle` (autograd, the reference).
+    /// Base-LCM and Two-Tower; One-Tower falls back to candle) or `candle` (autograd, the
+    /// reference).
     #[arg(long, value_enum, default_value = "fused")]
     engine: EngineArg,
     /// Hide the progress bar.
