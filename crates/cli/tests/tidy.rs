@@ -23,7 +23,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("lcm-model", &["lcm-util"]),
     // The fused engine mirrors the model crate's architectures over flat buffers; it knows
     // no trainer, store or encoder.
-    ("lcm-engine", &["lcm-kernels", "lcm-model"]),
+    // It also runs the SONAR decoder's architecture (lcm-sonar), for `lcm train-decoder`.
+    ("lcm-engine", &["lcm-kernels", "lcm-model", "lcm-sonar"]),
     // A port (text ⇄ vector) never depends on trainers or stores.
     ("lcm-sonar", &["lcm-util", "lcm-concept"]),
     // capabilities

@@ -18,7 +18,11 @@
 //!   contextualizer, AdaLN-modulated denoiser with identity self-attention and
 //!   shifted-causal cross-attention with CFG-dropped rows), the gradient flowing into the
 //!   contextualizer through the cross-attention keys; its extra row kernels (SiLU, AdaLN
-//!   modulation and gating, prefix softmax) are in `rows_diffusion`.
+//!   modulation and gating, prefix softmax) are in `rows_diffusion`;
+//! - [`sonar_decoder`]: the SONAR-architecture decoder `lcm train-decoder` trains (LayerNorm
+//!   with bias, causal self-attention, single-key cross-attention on the concept, ReLU FFN,
+//!   output projection tied to the embedding) with its label-smoothed token loss, the
+//!   logits formed and differentiated in row chunks; its row kernels are in `rows_sonar`.
 //!
 //! Every pass is checked against candle autograd on the `tiny` and `small` presets
 //! (`tests/parity.rs`, `tests/parity_two_tower.rs`) and by central differences.
@@ -28,11 +32,14 @@ pub mod linear;
 pub mod params;
 pub mod rows;
 mod rows_diffusion;
+mod rows_sonar;
+pub mod sonar_decoder;
 mod trunk;
 pub mod two_tower;
 
 pub use base_lcm::BaseLcmEngine;
 pub use params::{FlatParams, ParamLayout, ParamSlot};
+pub use sonar_decoder::SonarDecoderEngine;
 pub use two_tower::TwoTowerEngine;
 
 /// Why the engine cannot run a model; the trainer then uses the candle path.
