@@ -22,13 +22,18 @@
 //! - [`sonar_decoder`]: the SONAR-architecture decoder `lcm train-decoder` trains (LayerNorm
 //!   with bias, causal self-attention, single-key cross-attention on the concept, ReLU FFN,
 //!   output projection tied to the embedding) with its label-smoothed token loss, the
-//!   logits formed and differentiated in row chunks; its row kernels are in `rows_sonar`.
+//!   logits formed and differentiated in row chunks; its row kernels are in `rows_sonar`;
+//! - [`one_tower`]: the One-Tower diffusion LCM's training loss (timestep MLP, `[x ; τ]`
+//!   input projection and learned positions, the pre-norm trunk without RoPE over clean
+//!   and noisy rows under the One-Tower mask with CFG-dropped rows).
 //!
 //! Every pass is checked against candle autograd on the `tiny` and `small` presets
-//! (`tests/parity.rs`, `tests/parity_two_tower.rs`) and by central differences.
+//! (`tests/parity.rs`, `tests/parity_two_tower.rs`, `tests/parity_one_tower.rs`) and by
+//! central differences.
 
 pub mod base_lcm;
 pub mod linear;
+pub mod one_tower;
 pub mod params;
 pub mod rows;
 mod rows_diffusion;
@@ -38,6 +43,7 @@ mod trunk;
 pub mod two_tower;
 
 pub use base_lcm::BaseLcmEngine;
+pub use one_tower::OneTowerEngine;
 pub use params::{FlatParams, ParamLayout, ParamSlot};
 pub use sonar_decoder::SonarDecoderEngine;
 pub use two_tower::TwoTowerEngine;

@@ -130,3 +130,30 @@ multiversion! {
         }
     }
 }
+
+/// The `Φ/2` frequencies of the DiT timestep sinusoid of width `Φ`, in f64 and by the
+/// same expression as `lcm_model::two_tower::timestep_sinusoid`, so that the rounded
+/// features agree bit for bit.
+pub(crate) fn timestep_frequencies(width: usize) -> Vec<f64> {
+    let half = width / 2;
+    let max_period: f64 = 10_000.0;
+    (0..half)
+        .map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp())
+        .collect()
+}
+
+/// DiT sinusoid features `[cos(t·f) | sin(t·f) | 0 for an odd width]` per row of `width`,
+/// computed in f64 and rounded as `lcm_model::two_tower::timestep_sinusoid` does.
+pub(crate) fn timestep_features(timesteps: &[usize], freqs: &[f64], width: usize, out: &mut [f32]) {
+    let half = freqs.len();
+    for (row, &step) in out.chunks_exact_mut(width).zip(timesteps) {
+        let (cos, rest) = row.split_at_mut(half);
+        let (sin, tail) = rest.split_at_mut(half);
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(freqs) {
+            let arg = step as f64 * f;
+            *c = arg.cos() as f32;
+            *s = arg.sin() as f32;
+        }
+        tail.fill(0.0);
+    }
+}

@@ -1,7 +1,9 @@
-//! The causal pre-norm decoder trunk both LCM engines share (Base-LCM's decoder and the
-//! Two-Tower contextualizer): per layer RMSNorm → packed QKV → RoPE → causal attention →
-//! output projection, then RMSNorm → packed gate|up → SwiGLU → down projection, each added
-//! onto the residual stream; and its backward pass.
+//! The pre-norm decoder trunk the LCM engines share (Base-LCM's decoder, the Two-Tower
+//! contextualizer and the One-Tower backbone): per layer RMSNorm → packed QKV → token
+//! mixing → output projection, then RMSNorm → packed gate|up → SwiGLU → down projection,
+//! each added onto the residual stream; and its backward pass. The token mixing is a
+//! [`Mixer`]: causal attention with RoPE ([`forward`], [`backward`]) or a model's own
+//! ([`forward_with`], [`backward_with`]).
 
 use std::ops::Range;
 
@@ -125,6 +127,101 @@ pub(crate) fn bias<'a>(p: &'a [f32], r: &Option<Range<usize>>) -> Option<&'a [f3
     r.clone().map(|r| &p[r])
 }
 
+/// How a trunk layer mixes its tokens: from the packed `[N, 3d]` Q|K|V rows to the
+/// attention context `[N, d]`, saving what its backward pass needs in `probs`.
+pub(crate) trait Mixer {
+    /// May rewrite `qkv` in place (RoPE); the backward pass then receives the rewritten rows.
+    fn forward(&self, qkv: &mut [f32], probs: &mut Vec<f32>, context: &mut [f32]);
+
+    /// Writes `d_qkv`, the gradient with respect to the Q|K|V product's output (before any
+    /// in-place rewrite), from `d_context`; `d_probs` is scratch.
+    fn backward(
+        &self,
+        qkv: &[f32],
+        probs: &[f32],
+        d_context: &[f32],
+        d_qkv: &mut [f32],
+        d_probs: &mut Vec<f32>,
+    );
+}
+
+/// Causal attention with RoPE within each sequence of `dims.t` rows (Base-LCM, the
+/// Two-Tower contextualizer).
+struct CausalRope<'a> {
+    dims: Dims,
+    cos: &'a [f32],
+    sin: &'a [f32],
+}
+
+impl Mixer for CausalRope<'_> {
+    fn forward(&self, qkv: &mut [f32], probs: &mut Vec<f32>, context: &mut [f32]) {
+        let Dims {
+            batch: b,
+            t,
+            rows: n,
+            d,
+            heads,
+            head_dim,
+            ..
+        } = self.dims;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        rope_rows(
+            qkv,
+            n,
+            3 * d,
+            2 * heads,
+            head_dim,
+            t,
+            self.cos,
+            self.sin,
+            false,
+        );
+        let probs = fit(probs, b * heads * t * t);
+        attention_forward(qkv, probs, context, self.dims, scale);
+    }
+
+    fn backward(
+        &self,
+        qkv: &[f32],
+        probs: &[f32],
+        d_context: &[f32],
+        d_qkv: &mut [f32],
+        d_probs: &mut Vec<f32>,
+    ) {
+        let Dims {
+            batch: b,
+            t,
+            rows: n,
+            d,
+            heads,
+            head_dim,
+            ..
+        } = self.dims;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let d_probs = fit(d_probs, b * t * t);
+        attention_backward(
+            qkv,
+            &probs[..b * heads * t * t],
+            d_context,
+            d_qkv,
+            d_probs,
+            self.dims,
+            scale,
+        );
+        rope_rows(
+            d_qkv,
+            n,
+            3 * d,
+            2 * heads,
+            head_dim,
+            t,
+            self.cos,
+            self.sin,
+            true,
+        );
+    }
+}
+
 /// The causal pre-norm layers with RoPE: from the first layer's `input` (already holding
 /// the frontend's output) to `last`, the stream before the final RMSNorm.
 #[allow(clippy::too_many_arguments)]
@@ -138,18 +235,28 @@ pub(crate) fn forward(
     eps: f32,
     (cos, sin): (&[f32], &[f32]),
 ) {
+    let mixer = CausalRope { dims, cos, sin };
+    forward_with(p, slots, layers, last, sc, dims, eps, &mixer);
+}
+
+/// The pre-norm layers with `mixer` as their token mixing: from the first layer's `input`
+/// to `last`, the stream before the final RMSNorm. Only `dims.rows`, `dims.d` and
+/// `dims.ffn` are read here; the mixer knows its own sequence structure.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_with(
+    p: &[f32],
+    slots: &[LayerSlots],
+    layers: &mut [LayerActs],
+    last: &mut Vec<f32>,
+    sc: &mut TrunkScratch,
+    dims: Dims,
+    eps: f32,
+    mixer: &impl Mixer,
+) {
     let Dims {
-        batch: b,
-        t,
-        rows: n,
-        d,
-        heads,
-        head_dim,
-        ffn,
-        ..
+        rows: n, d, ffn, ..
     } = dims;
     let threads = threads();
-    let scale = 1.0 / (head_dim as f32).sqrt();
     for (l, ls) in slots.iter().enumerate() {
         let (done, rest) = layers.split_at_mut(l + 1);
         let la = &mut done[l];
@@ -174,10 +281,8 @@ pub(crate) fn forward(
             qkv,
             threads,
         );
-        rope_rows(qkv, n, 3 * d, 2 * heads, head_dim, t, cos, sin, false);
-        let probs = fit(&mut la.probs, b * heads * t * t);
         let context = fit(&mut la.context, n * d);
-        attention_forward(qkv, probs, context, dims, scale);
+        mixer.forward(qkv, &mut la.probs, context);
         let mid = fit(&mut la.mid, n * d);
         mid.copy_from_slice(&la.input[..n * d]);
         accumulate_affine(
@@ -241,18 +346,24 @@ pub(crate) fn backward(
     dims: Dims,
     (cos, sin): (&[f32], &[f32]),
 ) {
+    let mixer = CausalRope { dims, cos, sin };
+    backward_with(p, g, slots, acts, sc, dims, &mixer);
+}
+
+/// Backward of [`forward_with`] under the same `mixer`, as [`backward`].
+pub(crate) fn backward_with(
+    p: &[f32],
+    g: &mut [f32],
+    slots: &[LayerSlots],
+    acts: &[LayerActs],
+    sc: &mut TrunkScratch,
+    dims: Dims,
+    mixer: &impl Mixer,
+) {
     let Dims {
-        batch: b,
-        t,
-        rows: n,
-        d,
-        heads,
-        head_dim,
-        ffn,
-        ..
+        rows: n, d, ffn, ..
     } = dims;
     let threads = threads();
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let square = Affine {
         rows: n,
         inputs: d,
@@ -327,17 +438,13 @@ pub(crate) fn backward(
             column_sums(d_resid, &mut g[r]);
         }
         let d_qkv = fit(&mut sc.d_qkv, n * 3 * d);
-        let d_probs = fit(&mut sc.d_probs, b * t * t);
-        attention_backward(
+        mixer.backward(
             &la.qkv[..n * 3 * d],
-            &la.probs[..b * heads * t * t],
+            &la.probs,
             d_context,
             d_qkv,
-            d_probs,
-            dims,
-            scale,
+            &mut sc.d_probs,
         );
-        rope_rows(d_qkv, n, 3 * d, 2 * heads, head_dim, t, cos, sin, true);
         rms_norm_apply(
             &la.input[..n * d],
             &p[ls.attn_norm.clone()],

@@ -1,0 +1,427 @@
+//! The fused One-Tower engine against candle autograd (`OneTowerLcm::loss`, the reference):
+//! the loss and every parameter gradient agree to a relative 1e-5 (max-abs difference over
+//! max-abs reference, per tensor), and a few coordinates agree with central differences of
+//! the engine's own loss.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use lcm_engine::OneTowerEngine;
+use lcm_engine::one_tower::OneTowerBatch;
+use lcm_model::base_lcm::padding_mask_from_lengths;
+use lcm_model::diffusion::{NoiseSchedule, NoiseScheduleConfig};
+use lcm_model::one_tower::{OneTowerConfig, OneTowerLcm, cfg_dropped_rows};
+use lcm_model::presets::{one_tower_small, one_tower_tiny};
+use lcm_model::two_tower::standard_normal;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn uniform(rng: &mut StdRng, n: usize, a: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-a..a)).collect()
+}
+
+/// A model whose every parameter holds seeded random values (norm gains around 1, biases
+/// and the position table at the scale of the weights), so that no path is zero.
+fn random_model(cfg: &OneTowerConfig, seed: u64) -> (VarMap, OneTowerLcm) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = OneTowerLcm::new(cfg, vb).expect("model");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut named: Vec<_> = varmap
+        .data()
+        .lock()
+        .expect("varmap")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, var) in named {
+        let n = var.elem_count();
+        let fan_in = *var.dims().last().unwrap_or(&1) as f32;
+        let mut values = uniform(&mut rng, n, 1.0 / fan_in.sqrt());
+        if name.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v += 1.0);
+        }
+        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).expect("tensor");
+        var.set(&t).expect("set");
+    }
+    (varmap, model)
+}
+
+fn schedule() -> NoiseSchedule {
+    NoiseSchedule::new(NoiseScheduleConfig::default()).expect("schedule")
+}
+
+/// One batch with its diffusion randomness drawn in `OneTowerLcm::loss_sampled`'s order,
+/// and the noised input and target the engine is fed (from the same `noisy_and_target`
+/// call the model makes).
+struct Case {
+    batch: usize,
+    time: usize,
+    lengths: Vec<usize>,
+    x0: Vec<f32>,
+    noise: Tensor,
+    timesteps: Vec<usize>,
+    dropped: Vec<(usize, usize)>,
+    noisy: Vec<f32>,
+    target: Vec<f32>,
+}
+
+impl Case {
+    fn batch(&self) -> OneTowerBatch<'_> {
+        OneTowerBatch {
+            x0: &self.x0,
+            noisy: &self.noisy,
+            target: &self.target,
+            timesteps: &self.timesteps,
+            dropped_rows: &self.dropped,
+            batch: self.batch,
+            time: self.time,
+            lengths: &self.lengths,
+        }
+    }
+
+    fn x0_tensor(&self, dd: usize) -> Tensor {
+        Tensor::from_vec(self.x0.clone(), (self.batch, self.time, dd), &Device::Cpu).expect("x0")
+    }
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1())
+        .expect("tensor values")
+}
+
+fn case(cfg: &OneTowerConfig, lengths: &[usize], time: usize, cfg_p: f64, seed: u64) -> Case {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (b, dd) = (lengths.len(), cfg.input_dim);
+    let mut x0 = uniform(&mut rng, b * time * dd, 1.5);
+    for (bi, &len) in lengths.iter().enumerate() {
+        x0[(bi * time + len) * dd..(bi + 1) * time * dd].fill(0.0);
+    }
+    let schedule = schedule();
+    let timesteps = schedule.sample_timesteps(b * time, &mut rng);
+    let noise = standard_normal(&[b, time, dd], &mut rng, DType::F32, &Device::Cpu).expect("noise");
+    let dropped = cfg_dropped_rows(b, time, cfg_p, &mut rng);
+    let x0_t = Tensor::from_vec(x0.clone(), (b, time, dd), &Device::Cpu).expect("x0");
+    let (noisy, target) = schedule
+        .noisy_and_target(&x0_t, &noise, &timesteps)
+        .expect("noisy and target");
+    Case {
+        batch: b,
+        time,
+        lengths: lengths.to_vec(),
+        x0,
+        noise,
+        timesteps,
+        dropped,
+        noisy: flat(&noisy),
+        target: flat(&target),
+    }
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()))
+}
+
+fn relative_difference(got: &[f32], want: &[f32]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
+    let diff = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| {
+        m.max((f64::from(a) - f64::from(b)).abs())
+    });
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+/// Compares the engine with candle autograd on one case; returns the worst relative
+/// gradient difference. Parameters named by `exactly_zero` must get a gradient of exactly
+/// 0 on both sides; every other reference gradient must be non-zero.
+fn check_one_tower(
+    cfg: &OneTowerConfig,
+    c: &Case,
+    seed: u64,
+    exactly_zero: &dyn Fn(&str) -> bool,
+) -> f64 {
+    let (varmap, model) = random_model(cfg, seed);
+    let x0 = c.x0_tensor(cfg.input_dim);
+    let mask =
+        padding_mask_from_lengths(&c.lengths, c.time, DType::F32, &Device::Cpu).expect("mask");
+    let reference = model
+        .loss(
+            &x0,
+            Some(&mask),
+            &schedule(),
+            &c.timesteps,
+            &c.noise,
+            &c.dropped,
+        )
+        .expect("candle loss");
+    let mean = reference.mean().expect("mean");
+    let grads = mean.backward().expect("backward");
+    let want_loss = f64::from(mean.to_scalar::<f32>().expect("scalar"));
+
+    let mut engine = OneTowerEngine::new(cfg, &varmap).expect("engine binds");
+    let got = engine.loss_and_gradients(&c.batch()).expect("engine step");
+    assert_eq!(got.count, reference.count, "position count");
+    let loss_diff = (got.mean() - want_loss).abs() / want_loss.abs();
+    assert!(
+        loss_diff <= 1e-5,
+        "loss {} vs candle {want_loss} (relative {loss_diff:.2e})",
+        got.mean()
+    );
+
+    let mut worst = (0.0f64, String::new());
+    for slot in engine.params().layout().slots() {
+        let var = engine
+            .params()
+            .vars()
+            .find(|(n, _)| *n == slot.name)
+            .map(|(_, v)| v.clone())
+            .expect("var");
+        let got = &engine.gradients()[slot.range.clone()];
+        let want = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("candle gives no gradient for {}", slot.name));
+        assert!(
+            engine.has_gradient(&slot.name),
+            "{}: autograd has a gradient, the engine says none",
+            slot.name
+        );
+        let want = flat(want);
+        if exactly_zero(&slot.name) {
+            assert!(
+                got.iter().chain(&want).all(|&g| g == 0.0),
+                "{}: expected exactly zero gradients, got {:.2e} (candle {:.2e})",
+                slot.name,
+                max_abs(got),
+                max_abs(&want)
+            );
+            continue;
+        }
+        if let Some(weight) = slot.name.strip_suffix("self_attn.k_proj.bias") {
+            // Without RoPE a key bias adds `q·b` to every score of a query's row, which the
+            // softmax cancels: the exact gradient is 0, and both sides hold rounding noise
+            // that a relative comparison would only measure against itself. Both must be
+            // zero at the 1e-5 level of the layer's key-weight gradient.
+            let weight = format!("{weight}self_attn.k_proj.weight");
+            let scale = max_abs(&flat(
+                grads
+                    .get(varmap.data().lock().expect("varmap")[&weight].as_tensor())
+                    .expect("key weight gradient"),
+            ));
+            let noise = max_abs(got).max(max_abs(&want));
+            assert!(
+                noise <= 1e-5 * scale,
+                "{}: {noise:.2e} is not zero next to the key weights' {scale:.2e}",
+                slot.name
+            );
+            continue;
+        }
+        if slot.name == "pos_embed.weight" {
+            // Rows past the batch's T are never read: exactly 0 on both sides.
+            let d = cfg.d_model;
+            assert!(
+                got[c.time * d..].iter().all(|&g| g == 0.0)
+                    && want[c.time * d..].iter().all(|&g| g == 0.0),
+                "unused position rows have a gradient"
+            );
+        }
+        let rel = relative_difference(got, &want);
+        assert!(
+            rel <= 1e-5,
+            "gradient of {} differs from candle by {rel:.2e} (relative)",
+            slot.name
+        );
+        assert!(
+            max_abs(&want) > 0.0,
+            "{}: the reference gradient is zero, so the comparison proves nothing",
+            slot.name
+        );
+        if rel > worst.0 {
+            worst = (rel, slot.name.clone());
+        }
+    }
+    eprintln!(
+        "worst relative gradient difference {:.2e} ({}), loss {loss_diff:.2e}",
+        worst.0, worst.1
+    );
+    worst.0
+}
+
+#[test]
+fn one_tower_matches_candle_without_padding_or_dropped_rows() {
+    let cfg = one_tower_tiny();
+    let c = case(&cfg, &[9, 9, 9], 9, 0.0, 1);
+    assert!(c.dropped.is_empty());
+    check_one_tower(&cfg, &c, 10, &|_| false);
+}
+
+#[test]
+fn one_tower_matches_candle_with_padding_dropped_rows_and_short_rows() {
+    let cfg = one_tower_tiny();
+    // Row 2 has a single concept, row 3 none; a third of the droppable rows lose their
+    // context, across sequences.
+    let c = case(&cfg, &[11, 6, 1, 0, 11], 11, 0.3, 2);
+    let sequences: std::collections::BTreeSet<usize> = c.dropped.iter().map(|d| d.0).collect();
+    assert!(
+        c.dropped.len() >= 8 && sequences.len() >= 3,
+        "{:?}",
+        c.dropped
+    );
+    // Several distinct timesteps.
+    let distinct: std::collections::BTreeSet<usize> = c.timesteps.iter().copied().collect();
+    assert!(distinct.len() > 10);
+    check_one_tower(&cfg, &c, 11, &|_| false);
+}
+
+#[test]
+fn one_tower_matches_candle_without_biases() {
+    let mut cfg = one_tower_tiny();
+    cfg.bias = false;
+    cfg.n_layers = 3;
+    // An odd sinusoid width appends a zero column.
+    cfg.timestep_freq_dim = 15;
+    let c = case(&cfg, &[7, 4], 7, 0.3, 3);
+    check_one_tower(&cfg, &c, 12, &|_| false);
+}
+
+#[test]
+fn one_tower_matches_candle_with_every_row_dropped() {
+    // Every noisy row but the first sees only itself (the first always does): the clean
+    // half reaches the loss through nothing and must add nothing to any gradient, and with
+    // one visible key per row the queries and keys get exactly no gradient.
+    let cfg = one_tower_tiny();
+    let c = case(&cfg, &[6, 3], 6, 1.0, 9);
+    assert_eq!(c.dropped.len(), 2 * 5);
+    check_one_tower(&cfg, &c, 18, &|name| {
+        name.contains(".self_attn.q_proj.") || name.contains(".self_attn.k_proj.")
+    });
+}
+
+#[test]
+fn one_tower_matches_candle_at_the_small_preset() {
+    // Real widths (D = 384, d = 256, head 64, FFN 768, sinusoid 256): every kernel's
+    // vector tail and the multi-threaded products run.
+    let cfg = one_tower_small();
+    let c = case(&cfg, &[9, 5], 9, 0.3, 5);
+    check_one_tower(&cfg, &c, 15, &|_| false);
+}
+
+#[test]
+fn one_tower_reuses_its_arena_across_batch_shapes() {
+    // A larger batch first, then a smaller one: stale arena contents must not leak in.
+    let cfg = one_tower_tiny();
+    let (varmap, _) = random_model(&cfg, 16);
+    let big = case(&cfg, &[12, 12, 7], 12, 0.3, 6);
+    let small = case(&cfg, &[5, 3], 5, 0.3, 7);
+    let mut warm = OneTowerEngine::new(&cfg, &varmap).expect("engine");
+    warm.loss_and_gradients(&big.batch()).expect("big step");
+    let got = warm.loss_and_gradients(&small.batch()).expect("small step");
+    let mut fresh = OneTowerEngine::new(&cfg, &varmap).expect("engine");
+    let want = fresh
+        .loss_and_gradients(&small.batch())
+        .expect("fresh step");
+    assert_eq!(got, want);
+    assert_eq!(warm.gradients(), fresh.gradients());
+}
+
+#[test]
+fn one_tower_gradients_match_central_differences() {
+    let cfg = one_tower_tiny();
+    let (varmap, _) = random_model(&cfg, 13);
+    let c = case(&cfg, &[8, 5], 8, 0.3, 4);
+    let batch = c.batch();
+    let engine = RefCell::new(OneTowerEngine::new(&cfg, &varmap).expect("engine"));
+    engine
+        .borrow_mut()
+        .loss_and_gradients(&batch)
+        .expect("step");
+    let gradients = engine.borrow().gradients().to_vec();
+    let slots = engine.borrow().params().layout().slots().to_vec();
+    let loss = || {
+        let mut e = engine.borrow_mut();
+        e.refresh().expect("refresh");
+        e.loss(&batch).expect("loss").mean()
+    };
+    for name in [
+        "embed_time.fc1.weight",
+        "embed_time.fc2.bias",
+        "input_proj.fc.weight",
+        "pos_embed.weight",
+        "decoder.layers.0.self_attn.q_proj.weight",
+        "decoder.layers.0.self_attn.k_proj.weight",
+        "decoder.layers.1.self_attn.v_proj.bias",
+        "decoder.layers.1.ffn.gate_proj.weight",
+        "decoder.layer_norm.weight",
+        "final_proj.fc.bias",
+    ] {
+        let slot = slots.iter().find(|s| s.name == name).expect("slot");
+        let var = varmap.data().lock().expect("varmap")[name].clone();
+        let grad: Vec<f64> = gradients[slot.range.clone()]
+            .iter()
+            .map(|&g| f64::from(g))
+            .collect();
+        // The input projection's last column is a timestep column; the position table's
+        // checked entries are in its first rows (rows past T are never read).
+        let last = if name == "pos_embed.weight" {
+            c.time * cfg.d_model - 1
+        } else {
+            slot.range.len() - 1
+        };
+        let largest = lcm_gradcheck::assert_matches_central_differences(
+            name,
+            &var,
+            &grad,
+            [0, 3, last],
+            1e-2,
+            |fd, g| 2e-3 + 2e-2 * fd.abs().max(g.abs()),
+            &loss,
+        );
+        assert!(
+            largest > 0.0,
+            "{name}: the checked coordinates have no gradient"
+        );
+    }
+}
+
+#[test]
+fn one_tower_rejects_a_model_it_does_not_know() {
+    let cfg = one_tower_tiny();
+    let (varmap, _) = random_model(&cfg, 14);
+    let mut other = cfg.clone();
+    other.n_layers = 3;
+    let err = OneTowerEngine::new(&other, &varmap)
+        .err()
+        .expect("a layout mismatch is refused");
+    assert!(err.to_string().contains("parameters"), "{err}");
+    let mut other = cfg.clone();
+    other.max_seq_len = 32;
+    let err = OneTowerEngine::new(&other, &varmap)
+        .err()
+        .expect("a shape mismatch is refused");
+    assert!(err.to_string().contains("pos_embed.weight"), "{err}");
+}
+
+#[test]
+fn one_tower_rejects_mismatched_batches() {
+    let cfg = one_tower_tiny();
+    let (varmap, _) = random_model(&cfg, 17);
+    let c = case(&cfg, &[4, 2], 4, 0.0, 8);
+    let mut engine = OneTowerEngine::new(&cfg, &varmap).expect("engine");
+    let mut batch = c.batch();
+    batch.timesteps = &c.timesteps[1..];
+    assert!(engine.loss(&batch).is_err());
+    let mut batch = c.batch();
+    batch.target = &c.target[1..];
+    assert!(engine.loss(&batch).is_err());
+    let outside = [(2, 1)];
+    let mut batch = c.batch();
+    batch.dropped_rows = &outside;
+    assert!(engine.loss(&batch).is_err());
+    let outside = [(0, 4)];
+    batch.dropped_rows = &outside;
+    assert!(engine.loss(&batch).is_err());
+    // A batch longer than the position table.
+    let long = case(&cfg, &[65], 65, 0.0, 19);
+    assert!(engine.loss(&long.batch()).is_err());
+}
