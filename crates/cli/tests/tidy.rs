@@ -37,6 +37,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lcm-eval",
             "lcm-train",
             "lcm-sonar",
+            // The fused engine computes the decoder trainer's steps.
+            "lcm-engine",
         ],
     ),
     // Objective-driven planning never depends on the LCM stack (data, model, workflows).

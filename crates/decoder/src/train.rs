@@ -9,6 +9,10 @@
 //!
 //! Sentences longer than `max_seq_len − 1` pieces are truncated for training (the decoder
 //! then never learns to end them; the count is logged and reported).
+//!
+//! The loss and gradients of a step come from the fused engine
+//! ([`lcm_engine::SonarDecoderEngine`]) by default, or from candle autograd
+//! ([`DecoderEngine`]); both train the same `Var`s, and a run may resume on the other.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,8 +20,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use lcm_engine::EngineError;
+use lcm_engine::sonar_decoder::{SonarDecoderEngine, TokenBatch as EngineBatch};
 use lcm_sonar::SpecialIds;
 use lcm_sonar::model::{SonarDecoder, SonarDecoderConfig};
+use lcm_train::optim::clip_grad_norm_flat;
 use lcm_train::run::{Cadence, Identity, RunDir, RunSpec, Step, Trainer, settings_without_budget};
 use lcm_train::{AdamW, AdamWConfig, DataPosition, LrSchedule, default_decay_filter};
 use serde::{Deserialize, Serialize};
@@ -30,10 +37,45 @@ use crate::tokenizer::{DecoderTokenizer, PROMPT, SPECIAL_TOKENS};
 
 /// Title of the run's `loss.png`.
 const PLOT_TITLE: &str = "lcm train-decoder";
+/// Configuration fields a resumed run may change besides the loop's budget fields: the
+/// engine (both compute the same step, to the parity test's 1e-5).
+const RESUMABLE_FIELDS: &[&str] = &["engine"];
+
+/// Which code computes a training step's loss and gradients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderEngine {
+    /// The fused engine ([`lcm_engine::SonarDecoderEngine`]); candle where it refuses the
+    /// model.
+    #[default]
+    Fused,
+    /// candle autograd (the reference the engine is tested against).
+    Candle,
+}
+
+impl DecoderEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecoderEngine::Fused => "fused",
+            DecoderEngine::Candle => "candle",
+        }
+    }
+
+    /// Parses `fused` or `candle`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "fused" => Ok(DecoderEngine::Fused),
+            "candle" => Ok(DecoderEngine::Candle),
+            other => Err(DecoderError::input(format!(
+                "unknown engine `{other}`; use `fused` or `candle`"
+            ))),
+        }
+    }
+}
 
 /// Hyper-parameters of [`train_decoder`]. Everything except the budget fields
 /// ([`lcm_train::run::BUDGET_FIELDS`]: steps, stopping point, time budget, validation and
-/// checkpoint cadence, checkpoints kept) must match on resume.
+/// checkpoint cadence, checkpoints kept) and the engine must match on resume.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecoderTrainConfig {
     pub layers: usize,
@@ -76,6 +118,10 @@ pub struct DecoderTrainConfig {
     /// Stop after this step (with a checkpoint) although the schedule spans `steps`.
     #[serde(default)]
     pub stop_at: Option<u64>,
+    /// Which code computes the steps (configurations written before the engine existed
+    /// read as the default, `fused`).
+    #[serde(default)]
+    pub engine: DecoderEngine,
 }
 
 impl Default for DecoderTrainConfig {
@@ -103,6 +149,7 @@ impl Default for DecoderTrainConfig {
             keep_last: 2,
             max_seconds: None,
             stop_at: None,
+            engine: DecoderEngine::default(),
         }
     }
 }
@@ -185,6 +232,10 @@ pub struct DecoderStepMetrics {
     pub tokens: usize,
     pub tokens_per_s: f64,
     pub seconds: f64,
+    /// The engine that computed the step: `fused` or `candle` (empty in metrics written
+    /// before the engine existed).
+    #[serde(default)]
+    pub engine: String,
     /// Mean held-out cross-entropy per token (no smoothing), on validation steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
@@ -336,8 +387,10 @@ pub fn train_decoder(
         },
         total: spec.cadence.last_step(),
     });
+    let fused = fused_engine(config.engine, &model_cfg, &varmap)?;
     let mut trainer = DecoderTrainer {
         model,
+        fused,
         config,
         data: &data,
         lengths: train_pieces.iter().map(Vec::len).collect(),
@@ -404,7 +457,7 @@ fn identity(
     vocab: usize,
 ) -> Result<Identity> {
     let serialise = |e: serde_json::Error| DecoderError::input(format!("serialising: {e}"));
-    let mut settings = settings_without_budget(config, &[])?;
+    let mut settings = settings_without_budget(config, RESUMABLE_FIELDS)?;
     if let serde_json::Value::Object(map) = &mut settings {
         map.insert("tokenizer_vocab_size".into(), vocab.into());
     }
@@ -421,6 +474,8 @@ fn identity(
 /// teacher-forced step, the held-out loss.
 struct DecoderTrainer<'a> {
     model: SonarDecoder,
+    /// The fused engine bound to the model's `Var`s; `None`: candle autograd.
+    fused: Option<SonarDecoderEngine>,
     config: &'a DecoderTrainConfig,
     data: &'a SentenceSplit,
     train_pieces: Vec<Vec<u32>>,
@@ -460,46 +515,89 @@ impl Trainer for DecoderTrainer<'_> {
             data.dim,
             &self.device,
         )?;
-        let logits = self
-            .model
-            .forward_train(&batch.conditioning, &batch.input)?;
-        let (loss, nll_sum, count) = token_loss(
-            &logits,
-            &batch.target,
-            SpecialIds::SONAR.pad,
-            self.config.label_smoothing,
-        )?;
-        let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !loss_value.is_finite() {
-            return Err(DecoderError::Training(format!(
-                "non-finite loss {loss_value} at step {}; lower --lr",
-                step.index + 1
-            )));
-        }
-        let t_forward = t0.elapsed().as_secs_f64();
-        let mut grads = loss.backward()?;
-        let t_backward = t0.elapsed().as_secs_f64();
-        let grad_norm = step.opt.clip_grad_norm(&mut grads, self.config.clip)?;
-        step.opt.step(&grads)?;
-        drop(grads);
-        tracing::debug!(
-            step = step.index + 1,
-            forward_s = t_forward,
-            backward_s = t_backward - t_forward,
-            optimizer_s = t0.elapsed().as_secs_f64() - t_backward,
-            "step timing"
-        );
+        let finite = |loss: f64| {
+            if loss.is_finite() {
+                Ok(())
+            } else {
+                Err(DecoderError::Training(format!(
+                    "non-finite loss {loss} at step {}; lower --lr",
+                    step.index + 1
+                )))
+            }
+        };
+        let clip = self.config.clip;
+        let (loss_value, nll, grad_norm) = if let Some(engine) = self.fused.as_mut() {
+            engine.refresh().map_err(engine_error)?;
+            let (cond, prev) = flat_batch(&batch)?;
+            let loss = engine
+                .loss_and_gradients(&EngineBatch {
+                    conditioning: &cond,
+                    prev_ids: &prev,
+                    target_ids: &batch.target,
+                    batch: rows.len(),
+                    time: prev.len() / rows.len().max(1),
+                    pad: SpecialIds::SONAR.pad,
+                    label_smoothing: self.config.label_smoothing,
+                })
+                .map_err(engine_error)?;
+            finite(loss.mean())?;
+            let t_gradients = t0.elapsed().as_secs_f64();
+            let grad_norm = clip_grad_norm_flat(engine.gradients_mut(), clip);
+            // Parameters the loss never reads get no step, as under autograd.
+            let engine = &*engine;
+            step.opt.step_flat(|name| engine.gradient(name))?;
+            tracing::debug!(
+                step = step.index + 1,
+                forward_backward_s = t_gradients,
+                optimizer_s = t0.elapsed().as_secs_f64() - t_gradients,
+                "step timing (fused)"
+            );
+            (loss.mean(), loss.nll_mean(), grad_norm)
+        } else {
+            let logits = self
+                .model
+                .forward_train(&batch.conditioning, &batch.input)?;
+            let (loss, nll_sum, count) = token_loss(
+                &logits,
+                &batch.target,
+                SpecialIds::SONAR.pad,
+                self.config.label_smoothing,
+            )?;
+            let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            finite(loss_value)?;
+            let t_forward = t0.elapsed().as_secs_f64();
+            let mut grads = loss.backward()?;
+            let t_backward = t0.elapsed().as_secs_f64();
+            let grad_norm = step.opt.clip_grad_norm(&mut grads, clip)?;
+            step.opt.step(&grads)?;
+            drop(grads);
+            tracing::debug!(
+                step = step.index + 1,
+                forward_s = t_forward,
+                backward_s = t_backward - t_forward,
+                optimizer_s = t0.elapsed().as_secs_f64() - t_backward,
+                "step timing"
+            );
+            (loss_value, nll_sum / count as f64, grad_norm)
+        };
         self.tokens += batch.tokens as u64;
         let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
         Ok(Some(DecoderStepMetrics {
             step: step.index + 1,
             loss: loss_value,
-            nll: nll_sum / count as f64,
+            nll,
             lr: step.lr,
             grad_norm,
             tokens: batch.tokens,
             tokens_per_s: batch.tokens as f64 / elapsed,
             seconds: elapsed,
+            engine: if self.fused.is_some() {
+                DecoderEngine::Fused
+            } else {
+                DecoderEngine::Candle
+            }
+            .name()
+            .into(),
             valid_loss: None,
         }))
     }
@@ -510,6 +608,7 @@ impl Trainer for DecoderTrainer<'_> {
         }
         metrics.valid_loss = validation_loss(
             &self.model,
+            self.fused.as_mut(),
             &self.valid_pieces,
             &self.data.valid_vectors,
             self.data.dim,
@@ -568,9 +667,11 @@ fn model_config(
     })
 }
 
-/// Mean unsmoothed cross-entropy per token over the held-out examples.
+/// Mean unsmoothed cross-entropy per token over the held-out examples, on the fused
+/// engine when given.
 fn validation_loss(
     model: &SonarDecoder,
+    mut fused: Option<&mut SonarDecoderEngine>,
     pieces: &[Vec<u32>],
     vectors: &[f32],
     dim: usize,
@@ -578,15 +679,68 @@ fn validation_loss(
     device: &Device,
 ) -> Result<Option<f64>> {
     let (mut sum, mut count) = (0.0, 0usize);
+    if let Some(engine) = fused.as_deref_mut() {
+        engine.refresh().map_err(engine_error)?;
+    }
     let rows: Vec<usize> = (0..pieces.len()).collect();
     for chunk in rows.chunks(batch_size) {
         let batch = make_batch(chunk, pieces, vectors, dim, device)?;
-        let logits = model.forward_train(&batch.conditioning, &batch.input)?;
-        let (_, nll, n) = token_loss(&logits.detach(), &batch.target, SpecialIds::SONAR.pad, 0.0)?;
+        let (nll, n) = if let Some(engine) = fused.as_deref_mut() {
+            let (cond, prev) = flat_batch(&batch)?;
+            let loss = engine
+                .loss(&EngineBatch {
+                    conditioning: &cond,
+                    prev_ids: &prev,
+                    target_ids: &batch.target,
+                    batch: chunk.len(),
+                    time: prev.len() / chunk.len().max(1),
+                    pad: SpecialIds::SONAR.pad,
+                    label_smoothing: 0.0,
+                })
+                .map_err(engine_error)?;
+            (loss.nll_sum, loss.count)
+        } else {
+            let logits = model.forward_train(&batch.conditioning, &batch.input)?;
+            let (_, nll, n) =
+                token_loss(&logits.detach(), &batch.target, SpecialIds::SONAR.pad, 0.0)?;
+            (nll, n)
+        };
         sum += nll;
         count += n;
     }
     Ok((count > 0).then(|| sum / count as f64))
+}
+
+/// The fused engine for the decoder when `engine` asks for it and covers the model;
+/// otherwise `None` (candle autograd), saying why once.
+fn fused_engine(
+    engine: DecoderEngine,
+    model_cfg: &SonarDecoderConfig,
+    varmap: &VarMap,
+) -> Result<Option<SonarDecoderEngine>> {
+    if engine == DecoderEngine::Candle {
+        return Ok(None);
+    }
+    match SonarDecoderEngine::new(model_cfg, varmap) {
+        Ok(fused) => Ok(Some(fused)),
+        Err(EngineError::Unsupported(why)) => {
+            tracing::warn!("training the decoder on candle autograd: {why}");
+            Ok(None)
+        }
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
+fn engine_error(e: EngineError) -> DecoderError {
+    DecoderError::Training(format!("fused engine: {e}"))
+}
+
+/// The conditioning `[N·D]` and input ids `[N·T]` of a batch as flat host vectors.
+fn flat_batch(batch: &crate::batch::TokenBatch) -> Result<(Vec<f32>, Vec<u32>)> {
+    Ok((
+        batch.conditioning.flatten_all()?.to_vec1::<f32>()?,
+        batch.input.flatten_all()?.to_vec1::<u32>()?,
+    ))
 }
 
 /// Seeded initialisation (the var builder creates every variable as zeros): matrices and

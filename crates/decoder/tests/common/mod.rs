@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
 use lcm_decoder::DecoderTrainConfig;
+use lcm_decoder::train::DecoderEngine;
 use rand::{Rng, SeedableRng};
 
 pub const ENCODER: &str = "test-encoder@000000000000";
@@ -84,5 +85,6 @@ pub fn tiny_config(steps: u64) -> DecoderTrainConfig {
         keep_last: 0,
         max_seconds: None,
         stop_at: None,
+        engine: DecoderEngine::default(),
     }
 }

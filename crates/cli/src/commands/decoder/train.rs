@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lcm_concept::ConceptEncoder;
 use lcm_data::store::ConceptStore;
+use lcm_decoder::train::DecoderEngine;
 use lcm_decoder::{DecoderTrainConfig, METRICS_FILE, PLOT_FILE, TrainEvent, train_decoder};
 
 use crate::commands::EncoderArgs;
@@ -94,6 +95,9 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// What computes the steps: `fused` (the fused engine) or `candle` (autograd).
+    #[arg(long, default_value = "fused")]
+    engine: String,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -145,6 +149,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         keep_last: args.keep_last,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
         stop_at: args.stop_at,
+        engine: DecoderEngine::parse(&args.engine)?,
     };
     let bar = if args.quiet {
         ProgressBar::hidden()
@@ -184,8 +189,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
             let valid = last_valid.map_or(String::new(), |v| format!(" valid {v:.3}"));
             bar.set_position(m.step);
             bar.set_message(format!(
-                "loss {:.3}{valid} lr {:.1e} {:.0} tok/s",
-                m.loss, m.lr, m.tokens_per_s
+                "loss {:.3}{valid} lr {:.1e} {:.0} tok/s ({})",
+                m.loss, m.lr, m.tokens_per_s, m.engine
             ));
         }
     };
