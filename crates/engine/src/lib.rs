@@ -25,7 +25,9 @@
 //!   logits formed and differentiated in row chunks; its row kernels are in `rows_sonar`;
 //! - [`one_tower`]: the One-Tower diffusion LCM's training loss (timestep MLP, `[x ; τ]`
 //!   input projection and learned positions, the pre-norm trunk without RoPE over clean
-//!   and noisy rows under the One-Tower mask with CFG-dropped rows).
+//!   and noisy rows under the One-Tower mask with CFG-dropped rows);
+//! - [`parallel`]: data parallelism over a batch's sequences, one engine replica per
+//!   thread with single-threaded products, the shares' gradients summed afterwards.
 //!
 //! Every pass is checked against candle autograd on the `tiny` and `small` presets
 //! (`tests/parity.rs`, `tests/parity_two_tower.rs`, `tests/parity_one_tower.rs`) and by
@@ -34,6 +36,7 @@
 pub mod base_lcm;
 pub mod linear;
 pub mod one_tower;
+pub mod parallel;
 pub mod params;
 pub mod rows;
 mod rows_diffusion;
@@ -63,7 +66,4 @@ pub enum EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
-/// Threads the products and parallel loops use: rayon's pool size.
-pub fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
+pub use parallel::threads;

@@ -198,10 +198,7 @@ fn straight_vs_resumed(model: ModelKind, engine: Engine) {
     let (wa, wb) = (weights(&straight), weights(&resumed));
     assert!(wa == wb, "{model:?}: weights differ");
     assert_eq!(b.len(), 12);
-    let expected_engine = match (model, engine) {
-        (ModelKind::Base | ModelKind::TwoTower, Engine::Fused) => "fused",
-        _ => "candle",
-    };
+    let expected_engine = engine.name();
     assert!(a.iter().chain(&b).all(|m| m.engine == expected_engine));
     // Steps after the resume see the same batches and draws (losses identical).
     for (x, y) in a.iter().zip(&b).skip(6) {
@@ -229,6 +226,11 @@ fn resume_is_bit_identical_two_tower_on_candle() {
     straight_vs_resumed(ModelKind::TwoTower, Engine::Candle);
 }
 
+#[test]
+fn resume_is_bit_identical_one_tower() {
+    straight_vs_resumed(ModelKind::OneTower, Engine::Fused);
+}
+
 /// Largest |a − b| over max |b|.
 fn relative_difference(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
@@ -247,6 +249,11 @@ fn fused_and_candle_engines_train_the_same_base_lcm() {
 #[test]
 fn fused_and_candle_engines_train_the_same_two_tower() {
     engines_train_alike(ModelKind::TwoTower);
+}
+
+#[test]
+fn fused_and_candle_engines_train_the_same_one_tower() {
+    engines_train_alike(ModelKind::OneTower);
 }
 
 /// 50 steps from one seed on each engine, and a run that switches engines halfway, give the
