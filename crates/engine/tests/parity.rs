@@ -162,6 +162,14 @@ fn base_lcm_matches_candle_without_biases() {
 }
 
 #[test]
+fn base_lcm_matches_candle_at_the_longest_sequence() {
+    // 63 predicting positions (the tiny preset's longest), padding ending early and late.
+    let cfg = base_lcm_tiny();
+    let c = case(&cfg, &[64, 40, 20], 64, 4);
+    check_base_lcm(&cfg, &c, 13);
+}
+
+#[test]
 fn base_lcm_matches_candle_at_the_small_preset() {
     // Real widths (D = 384, d = 256, head 64, FFN 1024): every kernel's vector tail and
     // the multi-threaded products run, which the tiny preset's widths do not reach.
