@@ -445,6 +445,12 @@ def load(path):
         return [json.loads(line) for line in f if line.strip().startswith("{")]
 
 
+def lcm_label(a):
+    """`lcm (fused, 2 replicas)` / `lcm (candle)`: the engine and, for the fused one, its replicas."""
+    replicas = a.get("replicas")
+    return f"lcm ({a['engine']}, {replicas} replicas)" if replicas else f"lcm ({a['engine']})"
+
+
 def report(lcm_path, torch_path) -> int:
     lcm, pt = load(lcm_path), load(torch_path)
     bad = []
@@ -455,7 +461,7 @@ def report(lcm_path, torch_path) -> int:
     for a in lcm:
         for key in ("params", "batch", "seq", "tokens_per_step", "vocab", "layers", "dim", "ffn"):
             if a[key] != b[key]:
-                bad.append(f"lcm ({a['engine']}) {key} = {a[key]}, PyTorch {b[key]}")
+                bad.append(f"{lcm_label(a)} {key} = {a[key]}, PyTorch {b[key]}")
     a0 = lcm[0]
     print(f"PyTorch {b['torch']}, eager fp32, {b['threads']} threads (lcm: {a0['threads']}), attention "
           f"{b['attention']}, AdamW {b['adamw']}, torch.compile {'on' if b['compile'] else 'off'}\n")
@@ -473,7 +479,7 @@ def report(lcm_path, torch_path) -> int:
     for a in lcm:
         ratio = a["tokens_per_s"] / b["tokens_per_s"]
         rate = f"{flops * a['steps_per_s'] / 1e9:.0f}" if flops else "-"
-        print(f"| lcm ({a['engine']}) | {a['params']:,} | {a['steps_per_s']:.3f} | {a['tokens_per_s']:,.0f} | "
+        print(f"| {lcm_label(a)} | {a['params']:,} | {a['steps_per_s']:.3f} | {a['tokens_per_s']:,.0f} | "
               f"**{ratio:.2f}x** | {rate} | {rss(a)} |")
     rate = f"{flops * b['steps_per_s'] / 1e9:.0f}" if flops else "-"
     print(f"| PyTorch | {b['params']:,} | {b['steps_per_s']:.3f} | {b['tokens_per_s']:,.0f} | 1.00x | {rate} "
@@ -481,7 +487,7 @@ def report(lcm_path, torch_path) -> int:
     print("\nGFLOP/s: the step's nominal matrix-product FLOPs (forward, input and weight gradients over all "
           "padded positions; attention over the full square; the tied output projection) over its time.")
     for a in lcm:
-        print(f"sanity: first-step loss lcm ({a['engine']}) {a['first_loss']:.3f}, PyTorch {b['first_loss']:.3f} "
+        print(f"sanity: first-step loss {lcm_label(a)} {a['first_loss']:.3f}, PyTorch {b['first_loss']:.3f} "
               "(same init policy and data distribution, not the same numbers)")
     for msg in bad:
         print(f"ERROR: {msg}", file=sys.stderr)

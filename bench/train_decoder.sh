@@ -9,11 +9,13 @@
 #   bash bench/train_decoder.sh --threads 1 --steps 10 --seq 64
 #
 # Options of this script: --quick, --threads N (default: nproc), --skip-build, --skip-check,
-# --engine candle[,fused] (lcm's engines; `fused` is refused until the fused SONAR-decoder
-# engine exists). Each lcm engine and PyTorch run in their own process, so every peak RSS is
-# that side's alone. Everything else is passed to both sides (see `bench/train_decoder.py
-# --help`): --layers, --dim, --heads, --ffn, --vocab, --max-seq-len, --batch, --seq, --min-len,
-# --lr, --clip, --weight-decay, --label-smoothing, --warmup, --steps, --seed. PyTorch-only
+# --engine candle,fused (lcm's engines to measure, default both: candle autograd and the fused
+# engine, data parallel over the batch's sentences with one replica per thread;
+# LCM_ENGINE_REPLICAS=1 gives it one engine with multi-threaded products). Each lcm engine
+# and PyTorch run in their own process, so every peak RSS is that side's alone. Everything
+# else is passed to both sides (see `bench/train_decoder.py --help`): --layers, --dim,
+# --heads, --ffn, --vocab, --max-seq-len, --batch, --seq, --min-len, --lr, --clip,
+# --weight-decay, --label-smoothing, --warmup, --steps, --seed. PyTorch-only
 # options go in TORCH_ARGS, e.g. TORCH_ARGS="--adamw foreach --attention naive". PYTHON picks
 # the interpreter (default: the pinned venv `bench/setup.sh` creates under target/, created on
 # first use). Results: target/bench/train_decoder/.
@@ -28,7 +30,7 @@ NCORES="$(nproc)"
 THREADS="$NCORES"
 BUILD=1
 CHECK=1
-ENGINES="candle"
+ENGINES="candle,fused"
 QUICK=0
 PASS=()
 while [[ $# -gt 0 ]]; do
@@ -38,7 +40,7 @@ while [[ $# -gt 0 ]]; do
         --skip-build) BUILD=0 ;;
         --skip-check) CHECK=0 ;;
         --engine) ENGINES="${2:?--engine needs a value}"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) PASS+=("$1") ;;
     esac
     shift

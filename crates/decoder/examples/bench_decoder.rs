@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p lcm-decoder --example bench_decoder
-//! RAYON_NUM_THREADS=2 target/release/examples/bench_decoder [--engine candle|fused]
+//! RAYON_NUM_THREADS=2 target/release/examples/bench_decoder [--engine fused|candle]
 //!     [--layers 4] [--dim 384] [--heads 6] [--ffn 1536] [--vocab 8192] [--max-seq-len 128]
 //!     [--batch 64] [--seq 32] [--min-len 28] [--lr 1e-3] [--clip 1] [--weight-decay 0.01]
 //!     [--label-smoothing 0.1] [--threads N] [--warmup 2] [--steps 5] [--seed 0]
@@ -13,12 +13,22 @@
 //! The model is the trainer's: an [`SonarDecoder`] built from `DecoderTrainConfig::default()`
 //! (the shapes `lcm train-decoder` uses unless told otherwise; `--dim` is the encoder's
 //! dimension, 384 for MiniLM), initialised as `train.rs` does. One timed step is exactly the
-//! trainer's `DecoderTrainer::step`: the batch assembled from token pieces (`make_batch`),
-//! `forward_train`, the label-smoothed token loss over the non-pad targets (`token_loss`),
-//! reading the loss, backward, global grad-norm clipping and AdamW (lcm-train's, weight decay
-//! on matrices). `make_batch` and `token_loss` are private to the crate, so this example
-//! compiles `src/batch.rs` itself (the `#[path]` module below): it runs the trainer's code,
-//! not a copy of it. The learning rate is constant (the schedule only changes a scalar).
+//! trainer's `DecoderTrainer::step` on the chosen engine, the batch assembled from token
+//! pieces (`make_batch`), then:
+//!
+//! - `--engine fused` (the default, as in the trainer): `FusedDecoder::train_step`
+//!   (`src/fused.rs`), the very function the trainer calls: refresh the engine replicas'
+//!   weights, the label-smoothed token loss and its gradients on the fused engine, data
+//!   parallel over the batch's sentences (one replica per thread, `LCM_ENGINE_REPLICAS`
+//!   overrides the count; 1 = one engine whose products use every thread), the finiteness
+//!   check, global grad-norm clipping and AdamW's flat step;
+//! - `--engine candle`: `forward_train`, the token loss over the non-pad targets
+//!   (`token_loss`), reading the loss, backward, global grad-norm clipping and AdamW
+//!   (lcm-train's, weight decay on matrices), as the trainer's candle branch.
+//!
+//! `make_batch` and `token_loss` are private to the crate, so this example compiles
+//! `src/batch.rs` itself (the `#[path]` module below): it runs the trainer's code, not a
+//! copy of it. The learning rate is constant (the schedule only changes a scalar).
 //!
 //! The batch is fixed and seeded: `--batch` sentences whose decoder inputs (`[</s>]` prompt +
 //! pieces) are `--min-len` to `--seq` tokens long, evenly spread, right-padded to `--seq`
@@ -28,18 +38,15 @@
 //! `tokens_per_s` counts).
 //!
 //! Prints one JSON line (progress on stderr): steps/s, tokens/s, the median of `--steps` timed
-//! steps after `--warmup`, losses, the parameter count, nominal FLOPs and the peak RSS of the
-//! process (`VmHWM`).
-//!
-//! `--engine fused` is reserved for the fused SONAR-decoder engine
-//! (`lcm_engine::sonar_decoder::SonarDecoderEngine`), which does not exist yet: it stops with
-//! an error rather than measuring something else. [`fused_step`] is where it plugs in.
+//! steps after `--warmup`, losses, the parameter count, the fused engine's replica count,
+//! nominal FLOPs and the peak RSS of the process (`VmHWM`).
 //!
 //! `--dump-weights DIR` measures nothing: it writes `DIR/weights.safetensors` (the VarMap,
 //! fairseq2 key names) and `DIR/probe.safetensors` (the batch, the position table, the
 //! logits of the first rows, the loss, every gradient, the grad norm, and the loss after one
 //! clipped AdamW step), which `bench/train_decoder.py --check DIR` replays through the
-//! PyTorch port.
+//! PyTorch port. The dump is candle's whatever the engine (the fused engine's agreement with
+//! candle autograd is `lcm-engine`'s and `lcm-decoder`'s tests).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +55,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_decoder::DecoderTrainConfig;
+use lcm_decoder::fused::FusedDecoder;
+use lcm_decoder::train::DecoderEngine as Engine;
 use lcm_sonar::SpecialIds;
 use lcm_sonar::model::{SonarDecoder, SonarDecoderConfig, sinusoidal_positions};
 use lcm_train::{AdamW, AdamWConfig, TrainRng, default_decay_filter, new_rng};
@@ -72,32 +81,6 @@ use batch::{make_batch, token_loss};
 use tokenizer::PROMPT;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-/// Which code computes the step's loss and gradients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Engine {
-    /// candle autograd over `SonarDecoder::forward_train` (what `lcm train-decoder` runs).
-    Candle,
-    /// The fused SONAR-decoder engine (not written yet).
-    Fused,
-}
-
-impl Engine {
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "candle" => Ok(Engine::Candle),
-            "fused" => Ok(Engine::Fused),
-            other => Err(format!("unknown engine `{other}` (candle, fused)").into()),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Engine::Candle => "candle",
-            Engine::Fused => "fused",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -129,7 +112,7 @@ impl Default for Args {
         // The trainer's defaults; `dim: None` there means "the encoder's", MiniLM's 384.
         let c = DecoderTrainConfig::default();
         Self {
-            engine: Engine::Candle,
+            engine: c.engine,
             layers: c.layers,
             dim: c.dim.unwrap_or(384),
             heads: c.heads,
@@ -152,7 +135,7 @@ impl Default for Args {
     }
 }
 
-const USAGE: &str = "usage: bench_decoder [--engine candle|fused] [--layers N] [--dim N] \
+const USAGE: &str = "usage: bench_decoder [--engine fused|candle] [--layers N] [--dim N] \
     [--heads N] [--ffn N] [--vocab N] [--max-seq-len N] [--batch N] [--seq N] [--min-len N] \
     [--lr X] [--clip X] [--weight-decay X] [--label-smoothing X] [--threads N] [--warmup N] \
     [--steps N] [--seed N] [--dump-weights DIR]";
@@ -360,19 +343,30 @@ fn candle_step(
     })
 }
 
-/// The same step on the fused SONAR-decoder engine.
-///
-/// Plug-in point: once `lcm_engine::sonar_decoder::SonarDecoderEngine` exists (and
-/// `lcm-decoder` may depend on `lcm-engine`), bind it once to `varmap` in `main` (as
-/// `FusedBaseLcm::new(cfg, &varmap)` in `crates/workflows/examples/bench_lcm.rs`) and make
-/// this function: assemble the batch with `make_batch`, compute the label-smoothed token loss
-/// and its gradients into the engine's flat buffer, check the loss is finite, clip with
-/// `lcm_train::optim::clip_grad_norm_flat`, then `opt.step_flat` — whatever the trainer's
-/// fused path does. Until then it refuses, so no number is ever reported for it.
-fn fused_step() -> Result<StepOut> {
-    Err("--engine fused: the fused SONAR-decoder engine \
-         (lcm_engine::sonar_decoder::SonarDecoderEngine) is not available yet; use --engine candle"
-        .into())
+/// The trainer's step on the fused engine (`DecoderTrainer::step`'s fused branch, without
+/// its bookkeeping): batch, then `FusedDecoder::train_step` (refresh, data-parallel loss and
+/// gradients, finiteness check, clip, AdamW).
+fn fused_step(
+    fused: &mut FusedDecoder,
+    opt: &mut AdamW,
+    data: &RandomData,
+    args: &Args,
+    device: &Device,
+    step: u64,
+) -> Result<StepOut> {
+    let rows: Vec<usize> = (0..args.batch).collect();
+    let batch = make_batch(&rows, &data.pieces, &data.vectors, args.dim, device)?;
+    let out = fused.train_step(
+        opt,
+        &batch.for_engine(args.label_smoothing),
+        args.clip,
+        step,
+    )?;
+    Ok(StepOut {
+        loss: out.loss.mean(),
+        grad_norm: out.grad_norm,
+        tokens: batch.tokens,
+    })
 }
 
 /// Peak resident memory of this process so far (`VmHWM`), in MB; `None` off Linux.
@@ -530,10 +524,6 @@ fn run() -> Result<()> {
             Err(_) => unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) },
         }
     }
-    if args.engine == Engine::Fused {
-        // Refuse before building anything (the dump is candle's, whatever the engine).
-        fused_step()?;
-    }
     let device = Device::Cpu;
     let cfg = args.model_config()?;
     let varmap = VarMap::new();
@@ -554,11 +544,17 @@ fn run() -> Result<()> {
     if let Some(dir) = &args.dump {
         return dump(dir, &model, &varmap, &mut opt, &data, &args, &device);
     }
+    // Bound once, as the trainer binds it; no fallback to candle: a refusal is an error.
+    let mut fused = match args.engine {
+        Engine::Fused => Some(FusedDecoder::new(&cfg, &varmap)?),
+        Engine::Candle => None,
+    };
+    let replicas = fused.as_ref().map(FusedDecoder::replicas);
 
     let threads = rayon::current_num_threads();
     eprintln!(
         "[lcm] decoder {} layers, d {}, {} heads, FFN {}, vocab {}: {params} parameters; \
-         batch {} x {} (inputs {}..={} tokens); engine {}, {threads} threads",
+         batch {} x {} (inputs {}..={} tokens); engine {}{}, {threads} threads",
         args.layers,
         args.dim,
         args.heads,
@@ -569,6 +565,7 @@ fn run() -> Result<()> {
         args.min_len(),
         args.seq,
         args.engine.name(),
+        replicas.map_or(String::new(), |n| format!(" ({n} replicas)")),
     );
     let mut times = Vec::with_capacity(args.steps);
     let mut losses = Vec::with_capacity(args.warmup + args.steps);
@@ -576,9 +573,9 @@ fn run() -> Result<()> {
     let mut tokens = 0;
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();
-        let out = match args.engine {
-            Engine::Candle => candle_step(&model, &mut opt, &data, &args, &device)?,
-            Engine::Fused => fused_step()?,
+        let out = match fused.as_mut() {
+            None => candle_step(&model, &mut opt, &data, &args, &device)?,
+            Some(fused) => fused_step(fused, &mut opt, &data, &args, &device, i as u64 + 1)?,
         };
         let dt = t0.elapsed().as_secs_f64();
         let phase = if i < args.warmup { "warm-up" } else { "timed" };
@@ -603,6 +600,7 @@ fn run() -> Result<()> {
         "task": "train",
         "model": "sonar_decoder",
         "engine": args.engine.name(),
+        "replicas": replicas,
         "params": params,
         "layers": args.layers,
         "dim": args.dim,

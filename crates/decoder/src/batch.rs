@@ -2,6 +2,7 @@
 //! an epoch visits the training sentences.
 
 use candle_core::{D, DType, Device, Tensor};
+use lcm_engine::sonar_decoder::TokenBatch as EngineBatch;
 use lcm_sonar::SpecialIds;
 use lcm_train::new_rng;
 use rand::seq::SliceRandom;
@@ -12,12 +13,34 @@ use crate::tokenizer::PROMPT;
 /// Mixed into the seed for the per-epoch batch plan (never shared with other draws).
 const PLAN_SALT: u64 = 0x0dec_0de5_0000_0001;
 
-/// A batch: conditioning `[N, D]`, decoder input `[N, T]` and target `[N, T]` (u32, pad 0).
+/// A batch: conditioning `[N, D]`, decoder input `[N, T]` and target `[N, T]` (u32, pad 0),
+/// as tensors (candle) and as host rows (the fused engine, [`TokenBatch::for_engine`]).
 pub(crate) struct TokenBatch {
     pub(crate) conditioning: Tensor,
     pub(crate) input: Tensor,
     pub(crate) target: Vec<u32>,
     pub(crate) tokens: usize,
+    /// `conditioning` row-major, `[N·D]`.
+    host_conditioning: Vec<f32>,
+    /// `input` row-major, `[N·T]`.
+    host_input: Vec<u32>,
+    rows: usize,
+    time: usize,
+}
+
+impl TokenBatch {
+    /// The batch as the fused engine reads it, scored with label smoothing `smoothing`.
+    pub(crate) fn for_engine(&self, smoothing: f64) -> EngineBatch<'_> {
+        EngineBatch {
+            conditioning: &self.host_conditioning,
+            prev_ids: &self.host_input,
+            target_ids: &self.target,
+            batch: self.rows,
+            time: self.time,
+            pad: SpecialIds::SONAR.pad,
+            label_smoothing: smoothing,
+        }
+    }
 }
 
 pub(crate) fn make_batch(
@@ -54,10 +77,14 @@ pub(crate) fn make_batch(
         cond.extend_from_slice(&vectors[r * dim..(r + 1) * dim]);
     }
     Ok(TokenBatch {
-        conditioning: Tensor::from_vec(cond, (n, dim), device)?,
-        input: Tensor::from_vec(input, (n, t), device)?,
+        conditioning: Tensor::from_vec(cond.clone(), (n, dim), device)?,
+        input: Tensor::from_vec(input.clone(), (n, t), device)?,
         target,
         tokens,
+        host_conditioning: cond,
+        host_input: input,
+        rows: n,
+        time: t,
     })
 }
 

@@ -5,6 +5,8 @@
 //!   special ids and the `[</s>]` prompt;
 //! - [`split`]: the sentences of a concept store, held out like `lcm train` / `lcm eval`;
 //! - [`train`]: the decoder trainer on the one training loop ([`train_decoder`]);
+//! - [`fused`]: its fused step, the decoder on the fused engine data parallel over a
+//!   batch's sentences ([`fused::FusedDecoder`]);
 //! - [`inference`]: the trained decoder as a [`lcm_concept::ConceptDecoder`]
 //!   ([`TrainedDecoder`]) and the run folder's `decoder.json` ([`DecoderMeta`]);
 //! - [`roundtrip`]: round-trip evaluation (BLEU, exact match, `cos(encode(decode(x)), x)`)
@@ -29,6 +31,7 @@
 
 mod batch;
 pub mod error;
+pub mod fused;
 pub mod inference;
 pub mod roundtrip;
 pub mod split;

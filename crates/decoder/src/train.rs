@@ -10,9 +10,10 @@
 //! Sentences longer than `max_seq_len − 1` pieces are truncated for training (the decoder
 //! then never learns to end them; the count is logged and reported).
 //!
-//! The loss and gradients of a step come from the fused engine
-//! ([`lcm_engine::SonarDecoderEngine`]) by default, or from candle autograd
-//! ([`DecoderEngine`]); both train the same `Var`s, and a run may resume on the other.
+//! The loss and gradients of a step come from the fused engine by default
+//! ([`crate::fused::FusedDecoder`]: [`lcm_engine::SonarDecoderEngine`] replicas, data
+//! parallel over the batch's sentences), or from candle autograd ([`DecoderEngine`]); both
+//! train the same `Var`s, and a run may resume on the other.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,16 +22,15 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_engine::EngineError;
-use lcm_engine::sonar_decoder::{SonarDecoderEngine, TokenBatch as EngineBatch};
 use lcm_sonar::SpecialIds;
 use lcm_sonar::model::{SonarDecoder, SonarDecoderConfig};
-use lcm_train::optim::clip_grad_norm_flat;
 use lcm_train::run::{Cadence, Identity, RunDir, RunSpec, Step, Trainer, settings_without_budget};
 use lcm_train::{AdamW, AdamWConfig, DataPosition, LrSchedule, default_decay_filter};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{epoch_plan, make_batch, token_loss};
 use crate::error::{DecoderError, Result};
+use crate::fused::{FusedDecoder, engine_error};
 use crate::inference::{DecoderMeta, FORMAT, MODEL_FILE, TOKENIZER_FILE, TokenizerInfo};
 use crate::split::SentenceSplit;
 use crate::tokenizer::{DecoderTokenizer, PROMPT, SPECIAL_TOKENS};
@@ -45,8 +45,8 @@ const RESUMABLE_FIELDS: &[&str] = &["engine"];
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DecoderEngine {
-    /// The fused engine ([`lcm_engine::SonarDecoderEngine`]); candle where it refuses the
-    /// model.
+    /// The fused engine ([`crate::fused::FusedDecoder`], data parallel over the batch's
+    /// sentences); candle where it refuses the model.
     #[default]
     Fused,
     /// candle autograd (the reference the engine is tested against).
@@ -475,7 +475,7 @@ fn identity(
 struct DecoderTrainer<'a> {
     model: SonarDecoder,
     /// The fused engine bound to the model's `Var`s; `None`: candle autograd.
-    fused: Option<SonarDecoderEngine>,
+    fused: Option<FusedDecoder>,
     config: &'a DecoderTrainConfig,
     data: &'a SentenceSplit,
     train_pieces: Vec<Vec<u32>>,
@@ -515,44 +515,22 @@ impl Trainer for DecoderTrainer<'_> {
             data.dim,
             &self.device,
         )?;
-        let finite = |loss: f64| {
-            if loss.is_finite() {
-                Ok(())
-            } else {
-                Err(DecoderError::Training(format!(
-                    "non-finite loss {loss} at step {}; lower --lr",
-                    step.index + 1
-                )))
-            }
-        };
         let clip = self.config.clip;
         let (loss_value, nll, grad_norm) = if let Some(engine) = self.fused.as_mut() {
-            engine.refresh().map_err(engine_error)?;
-            let (cond, prev) = flat_batch(&batch)?;
-            let loss = engine
-                .loss_and_gradients(&EngineBatch {
-                    conditioning: &cond,
-                    prev_ids: &prev,
-                    target_ids: &batch.target,
-                    batch: rows.len(),
-                    time: prev.len() / rows.len().max(1),
-                    pad: SpecialIds::SONAR.pad,
-                    label_smoothing: self.config.label_smoothing,
-                })
-                .map_err(engine_error)?;
-            finite(loss.mean())?;
-            let t_gradients = t0.elapsed().as_secs_f64();
-            let grad_norm = clip_grad_norm_flat(engine.gradients_mut(), clip);
-            // Parameters the loss never reads get no step, as under autograd.
-            let engine = &*engine;
-            step.opt.step_flat(|name| engine.gradient(name))?;
+            let out = engine.train_step(
+                step.opt,
+                &batch.for_engine(self.config.label_smoothing),
+                clip,
+                step.index + 1,
+            )?;
             tracing::debug!(
                 step = step.index + 1,
-                forward_backward_s = t_gradients,
-                optimizer_s = t0.elapsed().as_secs_f64() - t_gradients,
+                forward_backward_s = out.gradient_seconds,
+                optimizer_s = t0.elapsed().as_secs_f64() - out.gradient_seconds,
+                replicas = engine.replicas(),
                 "step timing (fused)"
             );
-            (loss.mean(), loss.nll_mean(), grad_norm)
+            (out.loss.mean(), out.loss.nll_mean(), out.grad_norm)
         } else {
             let logits = self
                 .model
@@ -564,7 +542,12 @@ impl Trainer for DecoderTrainer<'_> {
                 self.config.label_smoothing,
             )?;
             let loss_value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            finite(loss_value)?;
+            if !loss_value.is_finite() {
+                return Err(DecoderError::Training(format!(
+                    "non-finite loss {loss_value} at step {}; lower --lr",
+                    step.index + 1
+                )));
+            }
             let t_forward = t0.elapsed().as_secs_f64();
             let mut grads = loss.backward()?;
             let t_backward = t0.elapsed().as_secs_f64();
@@ -671,7 +654,7 @@ fn model_config(
 /// engine when given.
 fn validation_loss(
     model: &SonarDecoder,
-    mut fused: Option<&mut SonarDecoderEngine>,
+    mut fused: Option<&mut FusedDecoder>,
     pieces: &[Vec<u32>],
     vectors: &[f32],
     dim: usize,
@@ -680,24 +663,13 @@ fn validation_loss(
 ) -> Result<Option<f64>> {
     let (mut sum, mut count) = (0.0, 0usize);
     if let Some(engine) = fused.as_deref_mut() {
-        engine.refresh().map_err(engine_error)?;
+        engine.refresh()?;
     }
     let rows: Vec<usize> = (0..pieces.len()).collect();
     for chunk in rows.chunks(batch_size) {
         let batch = make_batch(chunk, pieces, vectors, dim, device)?;
         let (nll, n) = if let Some(engine) = fused.as_deref_mut() {
-            let (cond, prev) = flat_batch(&batch)?;
-            let loss = engine
-                .loss(&EngineBatch {
-                    conditioning: &cond,
-                    prev_ids: &prev,
-                    target_ids: &batch.target,
-                    batch: chunk.len(),
-                    time: prev.len() / chunk.len().max(1),
-                    pad: SpecialIds::SONAR.pad,
-                    label_smoothing: 0.0,
-                })
-                .map_err(engine_error)?;
+            let loss = engine.loss(&batch.for_engine(0.0))?;
             (loss.nll_sum, loss.count)
         } else {
             let logits = model.forward_train(&batch.conditioning, &batch.input)?;
@@ -717,11 +689,11 @@ fn fused_engine(
     engine: DecoderEngine,
     model_cfg: &SonarDecoderConfig,
     varmap: &VarMap,
-) -> Result<Option<SonarDecoderEngine>> {
+) -> Result<Option<FusedDecoder>> {
     if engine == DecoderEngine::Candle {
         return Ok(None);
     }
-    match SonarDecoderEngine::new(model_cfg, varmap) {
+    match FusedDecoder::new(model_cfg, varmap) {
         Ok(fused) => Ok(Some(fused)),
         Err(EngineError::Unsupported(why)) => {
             tracing::warn!("training the decoder on candle autograd: {why}");
@@ -729,18 +701,6 @@ fn fused_engine(
         }
         Err(e) => Err(engine_error(e)),
     }
-}
-
-fn engine_error(e: EngineError) -> DecoderError {
-    DecoderError::Training(format!("fused engine: {e}"))
-}
-
-/// The conditioning `[N·D]` and input ids `[N·T]` of a batch as flat host vectors.
-fn flat_batch(batch: &crate::batch::TokenBatch) -> Result<(Vec<f32>, Vec<u32>)> {
-    Ok((
-        batch.conditioning.flatten_all()?.to_vec1::<f32>()?,
-        batch.input.flatten_all()?.to_vec1::<u32>()?,
-    ))
 }
 
 /// Seeded initialisation (the var builder creates every variable as zeros): matrices and
