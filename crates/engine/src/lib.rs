@@ -26,6 +26,9 @@
 //! - [`one_tower`]: the One-Tower diffusion LCM's training loss (timestep MLP, `[x ; τ]`
 //!   input projection and learned positions, the pre-norm trunk without RoPE over clean
 //!   and noisy rows under the One-Tower mask with CFG-dropped rows);
+//! - [`two_tower_infer`]: the Two-Tower denoiser at inference (a guided DDIM step's
+//!   conditional and unconditional rows in one call), the cross-attention keys and values
+//!   projected once per generated concept and the timestep modulation once per step;
 //! - [`parallel`]: data parallelism over a batch's sequences, one engine replica per
 //!   thread with single-threaded products, the shares' gradients summed afterwards.
 //!
@@ -44,12 +47,14 @@ mod rows_sonar;
 pub mod sonar_decoder;
 mod trunk;
 pub mod two_tower;
+pub mod two_tower_infer;
 
 pub use base_lcm::BaseLcmEngine;
 pub use one_tower::OneTowerEngine;
 pub use params::{FlatParams, ParamLayout, ParamSlot};
 pub use sonar_decoder::SonarDecoderEngine;
 pub use two_tower::TwoTowerEngine;
+pub use two_tower_infer::TwoTowerDenoiser;
 
 /// Why the engine cannot run a model; the trainer then uses the candle path.
 #[derive(Debug, thiserror::Error)]

@@ -50,7 +50,7 @@ impl DiffusionSampling {
 
     /// Classifier-free guidance changes nothing at scale 1 without rescale, so the
     /// unconditional branch is skipped then.
-    fn guided(&self) -> bool {
+    pub fn guided(&self) -> bool {
         self.options.guidance_scale != 1.0 || self.options.guidance_rescale != 0.0
     }
 }
@@ -307,8 +307,9 @@ impl Lcm {
 
 /// The DDIM loop shared by both diffusion variants, from standard-normal `randn`:
 /// `model(latents, t)` returns the conditional output and, when guided, the unconditional
-/// one. Returns the predicted x0 of the last step.
-fn denoise<F>(
+/// one. Returns the predicted x0 of the last step. Public so that another implementation
+/// of the model call (the fused engine's denoiser) runs exactly this loop.
+pub fn denoise<F>(
     schedule: &NoiseSchedule,
     sampling: &DiffusionSampling,
     randn: &Tensor,

@@ -20,6 +20,9 @@
 //!   the Two-Tower model that is `S` guided DDIM steps (a conditional and an unconditional
 //!   denoiser call each, `SamplingOptions::paper_two_tower_1_6b`) plus feeding the result
 //!   back into the KV-cached contextualizer; for the Base-LCM one KV-cached decoder step.
+//!   The Two-Tower model is measured twice from the same noise: `"engine": "candle"` (two
+//!   `TwoTowerLcm::predict` calls per step) and `"engine": "fused"` (what `lcm generate`
+//!   runs: `lcm_workflows::fused_generate::Generator`, the denoiser on the fused engine).
 //!
 //! Warm-up iterations are excluded; the median of the timed ones is reported.
 //!
@@ -38,11 +41,12 @@ use lcm_model::builder::ModelConfig;
 use lcm_model::diffusion::{
     DdimSampler, NoiseSchedule, NoiseScheduleConfig, SamplingOptions, TimestepSpacing,
 };
-use lcm_model::generate::Lcm;
+use lcm_model::generate::{DiffusionSampling, Lcm, LcmState};
 use lcm_model::presets;
 use lcm_model::two_tower::{TwoTowerConfig, TwoTowerLcm, standard_normal};
 use lcm_train::{AdamW, AdamWConfig, TrainRng, default_decay_filter, new_rng};
 use lcm_workflows::fused::{Engine, FusedLcm};
+use lcm_workflows::fused_generate::Generator;
 use serde_json::json;
 
 /// CFG dropout of the paper's Two-Tower recipe (and the trainer's default).
@@ -593,7 +597,7 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
         model.extend_context(&prompt, &mut state)?;
         let mut rng = new_rng(args.seed.wrapping_add(3));
         let mut denoiser_calls = 0usize;
-        let (times, _) = time_steps(
+        let (times, candle_values) = time_steps(
             args.gen_warmup,
             args.gen_repeat,
             &format!("{name} generate"),
@@ -623,6 +627,58 @@ fn bench_two_tower(args: &Args, cfg: &TwoTowerConfig, dev: &Device) -> Result<()
                 params,
                 &times,
                 json!({
+                    "engine": "candle",
+                    "what": "guided DDIM (cond + uncond per step) + contextualizer step",
+                    "ddim_steps": sampler.timesteps().len(),
+                    "denoiser_calls": denoiser_calls,
+                    "guidance_scale": opts.guidance_scale,
+                    "guidance_rescale": opts.guidance_rescale,
+                }),
+            )
+        );
+
+        // The same work through what `lcm generate` runs: `Generator` with the denoiser on
+        // the fused engine (cond and uncond rows in one call per step, the keys' K|V
+        // projected once per sentence), the contextualizer step on candle. Same noise.
+        let lcm = Lcm::TwoTower(model.clone(), schedule.clone());
+        let sampling = DiffusionSampling {
+            steps: args.gen_steps,
+            spacing: TimestepSpacing::Trailing,
+            options: opts,
+        };
+        let mut generator = Generator::new(&lcm);
+        if !generator.is_fused() {
+            bail!("the fused engine refused the Two-Tower model");
+        }
+        let prefilled = LcmState::TwoTower(state);
+        let mut rng = new_rng(args.seed.wrapping_add(3));
+        let (times, fused_values) = time_steps(
+            args.gen_warmup,
+            args.gen_repeat,
+            &format!("{name} generate (fused)"),
+            || {
+                let mut st = prefilled.clone();
+                let x0 = generator.next_concept(&st, &sampling, 1, &mut rng)?;
+                // The generated concept joins the context, as the next sentence would need.
+                lcm.extend(&mut st, &x0)?;
+                Ok(x0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64)
+            },
+        )?;
+        // Same noise sentence by sentence: the mean squares of the generated concepts agree.
+        for (i, (a, b)) in fused_values.iter().zip(&candle_values).enumerate() {
+            if (a - b).abs() > 1e-4 * b.abs().max(1e-6) {
+                bail!("sentence {i}: fused generation gives mean square {a}, candle {b}");
+            }
+        }
+        println!(
+            "{}",
+            gen_report(
+                &name,
+                args,
+                params,
+                &times,
+                json!({
+                    "engine": "fused",
                     "what": "guided DDIM (cond + uncond per step) + contextualizer step",
                     "ddim_steps": sampler.timesteps().len(),
                     "denoiser_calls": denoiser_calls,

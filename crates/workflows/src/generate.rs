@@ -18,6 +18,7 @@ use lcm_model::generate::{DiffusionSampling, row_cosines};
 use lcm_train::checkpoint::new_rng;
 use serde_json::{Value, json};
 
+use crate::fused_generate::Generator;
 use crate::load::TrainedLcm;
 use crate::store::{BankNotice, retrieval_decoder};
 use crate::{Result, WorkflowError};
@@ -125,6 +126,8 @@ pub fn continue_prompt(
     model.extend(&mut state, &normalizer.normalize(prompt_raw)?.unsqueeze(0)?)?;
 
     let mut rng = new_rng(seed);
+    // A Two-Tower model's denoiser runs on the fused engine (candle for the others).
+    let mut generator = Generator::new(model);
     let mut previous = prompt_raw.get(prompt_len - 1)?;
     let mut concepts: Vec<Tensor> = Vec::new();
     let mut stop = Stop::MaxSentences;
@@ -133,7 +136,7 @@ pub fn continue_prompt(
             stop = Stop::ContextFull;
             break;
         }
-        let next = model.next_concept(&state, sampling, 1, &mut rng)?;
+        let next = generator.next_concept(&state, sampling, 1, &mut rng)?;
         // [D], raw space: where the stop rules and the decoder work.
         let raw = normalizer.denormalize(&next)?.flatten_all()?;
         let pair = Tensor::stack(&[&eos, &previous], 0)?;

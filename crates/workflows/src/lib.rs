@@ -13,6 +13,8 @@
 //! - [`evaluate`]: teacher-forced evaluation on the held-out split against the baselines.
 //! - [`generate`]: continuing a prompt concept by concept, with the stop rules, and
 //!   decoding the continuation.
+//! - [`fused_generate`]: the next concept with a Two-Tower model's denoiser on the fused
+//!   engine (what [`generate`] uses), candle for the other variants.
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
 //! - [`models`]: checking downloaded SONAR files by loading them.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
@@ -21,6 +23,7 @@
 pub mod encode;
 pub mod evaluate;
 pub mod fused;
+pub mod fused_generate;
 pub mod generate;
 pub mod load;
 pub mod models;
