@@ -12,21 +12,25 @@
 //!    guillemets after a space, glued URLs, Japanese quotations followed by と.
 //! 4. **Punctuation-only fragments** ("...", "—", "***") join a neighbour.
 //! 5. **Length cap** as in the LCM reference: a sentence of `max_chars` characters or more is
-//!    re-split into `round(len / max_chars) + 1` pieces, cutting near the equal-length positions at
-//!    the best separator (`...`, newline, `!`, `?`, `;`, `:`, `.`, `,`, tab, space), with a hard cut
-//!    as the last resort; pieces of at most `min_chars` characters join a neighbour.
+//!    re-split into `round(len / max_chars) + 1` pieces (more only where the budget forces it).
+//!    Each cut takes sentence-like punctuation (`...`, `!`, `?`, a full stop before a closing
+//!    quote) anywhere within the budget; else, near the equal-length position, a line break, then
+//!    clause punctuation (`;`, `:`, `,`), then a tab or a space (a bare full stop inside a
+//!    sentence is an abbreviation and counts as a space); a hard cut is the last resort; pieces of
+//!    at most `min_chars` characters join a neighbour. `lcm prepare` applies the cap (256);
+//!    `lcm segment` only when asked.
 //!
 //! Everything is deterministic and linear in the input length.
 
 use std::collections::HashSet;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
 /// Written into every artifact built from segmented text; bump it whenever the output can change.
-pub const SEGMENTER_VERSION: &str = "lcm-seg-1";
+pub const SEGMENTER_VERSION: &str = "lcm-seg-2";
 
 /// Tunables of [`Segmenter`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +69,8 @@ pub struct Segmenter {
     unless_after_number: HashSet<String>,
     /// Words that keep a German ordinal in its sentence ("am 3. Oktober", "das 20. Jahrhundert").
     ordinal_followers: HashSet<String>,
+    /// Whether a number with a full stop before another number is a German ordinal ("am 3. 10.").
+    ordinals: bool,
 }
 
 impl Default for Segmenter {
@@ -123,6 +129,7 @@ impl Segmenter {
             always,
             before_number,
             unless_after_number,
+            ordinals: !ordinal_followers.is_empty(),
             ordinal_followers,
         }
     }
@@ -148,12 +155,21 @@ impl Segmenter {
     /// UAX #29 boundaries inside one unit, repaired; pushes trimmed sentences that still carry
     /// the unit's whitespace markers.
     fn segment_unit(&self, u: &str, out: &mut Vec<String>) {
+        let lists = inline_list_starts(u, &self.ordinal_followers);
+        let titles = title_spans(u);
+        let mut title_at = 0;
         let mut cur: Option<Range<usize>> = None;
-        for mut next in uax_pieces(u) {
+        for mut next in split_at(uax_pieces(u), &lists) {
             let Some(c) = cur.as_mut() else {
                 cur = Some(next);
                 continue;
             };
+            // An item of an inline list ("1) first 2) second") starts a sentence.
+            if lists.binary_search(&next.start).is_ok() {
+                push_trimmed(&u[c.clone()], out);
+                *c = next;
+                continue;
+            }
             // UAX #29 counts opening brackets as closing punctuation, so 「 in 。「本当？」 sticks
             // to the sentence before it.
             let open = trailing_openers(&u[c.clone()]);
@@ -169,6 +185,34 @@ impl Segmenter {
                 next.start += lead;
                 if u[next.clone()].trim().is_empty() {
                     c.end = next.end;
+                    continue;
+                }
+            }
+            // A terminator inside a title (《摔跤吧！爸爸》) ends nothing.
+            while titles.get(title_at).is_some_and(|t| t.end <= next.start) {
+                title_at += 1;
+            }
+            if titles.get(title_at).is_some_and(|t| t.start < next.start) {
+                c.end = next.end;
+                continue;
+            }
+            match spaced_ellipsis(&u[c.clone()]) {
+                Ellipsis::None => {}
+                Ellipsis::Inside => {
+                    c.end = next.end;
+                    continue;
+                }
+                Ellipsis::Ends => {
+                    push_trimmed(&u[c.clone()], out);
+                    *c = next;
+                    continue;
+                }
+                Ellipsis::AfterFullStop(len) => {
+                    // "compounds. . . . The practice": the full stop ends the sentence and the
+                    // spaced ellipsis opens the next one.
+                    let cut = c.start + len;
+                    push_trimmed(&u[c.start..cut], out);
+                    *c = cut..next.end;
                     continue;
                 }
             }
@@ -201,6 +245,20 @@ impl Segmenter {
         if matches!(last, '」' | '』') && matches!(first, 'と' | 'っ') {
             return true;
         }
+        // "Yahoo! in the …", "“Help!” she cried": a lowercase word continues the sentence
+        // (UAX #29 only looks for one after a full stop).
+        if strip_closers(pt).ends_with(['!', '?']) && first.is_lowercase() {
+            return true;
+        }
+        // A quotation followed by its citation: "… [...]" (Smith 55).
+        if matches!(last, '"' | '”' | '’' | '»') && is_citation(n) {
+            return true;
+        }
+        if matches!(last, '.' | ')') && is_marker(pt.trim_start()) {
+            // The piece is only a list marker ("1.", "1.)", "IV.", "• 9."), so it belongs to
+            // what follows.
+            return true;
+        }
         if last != '.' {
             return false;
         }
@@ -209,15 +267,17 @@ impl Segmenter {
             // An ellipsis; UAX #29 already keeps it when a lowercase word follows.
             return false;
         }
-        if is_marker(pt.trim_start()) {
-            // The piece is only a list marker ("1.", "IV."), so it belongs to what follows.
-            return true;
+        let next_first = first_significant(n);
+        // "N°. 1026", "nº. 5": the numero sign before a number.
+        if before_dot.ends_with(['°', 'º'])
+            && before_dot[..before_dot.len() - 2].ends_with(['N', 'n'])
+        {
+            return next_first.is_numeric();
         }
         let token = trailing_token(before_dot);
         if token.is_empty() {
             return false;
         }
-        let next_first = first_significant(n);
         self.abbreviation_continues(before_dot, token, n, next_first)
     }
 
@@ -231,23 +291,43 @@ impl Segmenter {
         if contains(&self.always, token) {
             return true;
         }
+        let prefix = &before_dot[..before_dot.len() - token.len()];
+        let mut chars = token.chars();
+        if let (Some(c), None) = (chars.next(), chars.next())
+            && c.is_alphabetic()
+        {
+            // A spaced abbreviation: "z. B.", "u. Ä.", "d. h.".
+            let part = next_initial(next);
+            if !part.is_empty() && contains(&self.always, &format!("{token}.{part}")) {
+                return true;
+            }
+        }
         let mut chars = token.chars();
         if let (Some(c), None) = (chars.next(), chars.next())
             && c.is_uppercase()
+            && starts_word(prefix)
         {
             // An initial ("J. R. R. Tolkien"); "I." is usually the pronoun, unless it starts a
-            // run of initials ("I. M. Pei").
-            return c != 'I' || starts_with_initial(next);
+            // run of initials ("I. M. Pei") or sits between two names ("Albert I. Jones").
+            return c != 'I'
+                || starts_with_initial(next)
+                || (previous_word_capitalised(prefix)
+                    && next_first.is_uppercase()
+                    && !is_sentence_starter(leading_word(next)));
+        }
+        if is_initialism(token) {
+            // "the U.S. Government" / "the U.S. How about you?": decided by what follows.
+            return !is_sentence_starter(leading_word(next));
         }
         let digit_next = next_first.is_numeric();
         if contains(&self.before_number, token) {
             return digit_next;
         }
         if contains(&self.unless_after_number, token) {
-            let rest = before_dot[..before_dot.len() - token.len()].trim_end();
+            let rest = prefix.trim_end();
             return !rest.chars().next_back().is_some_and(char::is_numeric);
         }
-        if token.len() <= 2 && token.bytes().all(|b| b.is_ascii_digit()) {
+        if self.ordinals && token.len() <= 2 && token.bytes().all(|b| b.is_ascii_digit()) {
             // German ordinals: "am 3. Oktober", "3. 10. 2020".
             return digit_next || self.ordinal_followers.contains(leading_word(next));
         }
@@ -274,9 +354,11 @@ impl Segmenter {
 
     /// Cut ranges for an over-long sentence (`chars` holds single-character whitespace).
     ///
-    /// Cuts are placed one after another: each targets an equal share of what is left, searches
-    /// a window around that target for the best separator, and never lets a piece reach the cap.
-    /// Windows tile the text, so the whole re-split is linear.
+    /// Cuts are placed one after another: each targets an equal share of what is left and takes
+    /// sentence-like punctuation anywhere within the budget (the piece stays below the cap, the
+    /// rest still fits in the pieces left), else the best separator near the target (see
+    /// [`best_cut`]). A budget is shorter than the cap and each cut advances by at least
+    /// `min_len`, so the re-split is linear.
     fn resplit(&self, chars: &[char]) -> Vec<Range<usize>> {
         let n = chars.len();
         let cap = self.config.max_chars.max(1);
@@ -300,13 +382,14 @@ impl Segmenter {
             }
             let target = r / left;
             let ideal = p + target;
+            // The budget: the piece stays below the cap and what is left still fits in the
+            // pieces left.
+            let lo = (p + min_len).max(n.saturating_sub((left - 1) * max_len));
+            let hi = (p + max_len).min(n.saturating_sub(min_len));
             let half = (target / 4).max(1);
-            let lo = ideal.saturating_sub(half).max(p + min_len);
-            let hi = (ideal + half)
-                .min(p + max_len)
-                .min(n.saturating_sub(min_len));
+            let near = ideal.saturating_sub(half)..=ideal + half;
             let cut = if lo <= hi {
-                best_cut(chars, p, lo, hi, ideal)
+                best_cut(chars, p, lo..=hi, near, ideal)
             } else {
                 ideal.clamp(p + 1, (p + max_len).min(n - 1))
             };
@@ -380,6 +463,7 @@ struct LineInfo<'a> {
     item: bool,
     terminal: bool,
     continues: bool,
+    particle: bool,
     starts_lower: bool,
     width: usize,
 }
@@ -399,6 +483,8 @@ impl<'a> LineInfo<'a> {
                 )
             }),
             starts_lower: first_significant(text).is_lowercase(),
+            // Japanese wrapped after a particle (これは父の / 家です。) is mid-sentence.
+            particle: last.is_some_and(|c| matches!(c, 'の' | 'を' | 'が' | 'は' | 'へ' | 'で')),
             width: text.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum(),
         }
     }
@@ -413,7 +499,7 @@ fn soft_break(cur: &LineInfo, next: &LineInfo, paragraph_width: usize) -> bool {
         // A list item wrapped onto a second line continues in lowercase.
         return next.starts_lower;
     }
-    if cur.terminal || next.starts_lower || cur.continues {
+    if cur.terminal || next.starts_lower || cur.continues || cur.particle {
         // After a full stop the sentence splitter decides (it knows "Dr." from "end.").
         return true;
     }
@@ -683,6 +769,269 @@ fn starts_with_initial(s: &str) -> bool {
     matches!((chars.next(), chars.next()), (Some(c), Some('.')) if c.is_uppercase())
 }
 
+/// Bullets that may precede a list marker ("• 9.", "⁃9.").
+fn is_bullet(c: char) -> bool {
+    matches!(c, '•' | '⁃' | '‣' | '◦' | '▪' | '·' | '●' | '○' | '■' | '□')
+}
+
+/// A list marker at the start of an inline-list candidate: its value and style.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Marker {
+    value: u32,
+    /// Digits or a letter, the closing form (`.`, `)`, `.)`) and whether a bullet precedes.
+    style: (bool, u8, bool),
+}
+
+/// `word` as a marker of an inline list: "1.", "1)", "1.)", "a.", optionally after a bullet.
+fn inline_marker(word: &str, bulleted: bool) -> Option<Marker> {
+    let (inner, close) = if let Some(i) = word.strip_suffix(".)") {
+        (i, 2)
+    } else if let Some(i) = word.strip_suffix(')') {
+        (i, 1)
+    } else {
+        (word.strip_suffix('.')?, 0)
+    };
+    let digits = (1..=3).contains(&inner.len()) && inner.bytes().all(|b| b.is_ascii_digit());
+    let value = if digits {
+        inner.parse().ok()?
+    } else if inner.len() == 1 && inner.bytes().all(|b| b.is_ascii_lowercase()) {
+        u32::from(inner.as_bytes()[0] - b'a') + 1
+    } else {
+        return None;
+    };
+    Some(Marker {
+        value,
+        style: (digits, close, bulleted),
+    })
+}
+
+/// Byte offsets where the items of an inline list start ("1) The first item 2) The second
+/// item"): markers of one style counting up by one, the first one (1, a, or any bulleted
+/// number) opening the unit or following a colon, each followed by text. The offset of the first item is included unless
+/// it is 0.
+fn inline_list_starts(u: &str, ordinal_followers: &HashSet<String>) -> Vec<usize> {
+    let mut found = Vec::new();
+    // The run being built: its items' offsets and its last marker.
+    let mut run: Vec<usize> = Vec::new();
+    let mut last: Option<Marker> = None;
+    let mut bullet_at: Option<(usize, bool)> = None;
+    let mut prev_end_char: Option<char> = None;
+    let words: Vec<&str> = u.split(char::is_whitespace).collect();
+    for (i, &word) in words.iter().enumerate() {
+        if word.is_empty() {
+            continue;
+        }
+        // `word` is a subslice of `u`.
+        let start = word.as_ptr() as usize - u.as_ptr() as usize;
+        let mut after_colon = prev_end_char.is_none_or(|c| c == ':');
+        prev_end_char = word.chars().next_back();
+        let mut body = word;
+        let mut item_start = start;
+        if let Some((b, colon)) = bullet_at.take() {
+            item_start = b;
+            after_colon = colon;
+        } else if let Some(rest) = word.strip_prefix(is_bullet) {
+            if rest.is_empty() {
+                bullet_at = Some((start, after_colon));
+                continue;
+            }
+            body = rest;
+        }
+        let bulleted = item_start < start || body.len() < word.len();
+        // A marker needs text after it, and a German date is no list ("am 3. Oktober").
+        let Some(following) = words.get(i + 1) else {
+            continue;
+        };
+        if ordinal_followers.contains(*following) {
+            continue;
+        }
+        let Some(m) = inline_marker(body, bulleted) else {
+            continue;
+        };
+        if last.is_some_and(|l| l.style == m.style && l.value + 1 == m.value) {
+            run.push(item_start);
+            last = Some(m);
+        } else if after_colon && (m.value == 1 || bulleted) {
+            if run.len() >= 2 {
+                found.extend(run.drain(..).filter(|&s| s > 0));
+            }
+            run.clear();
+            run.push(item_start);
+            last = Some(m);
+        }
+    }
+    if run.len() >= 2 {
+        found.extend(run.into_iter().filter(|&s| s > 0));
+    }
+    found
+}
+
+/// `pieces` cut again at each of the sorted `at` offsets inside them.
+fn split_at(pieces: Vec<Range<usize>>, at: &[usize]) -> Vec<Range<usize>> {
+    if at.is_empty() {
+        return pieces;
+    }
+    let mut out = Vec::with_capacity(pieces.len() + at.len());
+    let mut k = 0;
+    for mut piece in pieces {
+        while k < at.len() && at[k] <= piece.start {
+            k += 1;
+        }
+        while k < at.len() && at[k] < piece.end {
+            out.push(piece.start..at[k]);
+            piece.start = at[k];
+            k += 1;
+        }
+        out.push(piece);
+    }
+    out
+}
+
+/// Byte ranges of book and work titles in 《》 (outermost pairs, at most 300 bytes long).
+fn title_spans(u: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let mut depth = 0usize;
+    let mut open = 0;
+    for (i, c) in u.char_indices() {
+        match c {
+            '《' => {
+                if depth == 0 {
+                    open = i;
+                }
+                depth += 1;
+            }
+            '》' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 && i - open <= 300 {
+                    spans.push(open..i);
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+/// What a spaced ellipsis (". . .") ending a piece means for the boundary after it.
+enum Ellipsis {
+    /// The piece does not end in a spaced ellipsis.
+    None,
+    /// Three spaced dots after a space: an omission inside the sentence.
+    Inside,
+    /// Four spaced dots after a space ("… a period . . . ."): an omission, then the full stop.
+    Ends,
+    /// A full stop glued to a word, then a spaced ellipsis ("compounds. . . ."): the sentence
+    /// ends after the byte length given, the ellipsis opens the next one.
+    AfterFullStop(usize),
+}
+
+fn spaced_ellipsis(piece: &str) -> Ellipsis {
+    let t = piece.trim_end().as_bytes();
+    let mut dots = 0;
+    let mut i = t.len();
+    // Walk back over ". . ." (dots separated by single whitespace bytes).
+    while i > 0 && t[i - 1] == b'.' {
+        dots += 1;
+        i -= 1;
+        if i >= 2 && t[i - 1].is_ascii_whitespace() && t[i - 2] == b'.' {
+            i -= 1;
+        } else {
+            break;
+        }
+        if dots > 8 {
+            return Ellipsis::None;
+        }
+    }
+    if dots < 3 {
+        return Ellipsis::None;
+    }
+    let glued = i > 0 && !t[i - 1].is_ascii_whitespace();
+    match (glued, dots) {
+        (false, 3) => Ellipsis::Inside,
+        (false, _) => Ellipsis::Ends,
+        (true, 4) => Ellipsis::AfterFullStop(i + 1),
+        _ => Ellipsis::None,
+    }
+}
+
+/// A parenthetical citation ending a sentence: "(Smith 55).", "(ibid., p. 3)".
+fn is_citation(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('(') else {
+        return false;
+    };
+    let Some(close) = rest.char_indices().take(60).find(|&(_, c)| c == ')') else {
+        return false;
+    };
+    let inner = &rest[..close.0];
+    !inner.is_empty()
+        && !inner.ends_with(is_terminator)
+        && rest[close.0 + 1..]
+            .chars()
+            .next()
+            .is_none_or(|c| matches!(c, '.' | ',' | ';' | ':') || c.is_whitespace())
+}
+
+/// The letters before the first full stop of `s` when `s` starts with one or two letters and a
+/// full stop ("B" in "B. ist es").
+fn next_initial(s: &str) -> &str {
+    let s = s.trim_start();
+    let end = s
+        .char_indices()
+        .take(3)
+        .find(|&(_, c)| !c.is_alphabetic())
+        .map_or(0, |(i, c)| if c == '.' { i } else { 0 });
+    &s[..end]
+}
+
+/// Whether a token after `prefix` starts a word (rather than following "°", a digit, …).
+fn starts_word(prefix: &str) -> bool {
+    prefix.chars().next_back().is_none_or(|c| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '(' | '[' | '{' | '"' | '\'' | '“' | '‘' | '„' | '«' | '‹' | '–' | '—' | '/'
+            )
+    })
+}
+
+/// Whether the word before `prefix`'s trailing whitespace starts with a capital ("Albert ").
+fn previous_word_capitalised(prefix: &str) -> bool {
+    let p = prefix.trim_end();
+    let start = p
+        .char_indices()
+        .rev()
+        .take(32)
+        .find(|&(_, c)| !c.is_alphabetic())
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    p[start..].chars().next().is_some_and(char::is_uppercase)
+}
+
+/// Capitals joined by full stops: "U.S", "E.U", "U.S.A", "Л.Н".
+fn is_initialism(token: &str) -> bool {
+    let mut parts = 0;
+    for part in token.split('.') {
+        let mut chars = part.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_uppercase() => parts += 1,
+            _ => return false,
+        }
+    }
+    parts >= 2
+}
+
+/// Words that usually open an English sentence, so that an initialism before them ends one
+/// ("I live in the U.S. How about you?").
+fn is_sentence_starter(word: &str) -> bool {
+    const STARTERS: &[&str] = &[
+        "A", "After", "Also", "An", "And", "As", "At", "Before", "But", "Did", "Do", "Does",
+        "During", "Each", "Every", "For", "He", "Her", "Here", "His", "How", "However", "I", "If",
+        "In", "Is", "It", "Its", "Many", "More", "Most", "My", "Now", "Our", "She", "So", "Some",
+        "That", "The", "Their", "Then", "There", "These", "They", "This", "Those", "Thus", "To",
+        "We", "What", "When", "Where", "Which", "While", "Who", "Why", "Yet", "You", "Your",
+    ];
+    STARTERS.contains(&word)
+}
+
 fn is_terminator(c: char) -> bool {
     matches!(
         c,
@@ -743,9 +1092,13 @@ fn is_marker(word: &str) -> bool {
     if word.len() > 16 {
         return false;
     }
+    // "• 9.", "⁃9."
+    let word = word.trim_start_matches(is_bullet).trim_start();
     let inner = match word.strip_prefix('(') {
         Some(rest) => rest.strip_suffix(')'),
-        None => word.strip_suffix(['.', ')']),
+        None => word
+            .strip_suffix(".)")
+            .or_else(|| word.strip_suffix(['.', ')'])),
     };
     let Some(inner) = inner else {
         return false;
@@ -787,6 +1140,7 @@ fn is_list_item(line: &str) -> bool {
         | '✓'
         | '✔'
         | '→'
+        | '⁃'
         | '・'
         | '–'
         | '—'
@@ -867,8 +1221,18 @@ fn collapse(s: &str) -> String {
 // Re-split of over-long sentences
 
 /// Separator priority of a cut before `chars[c]` (lower is better), or `None` where no
-/// separator ends. ASCII punctuation counts only before whitespace, so "3.14", "1,000" and
-/// "e.g.," never become cut points; CJK punctuation needs no space.
+/// separator ends:
+///
+/// 0. sentence-like punctuation: an ellipsis, `!`, `?`, a full stop before a closing quote or
+///    bracket, `。！？`;
+/// 1. a line break of the input (a paragraph wrapped mid-sentence);
+/// 2. – 4. clause punctuation: `;`, then `:`, then `,` (and their CJK forms, `、`);
+/// 5. – 6. whitespace: a tab, then a space.
+///
+/// A bare full stop inside a sentence is an abbreviation or an initial the segmenter kept
+/// ("Mr. Smith"), so it counts as a plain space. ASCII punctuation counts only before
+/// whitespace, so "3.14", "1,000" and "e.g.," never become cut points; CJK punctuation needs
+/// no space.
 fn cut_priority(chars: &[char], p: usize, c: usize) -> Option<u8> {
     let prev = chars[c - 1];
     let next = chars[c];
@@ -877,20 +1241,19 @@ fn cut_priority(chars: &[char], p: usize, c: usize) -> Option<u8> {
         while q > p && q + 4 > c && is_closer(chars[q - 1]) {
             q -= 1;
         }
+        let closed = q + 1 < c;
         let before = if q > p { chars[q - 1] } else { ' ' };
         let ellipsis = before == '…'
             || (q >= p + 3 && chars[q - 1] == '.' && chars[q - 2] == '.' && chars[q - 3] == '.');
-        return Some(if ellipsis {
-            0
-        } else if prev == '\u{0B}' {
-            1
-        } else if let Some(pr) = punct_priority(before) {
-            pr
-        } else if prev == '\t' {
-            8
-        } else {
-            9
-        });
+        if ellipsis {
+            return Some(0);
+        }
+        let space = match prev {
+            '\u{0B}' => 1,
+            '\t' => 5,
+            _ => 6,
+        };
+        return Some(punct_priority(before, closed).map_or(space, |pr| pr.min(space)));
     }
     if next.is_whitespace() || is_closer(next) {
         // The cut after the whitespace (or after the closing quote) covers this spot.
@@ -911,36 +1274,56 @@ fn cut_priority(chars: &[char], p: usize, c: usize) -> Option<u8> {
         before,
         '。' | '．' | '！' | '？' | '；' | '：' | '，' | '、' | '｡' | '､'
     ) {
-        return punct_priority(before);
+        return punct_priority(before, true);
     }
     None
 }
 
-fn punct_priority(c: char) -> Option<u8> {
+/// Priority of a cut after the punctuation mark `c`; `closed` when a closing quote or bracket
+/// follows it.
+fn punct_priority(c: char, closed: bool) -> Option<u8> {
     Some(match c {
-        '!' | '！' | '‼' => 2,
-        '?' | '？' => 3,
-        ';' | '；' => 4,
-        ':' | '：' => 5,
-        '.' | '。' | '．' | '｡' => 6,
-        ',' | '，' | '、' | '､' => 7,
+        '!' | '！' | '‼' | '?' | '？' | '。' | '｡' => 0,
+        '．' => 0,
+        '.' if closed => 0,
+        ';' | '；' => 2,
+        ':' | '：' => 3,
+        ',' | '，' | '、' | '､' => 4,
         _ => return None,
     })
 }
 
-/// The best cut in `lo..=hi`: highest-priority separator, then nearest to `ideal`; a hard cut at
-/// a grapheme boundary near `ideal` when the window has no separator.
-fn best_cut(chars: &[char], p: usize, lo: usize, hi: usize, ideal: usize) -> usize {
-    let mut best: Option<(u8, usize, usize)> = None;
-    for c in lo..=hi {
+/// The best cut in the `budget`: sentence-like punctuation anywhere in it (the one nearest to
+/// `ideal`); else the highest-priority separator in the `near` window around `ideal`, nearest to
+/// `ideal` among equals, which keeps the pieces balanced; else the best separator anywhere in
+/// the budget; else a hard cut at a grapheme boundary near `ideal`.
+fn best_cut(
+    chars: &[char],
+    p: usize,
+    budget: RangeInclusive<usize>,
+    near: RangeInclusive<usize>,
+    ideal: usize,
+) -> usize {
+    let (lo, hi) = (*budget.start(), *budget.end());
+    let mut best_near: Option<(u8, usize, usize)> = None;
+    let mut best_any: Option<(u8, usize, usize)> = None;
+    for c in budget {
         if let Some(pr) = cut_priority(chars, p, c) {
             let key = (pr, c.abs_diff(ideal), c);
-            if best.is_none_or(|b| key < b) {
-                best = Some(key);
+            if best_any.is_none_or(|b| key < b) {
+                best_any = Some(key);
+            }
+            if near.contains(&c) && best_near.is_none_or(|b| key < b) {
+                best_near = Some(key);
             }
         }
     }
-    if let Some((_, _, c)) = best {
+    let choice = match (best_any, best_near) {
+        (Some(any), _) if any.0 == 0 => Some(any),
+        (_, Some(near)) => Some(near),
+        (any, None) => any,
+    };
+    if let Some((_, _, c)) = choice {
         return c;
     }
     let ideal = ideal.clamp(lo, hi);
@@ -1052,13 +1435,14 @@ fn contains(set: &HashSet<String>, token: &str) -> bool {
     }
 }
 
-const COMMON_ALWAYS: &[&str] = &["Dr", "Prof", "St", "e.g", "i.e", "cf", "vs", "viz"];
-const COMMON_BEFORE_NUMBER: &[&str] = &["etc", "ca", "vol", "art", "p", "pp", "Nr", "No"];
+const COMMON_ALWAYS: &[&str] = &["Dr", "Prof", "St", "Mt", "e.g", "i.e", "cf", "vs", "viz"];
+const COMMON_BEFORE_NUMBER: &[&str] = &[
+    "etc", "ca", "vol", "art", "p", "pp", "Nr", "No", "tel", "ext",
+];
 
 const EN_ALWAYS: &[&str] = &[
     "Mr", "Mrs", "Ms", "Mx", "Messrs", "Mt", "Ft", "Sr", "Gen", "Gov", "Sen", "Rep", "Rev", "Hon",
     "Capt", "Col", "Lt", "Sgt", "Cpl", "Adm", "Maj", "Cmdr", "Pres", "Supt", "Dept", "Univ", "v",
-    "U.S", "U.K", "U.N", "E.U",
 ];
 const EN_BEFORE_NUMBER: &[&str] = &[
     "Nos", "Vol", "Vols", "Fig", "Figs", "Eq", "Eqs", "Ch", "Chap", "Sec", "Sect", "Art", "para",
@@ -1107,6 +1491,12 @@ const DE_ALWAYS: &[&str] = &[
     "geb",
     "gest",
     "Abt",
+    "med",
+    "kath",
+    "ev",
+    "u.Ä",
+    "o.Ä",
+    "z.Z",
 ];
 const DE_BEFORE_NUMBER: &[&str] = &[
     "Abs", "Bd", "Bde", "S", "Kap", "Tel", "Str", "Jan", "Feb", "Mär", "Apr", "Jun", "Jul", "Aug",
@@ -1171,7 +1561,7 @@ const DE_ORDINAL_FOLLOWERS: &[&str] = &[
 const ES_ALWAYS: &[&str] = &[
     "Sr", "Sra", "Srta", "Sres", "Sras", "Dña", "Ud", "Uds", "Vd", "Vds", "Dra", "Lic", "Ing",
     "Arq", "Profa", "Gral", "Av", "Avda", "Sto", "Sta", "p.ej", "ej", "EE.UU", "EE", "Excmo",
-    "Excma", "Ilmo", "Mons",
+    "Excma", "Ilmo", "Mons", "Cra",
 ];
 const ES_BEFORE_NUMBER: &[&str] = &[
     "núm", "n.º", "pág", "págs", "cap", "tel", "aprox", "Cía", "ene", "feb", "mar", "abr", "may",
@@ -1205,6 +1595,7 @@ const RU_ALWAYS: &[&str] = &[
     "рус",
     "пос",
     "обл",
+    "пгт",
 ];
 const RU_BEFORE_NUMBER: &[&str] = &[
     "т.д", "т.п", "др", "пр", "рис", "стр", "с", "ст", "т", "гл", "руб", "коп", "тыс", "млн",

@@ -46,7 +46,7 @@ fn assert_well_formed(input: &str, out: &[String]) {
 
 #[test]
 fn version_and_defaults() {
-    assert_eq!(SEGMENTER_VERSION, "lcm-seg-1");
+    assert_eq!(SEGMENTER_VERSION, "lcm-seg-2");
     let c = SegmenterConfig::default();
     assert_eq!((c.max_chars, c.min_chars, c.lang), (256, 10, None));
     let json = serde_json::to_string(&SegmenterConfig::default()).expect("serialise");
@@ -617,6 +617,140 @@ fn max_chars_zero_disables_the_cap() {
     });
     let s = long_sentence(200);
     assert_eq!(uncapped.segment(&s), [s]);
+}
+
+/// Long ordinary prose: the re-split takes sentence-like punctuation anywhere within the budget
+/// over a comma near the middle, and never an abbreviation's full stop over a comma.
+#[test]
+fn resplit_of_ordinary_prose_prefers_sentence_like_cuts() {
+    let s = "In the spring of that year the council asked a simple question, \
+             “Why should the town keep a library that nobody visits?” and the answer, which came \
+             back from every corner of the county in letters, petitions and crowded public \
+             meetings, was that people did visit it, quietly and often, and that they would keep \
+             visiting it for as long as its doors stayed open.";
+    assert_eq!(chars(s), 359);
+    let out = seg(s);
+    assert_eq!(
+        out,
+        [
+            "In the spring of that year the council asked a simple question, “Why should the \
+             town keep a library that nobody visits?”",
+            "and the answer, which came back from every corner of the county in letters, \
+             petitions and crowded public meetings, was that people did visit it, quietly and \
+             often, and that they would keep visiting it for as long as its doors stayed open."
+        ]
+    );
+    for p in &out {
+        assert!(!p.ends_with([',', ';']), "clause fragment {p:?}");
+        assert!(chars(p) < 256);
+    }
+
+    // "Dr." sits next to the equal-length position; a comma within the budget is the better cut.
+    let s = "After the storm had passed, the mayor walked down to the harbour with the engineers, \
+             the harbour master and the surgeon who had worked through the night, Dr. Eleanor \
+             Whitfield of the county hospital, and together they counted the boats that had been \
+             lost, the piers that had been broken and the houses along the seafront that would \
+             need rebuilding.";
+    assert_eq!(chars(s), 348);
+    let out = seg(s);
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert!(out[0].ends_with("worked through the night,"), "{out:#?}");
+    assert!(out[1].starts_with("Dr. Eleanor Whitfield"), "{out:#?}");
+    assert_eq!(out.join(" "), s);
+}
+
+#[test]
+fn inline_lists_split_before_each_item() {
+    assert_eq!(
+        seg("Steps: 1) open the box 2) take it out 3) close it"),
+        ["Steps:", "1) open the box", "2) take it out", "3) close it"]
+    );
+    assert_eq!(
+        seg("• 9. The first item • 10. The second item"),
+        ["• 9. The first item", "• 10. The second item"]
+    );
+    // Numbers that do not open the unit or follow a colon are no list.
+    assert_eq!(
+        seg("I was 9. My brother was 10. We were young."),
+        ["I was 9.", "My brother was 10.", "We were young."]
+    );
+    assert_eq!(
+        seg("Buy 1) fish and 2) salt today."),
+        ["Buy 1) fish and 2) salt today."]
+    );
+    // Nor are German dates, nor numbers that do not count from one (the boundaries then fall
+    // where UAX #29 puts them).
+    assert_eq!(
+        seg("1. Oktober war kalt, am 2. Oktober warm."),
+        ["1. Oktober war kalt, am 2. Oktober warm."]
+    );
+    assert_eq!(
+        seg("3. The third item 4. The fourth item"),
+        ["3. The third item 4.", "The fourth item"]
+    );
+}
+
+#[test]
+fn initialisms_end_a_sentence_before_a_sentence_starter() {
+    assert_eq!(
+        seg("I live in the U.S. How about you? The U.S. Army came. The U.K. Parliament sat."),
+        [
+            "I live in the U.S.",
+            "How about you?",
+            "The U.S. Army came.",
+            "The U.K. Parliament sat."
+        ]
+    );
+}
+
+#[test]
+fn exclamations_before_lowercase_and_citations_continue() {
+    assert_eq!(
+        seg("She works at Yahoo! in the accounting department. “Help!” she cried. Go!"),
+        [
+            "She works at Yahoo! in the accounting department.",
+            "“Help!” she cried.",
+            "Go!"
+        ]
+    );
+    assert_eq!(
+        seg("He wrote “it works.” (Smith 55). Then he left."),
+        ["He wrote “it works.” (Smith 55).", "Then he left."]
+    );
+    // A parenthesis holding its own sentence still stands apart.
+    assert_eq!(
+        seg("He wrote “it works.” (He was wrong.) Then he left."),
+        ["He wrote “it works.”", "(He was wrong.)", "Then he left."]
+    );
+}
+
+#[test]
+fn spaced_ellipses() {
+    assert_eq!(
+        seg("The thing is . . . I didn't mean it. Stop here . . . . Next one."),
+        [
+            "The thing is . . . I didn't mean it.",
+            "Stop here . . . .",
+            "Next one."
+        ]
+    );
+    assert_eq!(
+        seg("It ended. . . . The rest was lost."),
+        ["It ended.", ". . . The rest was lost."]
+    );
+}
+
+#[test]
+fn initials_need_a_word_start() {
+    // "°C." and "°F." are units, not initials.
+    assert_eq!(
+        seg("It reached 120.5°C. Then it cooled. Albert I. Jones agreed."),
+        [
+            "It reached 120.5°C.",
+            "Then it cooled.",
+            "Albert I. Jones agreed."
+        ]
+    );
 }
 
 // --- bounded time ---------------------------------------------------------------------------
