@@ -784,6 +784,9 @@ struct Marker {
 
 /// `word` as a marker of an inline list: "1.", "1)", "1.)", "a.", optionally after a bullet.
 fn inline_marker(word: &str, bulleted: bool) -> Option<Marker> {
+    if word.len() > 5 {
+        return None;
+    }
     let (inner, close) = if let Some(i) = word.strip_suffix(".)") {
         (i, 2)
     } else if let Some(i) = word.strip_suffix(')') {
@@ -807,7 +810,7 @@ fn inline_marker(word: &str, bulleted: bool) -> Option<Marker> {
 
 /// Byte offsets where the items of an inline list start ("1) The first item 2) The second
 /// item"): markers of one style counting up by one, the first one (1, a, or any bulleted
-/// number) opening the unit or following a colon, each followed by text. The offset of the first item is included unless
+/// number) opening the unit or following a colon or a sentence's end, each followed by text. The offset of the first item is included unless
 /// it is 0.
 fn inline_list_starts(u: &str, ordinal_followers: &HashSet<String>) -> Vec<usize> {
     let mut found = Vec::new();
@@ -816,42 +819,42 @@ fn inline_list_starts(u: &str, ordinal_followers: &HashSet<String>) -> Vec<usize
     let mut last: Option<Marker> = None;
     let mut bullet_at: Option<(usize, bool)> = None;
     let mut prev_end_char: Option<char> = None;
-    let words: Vec<&str> = u.split(char::is_whitespace).collect();
-    for (i, &word) in words.iter().enumerate() {
+    let mut words = u.split(char::is_whitespace).peekable();
+    while let Some(word) = words.next() {
         if word.is_empty() {
             continue;
         }
         // `word` is a subslice of `u`.
         let start = word.as_ptr() as usize - u.as_ptr() as usize;
-        let mut after_colon = prev_end_char.is_none_or(|c| c == ':');
+        let mut opens = prev_end_char.is_none_or(|c| matches!(c, ':' | '.' | '!' | '?'));
         prev_end_char = word.chars().next_back();
         let mut body = word;
         let mut item_start = start;
         if let Some((b, colon)) = bullet_at.take() {
             item_start = b;
-            after_colon = colon;
+            opens = colon;
         } else if let Some(rest) = word.strip_prefix(is_bullet) {
             if rest.is_empty() {
-                bullet_at = Some((start, after_colon));
+                bullet_at = Some((start, opens));
                 continue;
             }
             body = rest;
         }
         let bulleted = item_start < start || body.len() < word.len();
         // A marker needs text after it, and a German date is no list ("am 3. Oktober").
-        let Some(following) = words.get(i + 1) else {
-            continue;
-        };
-        if ordinal_followers.contains(*following) {
-            continue;
-        }
         let Some(m) = inline_marker(body, bulleted) else {
             continue;
         };
+        let Some(&following) = words.peek() else {
+            continue;
+        };
+        if ordinal_followers.contains(following) {
+            continue;
+        }
         if last.is_some_and(|l| l.style == m.style && l.value + 1 == m.value) {
             run.push(item_start);
             last = Some(m);
-        } else if after_colon && (m.value == 1 || bulleted) {
+        } else if opens && (m.value == 1 || bulleted) {
             if run.len() >= 2 {
                 found.extend(run.drain(..).filter(|&s| s > 0));
             }
@@ -890,6 +893,9 @@ fn split_at(pieces: Vec<Range<usize>>, at: &[usize]) -> Vec<Range<usize>> {
 /// Byte ranges of book and work titles in 《》 (outermost pairs, at most 300 bytes long).
 fn title_spans(u: &str) -> Vec<Range<usize>> {
     let mut spans = Vec::new();
+    if !u.contains('《') {
+        return spans;
+    }
     let mut depth = 0usize;
     let mut open = 0;
     for (i, c) in u.char_indices() {

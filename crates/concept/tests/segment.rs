@@ -666,6 +666,10 @@ fn inline_lists_split_before_each_item() {
         ["Steps:", "1) open the box", "2) take it out", "3) close it"]
     );
     assert_eq!(
+        seg("How about you? 1. The first item 2. The second item"),
+        ["How about you?", "1. The first item", "2. The second item"]
+    );
+    assert_eq!(
         seg("• 9. The first item • 10. The second item"),
         ["• 9. The first item", "• 10. The second item"]
     );
