@@ -21,6 +21,10 @@ pub fn lcm(home: &Path) -> Command {
         .env("HF_HOME", home.join("hf"))
         .env("HF_HUB_CACHE", home.join("hf/hub"))
         .env("HF_HUB_OFFLINE", "1")
+        // The fused engine splits a batch over one replica per thread, so the numbers a
+        // run computes depend on the thread count: fixed here so that pinned outputs
+        // (tests/pinned.rs) do not depend on the host's cores.
+        .env("RAYON_NUM_THREADS", "2")
         .env_remove("RUST_LOG");
     command
 }
