@@ -3,6 +3,10 @@
 //! max-abs reference, per tensor), and a few coordinates agree with central differences
 //! of the engine's own loss.
 
+mod common;
+
+use common::{relative_difference, uniform};
+
 use std::cell::RefCell;
 
 use candle_core::{DType, Device, Tensor};
@@ -11,13 +15,8 @@ use lcm_engine::BaseLcmEngine;
 use lcm_engine::base_lcm::ConceptBatch;
 use lcm_model::base_lcm::{BaseLcm, BaseLcmConfig, padding_mask_from_lengths};
 use lcm_model::presets::base_lcm_tiny;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-/// Gaussian-ish values in [-a, a] from a seeded generator.
-fn uniform(rng: &mut StdRng, n: usize, a: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-a..a)).collect()
-}
 
 /// A model whose every parameter (norm gains and biases included) holds seeded random
 /// values, so that no gradient is trivially zero or one.
@@ -25,25 +24,7 @@ fn random_model(cfg: &BaseLcmConfig, seed: u64) -> (VarMap, BaseLcm) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = BaseLcm::new(cfg, vb).expect("model");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .expect("varmap")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in named {
-        let n = var.elem_count();
-        let fan_in = *var.dims().last().unwrap_or(&1) as f32;
-        let mut values = uniform(&mut rng, n, 1.0 / fan_in.sqrt());
-        if name.ends_with("norm.weight") {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
-        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).expect("tensor");
-        var.set(&t).expect("set");
-    }
+    common::randomize(&varmap, seed, 1.0);
     (varmap, model)
 }
 
@@ -68,14 +49,6 @@ fn case(cfg: &BaseLcmConfig, lengths: &[usize], time: usize, seed: u64) -> Case 
         lengths: lengths.to_vec(),
         x,
     }
-}
-
-fn relative_difference(got: &[f32], want: &[f32]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let diff = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    });
-    if scale == 0.0 { diff } else { diff / scale }
 }
 
 fn check_base_lcm(cfg: &BaseLcmConfig, c: &Case, seed: u64) {

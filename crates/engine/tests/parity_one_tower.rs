@@ -3,6 +3,10 @@
 //! max-abs reference, per tensor), and a few coordinates agree with central differences of
 //! the engine's own loss.
 
+mod common;
+
+use common::{flat, max_abs, relative_difference, uniform};
+
 use std::cell::RefCell;
 
 use candle_core::{DType, Device, Tensor};
@@ -14,12 +18,8 @@ use lcm_model::diffusion::{NoiseSchedule, NoiseScheduleConfig};
 use lcm_model::one_tower::{OneTowerConfig, OneTowerLcm, cfg_dropped_rows};
 use lcm_model::presets::{one_tower_small, one_tower_tiny};
 use lcm_model::two_tower::standard_normal;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn uniform(rng: &mut StdRng, n: usize, a: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-a..a)).collect()
-}
 
 /// A model whose every parameter holds seeded random values (norm gains around 1, biases
 /// and the position table at the scale of the weights), so that no path is zero.
@@ -27,25 +27,7 @@ fn random_model(cfg: &OneTowerConfig, seed: u64) -> (VarMap, OneTowerLcm) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = OneTowerLcm::new(cfg, vb).expect("model");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .expect("varmap")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in named {
-        let n = var.elem_count();
-        let fan_in = *var.dims().last().unwrap_or(&1) as f32;
-        let mut values = uniform(&mut rng, n, 1.0 / fan_in.sqrt());
-        if name.ends_with("norm.weight") {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
-        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).expect("tensor");
-        var.set(&t).expect("set");
-    }
+    common::randomize(&varmap, seed, 1.0);
     (varmap, model)
 }
 
@@ -87,12 +69,6 @@ impl Case {
     }
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all()
-        .and_then(|t| t.to_vec1())
-        .expect("tensor values")
-}
-
 fn case(cfg: &OneTowerConfig, lengths: &[usize], time: usize, cfg_p: f64, seed: u64) -> Case {
     let mut rng = StdRng::seed_from_u64(seed);
     let (b, dd) = (lengths.len(), cfg.input_dim);
@@ -119,18 +95,6 @@ fn case(cfg: &OneTowerConfig, lengths: &[usize], time: usize, cfg_p: f64, seed: 
         noisy: flat(&noisy),
         target: flat(&target),
     }
-}
-
-fn max_abs(v: &[f32]) -> f64 {
-    v.iter().fold(0.0f64, |m, &x| m.max(f64::from(x).abs()))
-}
-
-fn relative_difference(got: &[f32], want: &[f32]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let diff = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    });
-    if scale == 0.0 { diff } else { diff / scale }
 }
 
 /// Compares the engine with candle autograd on one case; returns the worst relative

@@ -5,6 +5,10 @@
 //! gradient are exactly those the engine reports; a few coordinates agree with central
 //! differences of the engine's own loss.
 
+mod common;
+
+use common::relative_difference;
+
 use std::cell::RefCell;
 
 use candle_core::{D, DType, Device, Tensor};
@@ -35,26 +39,7 @@ fn random_model(cfg: &SonarDecoderConfig, seed: u64) -> (VarMap, SonarDecoder) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = SonarDecoder::new(cfg, vb).expect("model");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .expect("varmap")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in named {
-        let n = var.elem_count();
-        let fan_in = *var.dims().last().unwrap_or(&1) as f32;
-        let a = 1.5 / fan_in.sqrt();
-        let mut values: Vec<f32> = (0..n).map(|_| rng.random_range(-a..a)).collect();
-        if name.contains("layer_norm.weight") {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
-        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).expect("tensor");
-        var.set(&t).expect("set");
-    }
+    common::randomize(&varmap, seed, 1.5);
     (varmap, model)
 }
 
@@ -143,14 +128,6 @@ fn reference_loss(logits: &Tensor, target: &[u32], smoothing: f64) -> Tensor {
         nll
     };
     objective.mean_all().expect("mean")
-}
-
-fn relative_difference(got: &[f32], want: &[f32]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
-    let diff = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| {
-        m.max((f64::from(a) - f64::from(b)).abs())
-    });
-    if scale == 0.0 { diff } else { diff / scale }
 }
 
 /// Compares loss and gradients with candle; returns the worst relative gradient difference.

@@ -4,13 +4,17 @@
 //! reference) on the tiny and small presets, with and without biases, below and above the
 //! few-rows product threshold.
 
+mod common;
+
+use common::{flat, relative_difference};
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use lcm_engine::{EngineError, TwoTowerDenoiser};
 use lcm_model::presets::{two_tower_small, two_tower_tiny};
 use lcm_model::two_tower::{TwoTowerConfig, TwoTowerLcm, standard_normal};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// Every parameter seeded-random, the zero-initialised modulators included (zero gates
 /// would make every denoiser layer the identity).
@@ -18,42 +22,8 @@ fn random_model(cfg: &TwoTowerConfig, seed: u64) -> TwoTowerLcm {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = TwoTowerLcm::new(cfg, vb).expect("model");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut named: Vec<_> = varmap
-        .data()
-        .lock()
-        .expect("varmap")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, var) in named {
-        let fan_in = *var.dims().last().unwrap_or(&1) as f32;
-        let a = 1.0 / fan_in.sqrt();
-        let mut values: Vec<f32> = (0..var.elem_count())
-            .map(|_| rng.random_range(-a..a))
-            .collect();
-        if name.ends_with("norm.weight") {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
-        let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).expect("tensor");
-        var.set(&t).expect("set");
-    }
+    common::randomize(&varmap, seed, 1.0);
     model
-}
-
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().expect("flatten").to_vec1().expect("f32")
-}
-
-fn relative_difference(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-    diff / scale.max(1e-30)
 }
 
 /// Contextualised concepts `[N, d]` of `n` random concepts (`None` for `n = 0`).
