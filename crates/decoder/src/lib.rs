@@ -26,8 +26,10 @@
 //! ```
 //!
 //! The model itself is the SONAR port's [`lcm_sonar::model::SonarDecoder`]; this crate
-//! adds what training for an open encoder needs and depends on no LCM model, workflow or
-//! planner.
+//! adds what training for an open encoder needs. Its steps run on the fused engine
+//! (`lcm_engine::SonarDecoderEngine`, data parallel in [`fused`]) by default, candle
+//! autograd on request; it uses no LCM model itself (the engine crate hosts the LCMs'
+//! engines too), and no workflow or planner.
 
 mod batch;
 pub mod error;
