@@ -1,14 +1,18 @@
 //! Pins the outputs of `lcm eval`, `lcm generate --seed`, `lcm plan --cases` and
 //! `lcm wm eval` on tiny runs trained here from the committed fixtures, so that a
 //! refactoring that changes any number (training included: the models are trained in the
-//! test) fails. The goldens in `tests/golden/avx2/` (AVX2-only hosts) were written by the
-//! code before the workspace re-layout (commit 1c60c13), those in `tests/golden/avx512/`
-//! (AVX-512 hosts) by commit 0b10408 (after it); see [`golden_dir`]. Regenerate them only
-//! for an intended change, on a host of each kind:
+//! test) fails. One set per instruction set, see [`golden_dir`]; all were last re-blessed
+//! for the fused engine's Two-Tower training, its data-parallel replicas and segmenter
+//! lcm-seg-2. Regenerate them only for an intended change: on an AVX-512 host
 //!
 //! ```text
 //! LCM_BLESS=1 cargo test -p lcm-cli --test pinned
 //! ```
+//!
+//! and the AVX2 set (`tests/golden/avx2/`) on an AVX2 host the same way, or from an
+//! AVX-512 host under qemu-user's Haswell model with `bash scripts/bless-goldens-avx2.sh`
+//! (eval, generate and plan-cases were blessed so; `wm-eval.json` still comes from a real
+//! AVX2 host, and no change since touched it).
 //!
 //! Timings and the test's temporary directory are removed from the outputs before comparison;
 //! nothing else is.
