@@ -88,6 +88,19 @@ pub fn evaluate_model(
     training_mean: &[f32],
     config: &EvalConfig,
 ) -> Result<EvalOutcome> {
+    if config.max_concepts < 2 {
+        return Err(WorkflowError::Config(format!(
+            "max concepts {} evaluates nothing: a prediction needs a sequence of at least 2 \
+             concepts; pass 2 or more (the default is {})",
+            config.max_concepts,
+            EvalConfig::default().max_concepts
+        )));
+    }
+    if config.batch_concepts == 0 {
+        return Err(WorkflowError::Config(
+            "batch concepts 0 holds no concept per forward pass; pass 1 or more".into(),
+        ));
+    }
     let started = std::time::Instant::now();
     let dim = valid.dim();
     if dim != model.input_dim() {

@@ -470,4 +470,30 @@ fn a_trained_model_loads_detached_and_beats_the_mean_baseline() {
         outcome.report
     );
     assert_eq!(outcome.concepts, split.valid.num_concepts());
+
+    // Budgets that cannot mean what they say are refused, naming the flag's value.
+    for (max_concepts, batch_concepts) in [(0, 4096), (1, 4096), (64, 0)] {
+        let config = EvalConfig {
+            max_concepts,
+            batch_concepts,
+            ..EvalConfig::default()
+        };
+        let err = evaluate_model(
+            &loaded.model,
+            "base",
+            &split.valid,
+            &normalizer,
+            &mean,
+            &config,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("max {max_concepts} / batch {batch_concepts} accepted"));
+        let text = err.to_string();
+        let named = if batch_concepts == 0 {
+            "batch concepts 0".to_string()
+        } else {
+            format!("max concepts {max_concepts} evaluates nothing")
+        };
+        assert!(text.contains(&named), "{text}");
+    }
 }
