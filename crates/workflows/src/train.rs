@@ -328,8 +328,14 @@ impl Trainer for LcmTrainer<'_> {
         if batch.max_len() < min_len(&self.net) {
             return Ok(None);
         }
+        let lr = self.config.lr;
         let non_finite = |loss: f64| {
-            TrainError::Optimizer(format!("non-finite loss {loss} at step {}", step.index + 1))
+            TrainError::Optimizer(format!(
+                "non-finite loss {loss} at step {}: the run diverged. Try a lower --lr (this \
+                 run: {lr:e}) or a longer --warmup-steps; `--resume` continues from the last \
+                 checkpoint written before the divergence, if there is one",
+                step.index + 1
+            ))
         };
         let (loss_value, grad_norm) = if let Some(fused) = &mut self.fused {
             let loss = fused.loss_and_gradients(

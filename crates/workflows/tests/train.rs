@@ -497,3 +497,28 @@ fn a_trained_model_loads_detached_and_beats_the_mean_baseline() {
         assert!(text.contains(&named), "{text}");
     }
 }
+
+#[test]
+fn a_diverging_run_says_what_to_try() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    for engine in [Engine::Fused, Engine::Candle] {
+        let cfg = TrainConfig {
+            lr: 1e30,
+            warmup_steps: 0,
+            engine,
+            ..config(ModelKind::Base, 6)
+        };
+        let err = train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {})
+            .err()
+            .unwrap_or_else(|| panic!("{engine:?}: a learning rate of 1e30 trained"));
+        let text = err.to_string();
+        assert!(
+            text.contains("non-finite loss") && text.contains("lower --lr (this run: 1e30)"),
+            "{engine:?}: {text}"
+        );
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
