@@ -29,30 +29,41 @@ pub fn replace_with(
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), AtomicWriteError> {
     let tmp = temporary_path(path);
-    let fail = |file: &Path, source| AtomicWriteError {
-        path: file.to_path_buf(),
-        source,
-    };
     if let Err(source) = write(&tmp).and_then(|()| std::fs::File::open(&tmp)?.sync_all()) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(fail(&tmp, source));
+        return Err(AtomicWriteError {
+            path: path.to_path_buf(),
+            temporary: Some(tmp),
+            source,
+        });
     }
     std::fs::rename(&tmp, path).map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        fail(path, source)
+        AtomicWriteError {
+            path: path.to_path_buf(),
+            temporary: None,
+            source,
+        }
     })
 }
 
-/// An atomic write that failed, naming the file.
+/// An atomic write that failed, naming the file the caller asked for (and the temporary
+/// file beside it when that is where it failed).
 #[derive(Debug)]
 pub struct AtomicWriteError {
     pub path: PathBuf,
+    /// The temporary file the data was being written to, when the failure happened there.
+    pub temporary: Option<PathBuf>,
     pub source: std::io::Error,
 }
 
 impl std::fmt::Display for AtomicWriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot write {}: {}", self.path.display(), self.source)
+        write!(f, "cannot write {}: {}", self.path.display(), self.source)?;
+        if let Some(tmp) = &self.temporary {
+            write!(f, " (while writing its temporary file {})", tmp.display())?;
+        }
+        Ok(())
     }
 }
 

@@ -54,7 +54,10 @@ fn atomic_write_replaces_whole_files_and_keeps_the_old_one_on_failure() {
         Err(std::io::Error::other("disk full"))
     })
     .unwrap_err();
-    assert!(err.to_string().contains("state.json.tmp"), "{err}");
+    // The error names the file asked for first, not only its temporary.
+    let asked = format!("cannot write {}:", path.display());
+    assert!(err.to_string().starts_with(&asked), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"new");
     assert!(
         !temporary_path(&path).exists(),
@@ -63,7 +66,8 @@ fn atomic_write_replaces_whole_files_and_keeps_the_old_one_on_failure() {
 
     let missing = dir.path().join("no/such/dir/file");
     let err = write_atomic(&missing, b"x").unwrap_err();
-    assert!(err.to_string().contains("no/such/dir"), "{err}");
+    let asked = format!("cannot write {}:", missing.display());
+    assert!(err.to_string().starts_with(&asked), "{err}");
 }
 
 #[test]
