@@ -38,8 +38,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::checkpoint::{
-    CheckpointManager, DataPosition, NormalizerRef, RngState, TOOL_VERSION, TrainRng, TrainState,
-    new_rng,
+    CheckpointManager, DataPosition, NormalizerRef, RngState, STATE_FILE, TOOL_VERSION, TrainRng,
+    TrainState, new_rng,
 };
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
@@ -248,6 +248,14 @@ pub fn run<T: Trainer>(
             ))
             .into());
         }
+        // The model is compared before any weight is read, so that resuming as another
+        // model names both models instead of a missing or misshapen tensor.
+        if let Some(&newest) = ckpt.steps()?.last()
+            && let Ok(bytes) = fs::read(ckpt.step_dir(newest).join(STATE_FILE))
+            && let Ok(recorded) = serde_json::from_slice::<TrainState>(&bytes)
+        {
+            check_model(&recorded, identity, ckpt.dir())?;
+        }
         let state = ckpt
             .load_latest(varmap, Some(opt), &identity.space_id)?
             .ok_or_else(|| TrainError::Config("the newest checkpoint vanished".into()))?;
@@ -354,15 +362,7 @@ pub fn run<T: Trainer>(
 
 /// The resume policy's checks, each refusal naming what differs.
 fn check_resumable(state: &TrainState, identity: &Identity, dir: &Path) -> Result<()> {
-    if state.model_config != identity.model_config {
-        return Err(TrainError::Config(format!(
-            "the checkpoint in {} has another model ({}) than the requested one ({}); resume \
-             with the original settings",
-            dir.display(),
-            state.model_config,
-            identity.model_config
-        )));
-    }
+    check_model(state, identity, dir)?;
     let Some(recorded) = state.extra.get("settings") else {
         // Checkpoints written before the one loop recorded no settings: they resume on the
         // model, space and normaliser checks alone.
@@ -383,6 +383,36 @@ fn check_resumable(state: &TrainState, identity: &Identity, dir: &Path) -> Resul
         )));
     }
     check_normalizer(state, identity, dir)
+}
+
+/// The resume policy's first check: the run's model (kind, preset, configuration).
+fn check_model(state: &TrainState, identity: &Identity, dir: &Path) -> Result<()> {
+    if state.model_config != identity.model_config {
+        // Models recorded as `{kind, preset, config}` (the LCMs) are named the way the
+        // user chose them.
+        let named = |v: &Value| match (v.get("kind"), v.get("preset")) {
+            (Some(Value::String(kind)), Some(Value::String(preset))) => {
+                Some(format!("{kind}/{preset}"))
+            }
+            _ => None,
+        };
+        return Err(TrainError::Config(
+            match (named(&state.model_config), named(&identity.model_config)) {
+                (Some(trained), Some(asked)) if trained != asked => format!(
+                    "the run in {} was trained as {trained}; you asked for {asked}. Resume \
+                     with the run's model and preset, or train into another directory",
+                    dir.display()
+                ),
+                _ => format!(
+                    "the checkpoint in {} has another model than the requested one ({}); \
+                     resume with the original settings",
+                    dir.display(),
+                    differences(&state.model_config, &identity.model_config)
+                ),
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn check_normalizer(state: &TrainState, identity: &Identity, dir: &Path) -> Result<()> {

@@ -522,3 +522,23 @@ fn a_diverging_run_says_what_to_try() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+#[test]
+fn resuming_as_another_model_names_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    let cfg = config(ModelKind::Base, 3);
+    train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {}).unwrap();
+    let other = TrainConfig {
+        model: ModelKind::TwoTower,
+        ..config(ModelKind::Base, 6)
+    };
+    let err = train(&other, &store, &normalizer, eos(), &out, true, &mut |_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("was trained as base/tiny; you asked for two-tower/tiny"),
+        "{text}"
+    );
+}
