@@ -36,7 +36,10 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    #[error("checkpoint {path} is corrupt or incomplete: {reason}")]
+    #[error(
+        "checkpoint {path} is corrupt or incomplete: {reason}. Delete that step directory; \
+         --resume then continues from the previous checkpoint, if one is kept"
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error("checkpoint {path}: tensor `{name}` {problem}")]
     Tensor {

@@ -291,6 +291,11 @@ fn truncated_model_file_is_reported() {
     assert_eq!(m.weights(), before);
     // The older, intact checkpoint can still be chosen explicitly.
     mgr.load(1, &m.varmap, None, ENCODER).unwrap();
+    // The message's advice holds: without the broken step, the newest is the previous one.
+    assert!(msg.contains("Delete that step directory"), "{msg}");
+    fs::remove_dir_all(dir.path().join("step-00000002")).unwrap();
+    let state = mgr.load_latest(&m.varmap, None, ENCODER).unwrap().unwrap();
+    assert_eq!(state.step, 1);
 }
 
 #[test]
