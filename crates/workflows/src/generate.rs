@@ -120,6 +120,13 @@ pub fn continue_prompt(
             model.max_seq_len()
         )));
     }
+    if prompt_len == model.max_seq_len() && rules.max_sentences > 0 {
+        return Err(WorkflowError::Refused(format!(
+            "the prompt's {prompt_len} sentences fill the model's whole context ({}), so no \
+             sentence can follow; shorten it by at least one sentence",
+            model.max_seq_len()
+        )));
+    }
     let eos = Tensor::new(eos, &Device::Cpu)?;
     let mut state = model.new_state();
     // [N, D] raw → [1, N, D] normalised prefix.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use lcm_concept::normalizer::RobustNormalizer;
 use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
 use lcm_model::builder::ModelKind;
@@ -541,4 +541,56 @@ fn resuming_as_another_model_names_both() {
         text.contains("was trained as base/tiny; you asked for two-tower/tiny"),
         "{text}"
     );
+}
+
+#[test]
+fn a_prompt_that_fills_the_context_is_refused_with_the_reason() {
+    use lcm_model::generate::DiffusionSampling;
+    use lcm_workflows::generate::{StopRules, continue_prompt};
+    use lcm_workflows::load::TrainedLcm;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let normalizer = write_store(&store);
+    let out = tmp.path().join("run");
+    train(
+        &config(ModelKind::Base, 3),
+        &store,
+        &normalizer,
+        eos(),
+        &out,
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
+    let trained = TrainedLcm {
+        loaded: lcm_workflows::load_model(&out, None).unwrap(),
+        normalizer,
+    };
+    let context = trained.model().max_seq_len();
+    let eos = eos();
+    let prompt = |n: usize| {
+        let values: Vec<f32> = (0..n * eos.len()).map(|i| (i % 7) as f32 * 0.1).collect();
+        Tensor::from_vec(values, (n, eos.len()), &Device::Cpu).unwrap()
+    };
+    let run = |n: usize| {
+        continue_prompt(
+            &trained,
+            &prompt(n),
+            &eos,
+            &StopRules::default(),
+            &DiffusionSampling::default(),
+            1,
+        )
+    };
+    let Err(err) = run(context) else {
+        panic!("a full context generated nothing but succeeded");
+    };
+    assert!(
+        err.to_string().contains("fill the model's whole context"),
+        "{err}"
+    );
+    // One sentence shorter leaves room for exactly one.
+    let continuation = run(context - 1).unwrap();
+    assert_eq!(continuation.concepts.len(), 1);
 }
