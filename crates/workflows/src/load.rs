@@ -123,6 +123,30 @@ pub struct TrainedLcm {
     pub normalizer: RobustNormalizer,
 }
 
+/// Where the normaliser recorded as `recorded` is now. A relative path was relative to the
+/// directory training ran in, which loading does not know: it is tried as given (from
+/// the current directory), then against each directory above the checkpoint, and the
+/// first existing file whose content hash is `hash` wins. So a run directory works from
+/// anywhere, and keeps working when it moves together with its store. Without a match
+/// the path as given is returned (and reported missing or refused by the caller).
+fn recorded_normalizer(recorded: &Path, checkpoint: &Path, hash: &str) -> PathBuf {
+    if recorded.is_absolute() || recorded.exists() {
+        return recorded.to_path_buf();
+    }
+    let matches = |candidate: &Path| {
+        candidate.is_file()
+            && RobustNormalizer::load(candidate)
+                .map(|n| normalizer_hash(&n) == hash)
+                .unwrap_or(false)
+    };
+    let start = std::path::absolute(checkpoint).unwrap_or_else(|_| checkpoint.to_path_buf());
+    start
+        .ancestors()
+        .map(|dir| dir.join(recorded))
+        .find(|candidate| matches(candidate))
+        .unwrap_or_else(|| recorded.to_path_buf())
+}
+
 impl TrainedLcm {
     /// Loads the checkpoint at `model` (a training output directory, its checkpoints/ or
     /// one step directory) and its normaliser (`normalizer`, else the path recorded at
@@ -135,7 +159,9 @@ impl TrainedLcm {
         let recorded = loaded.state.normalizer.clone();
         let normalizer_path = match (normalizer, &recorded) {
             (Some(p), _) => p.to_path_buf(),
-            (None, Some(r)) if !r.path.is_empty() => PathBuf::from(&r.path),
+            (None, Some(r)) if !r.path.is_empty() => {
+                recorded_normalizer(&PathBuf::from(&r.path), &loaded.checkpoint, &r.hash)
+            }
             _ => {
                 return Err(WorkflowError::Refused(format!(
                     "{} does not record its normaliser; pass --normalizer",

@@ -594,3 +594,32 @@ fn a_prompt_that_fills_the_context_is_refused_with_the_reason() {
     let continuation = run(context - 1).unwrap();
     assert_eq!(continuation.concepts.len(), 1);
 }
+
+#[test]
+fn a_run_finds_its_normaliser_from_anywhere_and_after_moving_with_its_store() {
+    use lcm_workflows::load::TrainedLcm;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let store = project.join("store");
+    let normalizer = write_store(&store);
+    normalizer
+        .save(&store.join("normalizer.safetensors"))
+        .unwrap();
+    let out = project.join("runs/tt");
+    // Recorded as typed in the project directory: relative to a directory that loading
+    // never sees (the tests run in the crate's directory).
+    let cfg = TrainConfig {
+        normalizer_path: Some("store/normalizer.safetensors".into()),
+        ..config(ModelKind::Base, 3)
+    };
+    train(&cfg, &store, &normalizer, eos(), &out, false, &mut |_| {}).unwrap();
+    assert!(!Path::new("store/normalizer.safetensors").exists());
+
+    let loaded = TrainedLcm::load(&out, None).unwrap();
+    assert_eq!(loaded.normalizer, normalizer);
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&project, &moved).unwrap();
+    let loaded = TrainedLcm::load(&moved.join("runs/tt"), None).unwrap();
+    assert_eq!(loaded.normalizer, normalizer);
+}
