@@ -52,7 +52,7 @@ use crate::rows::{
 };
 use crate::rows_diffusion::{
     gated_add, gated_add_backward, modulate_backward, modulate_forward, prefix_softmax,
-    silu_backward, silu_forward,
+    silu_backward, silu_forward, timestep_features, timestep_frequencies,
 };
 use crate::trunk::{self, LayerActs, LayerSlots, TrunkScratch, bias, fit};
 use crate::{EngineError, Result, threads};
@@ -400,13 +400,7 @@ impl TwoTowerEngine {
         let (layout, slots) = layout(config);
         let params = FlatParams::bind(layout, varmap)?;
         let (rope_cos, rope_sin) = rope_tables(head_dim, config.max_seq_len, config.rope_theta);
-        // The same expression as `lcm_model::two_tower::timestep_sinusoid`, so that the
-        // rounded features agree bit for bit.
-        let half = config.timestep_freq_dim / 2;
-        let max_period: f64 = 10_000.0;
-        let freqs = (0..half)
-            .map(|i| (-(max_period.ln()) * i as f64 / half as f64).exp())
-            .collect();
+        let freqs = timestep_frequencies(config.timestep_freq_dim);
         let mut arena = Arena::default();
         arena
             .ctx
@@ -583,7 +577,7 @@ impl TwoTowerEngine {
         // Timestep embedding.
         let tm = &mut a.time;
         let sinus = fit(&mut tm.sinus, n * freq);
-        timestep_sinusoid(batch.timesteps, &self.freqs, freq, sinus);
+        timestep_features(batch.timesteps, &self.freqs, freq, sinus);
         let pre = fit(&mut tm.pre, n * d);
         Affine {
             rows: n,
@@ -1160,22 +1154,6 @@ impl TwoTowerEngine {
         if let Some(r) = s.front_b.clone() {
             column_sums(d_resid, &mut g[r]);
         }
-    }
-}
-
-/// DiT sinusoid features `[cos(t·f) | sin(t·f) | 0 for an odd width]` per row, computed
-/// in f64 and rounded as `lcm_model::two_tower::timestep_sinusoid` does.
-fn timestep_sinusoid(timesteps: &[usize], freqs: &[f64], width: usize, out: &mut [f32]) {
-    let half = freqs.len();
-    for (row, &step) in out.chunks_exact_mut(width).zip(timesteps) {
-        let (cos, rest) = row.split_at_mut(half);
-        let (sin, tail) = rest.split_at_mut(half);
-        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(freqs) {
-            let arg = step as f64 * f;
-            *c = arg.cos() as f32;
-            *s = arg.sin() as f32;
-        }
-        tail.fill(0.0);
     }
 }
 
