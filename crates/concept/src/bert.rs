@@ -956,18 +956,66 @@ impl BertEncoder {
         &self.folder
     }
 
+    /// Token ids (after truncation, with special tokens) of `sentences`, as the encoder will
+    /// see them.
+    pub fn token_ids(&self, sentences: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let enc = self.tokenize(sentences)?;
+        Ok(enc.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
     /// Token counts (after truncation) of `sentences`, as the encoder will see them.
     pub fn token_lengths(&self, sentences: &[&str]) -> Result<Vec<usize>> {
         let enc = self.tokenize(sentences)?;
         Ok(enc.iter().map(|e| e.len()).collect())
     }
 
+    /// Truncated encodings of `sentences`. A sentence far longer than the truncation could
+    /// ever keep is tokenised from a prefix ending at a word boundary (the tokenizer would
+    /// otherwise build every token of, say, a 20 MB line before truncating: gigabytes); the
+    /// prefix is accepted only when its kept tokens end before the prefix's last whitespace, so
+    /// the result equals tokenising the whole sentence; otherwise the prefix doubles.
     fn tokenize(&self, sentences: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
+        let budget = self.max_seq_length * PREFIX_BYTES_PER_TOKEN;
+        let firsts: Vec<&str> = sentences.iter().map(|s| word_prefix(s, budget)).collect();
+        let mut encodings = self.encode_batch(firsts.clone())?;
+        for (i, encoding) in encodings.iter_mut().enumerate() {
+            let (sentence, mut prefix) = (sentences[i], firsts[i]);
+            let mut budget = budget;
+            while prefix.len() < sentence.len() && !self.prefix_decides(encoding, prefix) {
+                budget *= 2;
+                prefix = word_prefix(sentence, budget);
+                *encoding = self
+                    .encode_batch(vec![prefix])?
+                    .pop()
+                    .ok_or_else(|| ConceptError::Tokenizer("no encoding returned".into()))?;
+            }
+        }
+        Ok(encodings)
+    }
+
+    fn encode_batch(&self, sentences: Vec<&str>) -> Result<Vec<tokenizers::Encoding>> {
         self.pool.install(|| {
             self.tokenizer
-                .encode_batch_fast(sentences.to_vec(), true)
+                .encode_batch_fast(sentences, true)
                 .map_err(|e| ConceptError::Tokenizer(format!("{}: {e}", self.folder.display())))
         })
+    }
+
+    /// Whether the tokens kept from `prefix` are those the whole sentence would keep: the
+    /// truncation is full and a whitespace lies between the last kept token and the cut.
+    fn prefix_decides(&self, encoding: &tokenizers::Encoding, prefix: &str) -> bool {
+        if encoding.len() < self.max_seq_length {
+            return false;
+        }
+        let kept_end = encoding
+            .get_offsets()
+            .iter()
+            .map(|&(_, end)| end)
+            .max()
+            .unwrap_or(0);
+        prefix
+            .get(kept_end..)
+            .is_some_and(|rest| rest.contains(char::is_whitespace))
     }
 
     fn data_parallel(&self) -> bool {
@@ -1082,6 +1130,26 @@ fn split_by_tokens(lens: &[usize], parts: usize) -> Vec<std::ops::Range<usize>> 
         ranges.push(start..lens.len());
     }
     ranges
+}
+
+/// First prefix tokenised of a very long sentence, in bytes per token kept: far more than any
+/// tokenizer's tokens need, so the first prefix nearly always decides.
+const PREFIX_BYTES_PER_TOKEN: usize = 64;
+
+/// `text` cut before the last whitespace at or below `budget` bytes; all of `text` when it is
+/// within the budget or has no whitespace there (a single huge word is one unknown token).
+fn word_prefix(text: &str, budget: usize) -> &str {
+    if text.len() <= budget {
+        return text;
+    }
+    let mut end = budget;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(char::is_whitespace) {
+        Some(cut) if cut > 0 => &text[..cut],
+        _ => text,
+    }
 }
 
 /// Below this many batches per thread, batches are split across threads (see `work_units`).

@@ -565,3 +565,70 @@ fn minilm_matches_sentence_transformers() {
     let (d1, _) = max_abs_diff(&got1, &got);
     assert!(d1 <= 1e-5, "batch 1, reversed: {d1}");
 }
+
+/// Texts far beyond any truncation, some built to defeat the first prefix: a long run of
+/// whitespace, a huge word, CJK without spaces, tabs and newlines between words.
+fn huge_texts() -> Vec<String> {
+    let words = [
+        "The",
+        "café's",
+        "naïve",
+        "co-operation,",
+        "3.14",
+        "中文字",
+        "(quoted)",
+        "don't",
+        "ÉLAN",
+        "x",
+        "supercalifragilistic",
+        "—",
+        "a.b.c.",
+        "\t",
+        "\n",
+        "  ",
+    ];
+    let mut varied = String::new();
+    let mut i = 7usize;
+    while varied.len() < 300_000 {
+        i = i.wrapping_mul(2_654_435_761).wrapping_add(12_345) % 1_000_003;
+        varied.push_str(words[i % words.len()]);
+        varied.push(if i % 5 == 0 { '\u{3000}' } else { ' ' });
+    }
+    vec![
+        varied.clone(),
+        format!("{}{}", " ".repeat(200_000), varied),
+        format!("{} {}", "y".repeat(100_000), varied),
+        "漢字".repeat(50_000),
+        format!("{}{}", "\n\t ".repeat(30_000), "word ".repeat(40_000)),
+    ]
+}
+
+#[test]
+fn a_huge_sentence_is_tokenised_exactly_as_the_whole_text() {
+    let tokenizer_path = tiny_dir().join("tokenizer.json");
+    for max_seq_length in [Some(8), None] {
+        let options = EncoderOptions {
+            max_seq_length,
+            ..opts(4)
+        };
+        let enc = BertEncoder::from_folder(tiny_dir(), &options).unwrap();
+        let mut reference = tokenizers::Tokenizer::from_file(&tokenizer_path).unwrap();
+        reference
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: enc.max_seq_length(),
+                ..Default::default()
+            }))
+            .unwrap();
+        let texts = huge_texts();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let ours = enc.token_ids(&refs).unwrap();
+        for (i, text) in texts.iter().enumerate() {
+            let whole = reference.encode_fast(text.as_str(), true).unwrap();
+            assert_eq!(
+                ours[i],
+                whole.get_ids(),
+                "text {i}, max_seq_length {max_seq_length:?}"
+            );
+        }
+    }
+}

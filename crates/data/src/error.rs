@@ -16,6 +16,14 @@ pub enum DataError {
         reason: String,
     },
     #[error(
+        "duplicate document id `{id}`: first at {first}, again at {second}; give every document its own id (or drop --strict to keep both with a warning)"
+    )]
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error(
         "{path} is not a readable Parquet file ({reason}); if it is a shard of an interrupted `lcm prepare`, delete it and re-run the same command (finished shards are kept)"
     )]
     BadParquet { path: PathBuf, reason: String },

@@ -86,6 +86,9 @@ pub struct ReadStatsReport {
     pub invalid_json_lines: usize,
     pub missing_text: usize,
     pub empty_documents: usize,
+    /// Absent from reports written before duplicate ids were counted.
+    #[serde(default)]
+    pub duplicate_ids: usize,
 }
 
 impl From<&ReadStats> for ReadStatsReport {
@@ -95,6 +98,7 @@ impl From<&ReadStats> for ReadStatsReport {
             invalid_json_lines: s.invalid_json_lines,
             missing_text: s.missing_text,
             empty_documents: s.empty_documents,
+            duplicate_ids: s.duplicate_ids,
         }
     }
 }

@@ -3,8 +3,12 @@
 //!
 //! Bad input never aborts silently and never aborts a long job by default: a line that is not
 //! valid UTF-8 or not valid JSON is skipped, counted and logged with its file and line number
-//! (`strict` turns that into an error instead); empty documents are skipped and counted.
+//! (`strict` turns that into an error instead); empty documents are skipped and counted. A
+//! document id seen before is reported with both places it occurs (`strict` refuses it), since
+//! everything downstream — the held-out split, `lcm inspect`, resumable shards — names
+//! documents by id.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -52,6 +56,16 @@ pub struct ReadStats {
     pub invalid_json_lines: usize,
     pub missing_text: usize,
     pub empty_documents: usize,
+    /// Documents whose id an earlier document already had.
+    pub duplicate_ids: usize,
+}
+
+/// Where a document came from: an input file and, for JSONL and Parquet, its line or row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    file: usize,
+    /// 1-based JSONL line, 0-based Parquet row; `None` for a whole text file.
+    position: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +134,8 @@ enum Current {
     Parquet {
         path: PathBuf,
         reader: ParquetRecordBatchReader,
-        pending: std::vec::IntoIter<Document>,
+        /// Decoded rows of the current record batch with their row numbers.
+        pending: std::vec::IntoIter<(usize, Document)>,
         row: usize,
         stem: String,
     },
@@ -134,6 +149,12 @@ pub struct DocumentReader {
     roots: Vec<PathBuf>,
     current: Option<Current>,
     pub stats: ReadStats,
+    /// Every input file opened so far, indexed by `Location::file`.
+    opened: Vec<PathBuf>,
+    /// Where the document returned last by `next_raw` came from.
+    last_location: Location,
+    /// First place each document id was seen.
+    seen_ids: HashMap<String, Location>,
 }
 
 fn stem(path: &Path) -> String {
@@ -169,7 +190,55 @@ impl DocumentReader {
             roots: inputs.to_vec(),
             current: None,
             stats: ReadStats::default(),
+            opened: Vec::new(),
+            last_location: Location {
+                file: 0,
+                position: None,
+            },
+            seen_ids: HashMap::new(),
         })
+    }
+
+    fn describe(&self, location: Location) -> String {
+        let path = self
+            .opened
+            .get(location.file)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        match location.position {
+            None => path,
+            Some(row) if self.is_parquet(location.file) => format!("{path} row {row}"),
+            Some(line) => format!("{path}:{line}"),
+        }
+    }
+
+    fn is_parquet(&self, file: usize) -> bool {
+        self.opened
+            .get(file)
+            .is_some_and(|p| format_of(p) == Some(Format::Parquet))
+    }
+
+    /// Records the id of a document about to be returned; a repeated id is warned about with
+    /// both places (or refused under `strict`), and the document is kept.
+    fn check_duplicate_id(&mut self, id: &str) -> Result<()> {
+        let here = self.last_location;
+        let Some(&first) = self.seen_ids.get(id) else {
+            self.seen_ids.insert(id.to_string(), here);
+            return Ok(());
+        };
+        self.stats.duplicate_ids += 1;
+        let (first, second) = (self.describe(first), self.describe(here));
+        if self.options.strict {
+            return Err(DataError::DuplicateId {
+                id: id.to_string(),
+                first,
+                second,
+            });
+        }
+        tracing::warn!(
+            "duplicate document id `{id}`: first at {first}, again at {second}; both kept (--strict refuses duplicates)"
+        );
+        Ok(())
     }
 
     fn skip_or_fail(&mut self, path: &Path, line: usize, reason: String) -> Result<()> {
@@ -197,6 +266,10 @@ impl DocumentReader {
 
     /// Reads a whole plain-text file as one document, skipping lines that are not UTF-8.
     fn read_text_file(&mut self, path: &Path) -> Result<Option<Document>> {
+        self.last_location = Location {
+            file: self.opened.len() - 1,
+            position: None,
+        };
         let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
         let mut text = String::new();
         let mut buffer = Vec::new();
@@ -285,7 +358,7 @@ impl DocumentReader {
         batch: &arrow::array::RecordBatch,
         first_row: usize,
         stem: &str,
-    ) -> Result<Vec<Document>> {
+    ) -> Result<Vec<(usize, Document)>> {
         let texts = arrow::compute::cast(
             batch
                 .column_by_name(&self.options.text_field)
@@ -321,11 +394,14 @@ impl DocumentReader {
                 Some(ids) if !ids.is_null(row) => ids.value(row).to_string(),
                 _ => format!("{stem}/{}", first_row + row),
             };
-            documents.push(Document {
-                id,
-                source: stem.to_string(),
-                text,
-            });
+            documents.push((
+                first_row + row,
+                Document {
+                    id,
+                    source: stem.to_string(),
+                    text,
+                },
+            ));
         }
         Ok(documents)
     }
@@ -338,6 +414,7 @@ impl DocumentReader {
                     let Some(path) = self.files.next() else {
                         return Ok(None);
                     };
+                    self.opened.push(path.clone());
                     match format_of(&path) {
                         Some(Format::Text) => return self.read_text_file(&path),
                         Some(Format::Jsonl) => {
@@ -367,6 +444,10 @@ impl DocumentReader {
                         continue;
                     }
                     line += 1;
+                    self.last_location = Location {
+                        file: self.opened.len() - 1,
+                        position: Some(line),
+                    };
                     let parsed = self.parse_json_line(&path, line, &stem, &buffer);
                     self.current = Some(Current::Jsonl {
                         path,
@@ -385,7 +466,11 @@ impl DocumentReader {
                     mut row,
                     stem,
                 }) => {
-                    if let Some(document) = pending.next() {
+                    if let Some((row, document)) = pending.next() {
+                        self.last_location = Location {
+                            file: self.opened.len() - 1,
+                            position: Some(row),
+                        };
                         self.current = Some(Current::Parquet {
                             path,
                             reader,
@@ -485,6 +570,9 @@ impl Iterator for DocumentReader {
                         self.stats.empty_documents += 1;
                         tracing::debug!("document `{}` is empty; skipped", document.id);
                         continue;
+                    }
+                    if let Err(e) = self.check_duplicate_id(&document.id) {
+                        return Some(Err(e));
                     }
                     self.stats.documents += 1;
                     return Some(Ok(document));

@@ -218,6 +218,74 @@ fn invalid_utf8_and_bad_lines_are_skipped_and_counted_or_fail_in_strict_mode() {
     assert!(shard_paths(&options.out).expect("list").is_empty());
 }
 
+/// A Parquet file with an `id` and a `text` column.
+fn write_parquet(path: &Path, ids: &[Option<&str>], texts: &[&str]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    let columns: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from(ids.to_vec())),
+        Arc::new(StringArray::from(texts.to_vec())),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+#[test]
+fn a_repeated_document_id_is_reported_with_both_places_or_refused_in_strict_mode() {
+    let encoder = HashEncoder {
+        dim: 8,
+        poison: None,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(
+        &first,
+        "{\"id\": \"a\", \"text\": \"One.\"}\n{\"id\": \"b\", \"text\": \"Two.\"}\n\n{\"id\": \"a\", \"text\": \"Three.\"}\n",
+    )
+    .expect("write");
+    // Across files and formats: a Parquet row with the id of a JSONL line.
+    let second = dir.path().join("second.parquet");
+    write_parquet(&second, &[Some("b")], &["Four."]);
+
+    let out = dir.path().join("store");
+    let mut options = PrepareOptions::new(vec![first.clone(), second.clone()], out.clone());
+    let report = prepare(&encoder, &options, &NoProgress).expect("lenient keeps both");
+    assert_eq!(report.read.duplicate_ids, 2);
+    let ids: Vec<String> = read_all(&out).into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["a", "b", "a", "b"]);
+
+    options.out = dir.path().join("strict");
+    options.reader.strict = true;
+    let message = prepare(&encoder, &options, &NoProgress)
+        .expect_err("strict refuses")
+        .to_string();
+    let (line_1, line_4) = (
+        format!("{}:1", first.display()),
+        format!("{}:4", first.display()),
+    );
+    assert!(
+        message.contains("`a`") && message.contains(&line_1) && message.contains(&line_4),
+        "{message}"
+    );
+    assert!(shard_paths(&options.out).expect("list").is_empty());
+
+    // The Parquet duplicate is named by its row when it is the first one met.
+    std::fs::write(&first, "{\"id\": \"b\", \"text\": \"One.\"}\n").expect("write");
+    options.out = dir.path().join("strict-parquet");
+    let message = prepare(&encoder, &options, &NoProgress)
+        .expect_err("strict refuses")
+        .to_string();
+    assert!(
+        message.contains(&format!("{} row 0", second.display())),
+        "{message}"
+    );
+}
+
 /// Peak resident memory of this process in KiB (Linux).
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
