@@ -56,6 +56,10 @@ enum Command {
     /// Model files: `lcm models fetch sonar` (where SONAR comes from, download, check).
     #[command(subcommand)]
     Models(commands::models::Command),
+    /// Federated training: write the first global model (see `federated/`).
+    FedInit(commands::federated::InitArgs),
+    /// Federated training: one site's round (H inner steps from a global model).
+    FedStep(commands::federated::StepArgs),
     /// World models learned from observation: `lcm wm train`, `lcm wm eval`.
     #[command(subcommand)]
     Wm(commands::wm::Command),
@@ -90,6 +94,7 @@ fn run(command: Command) -> Result<()> {
             | Command::Wm(_)
             | Command::TrainDecoder(_)
             | Command::EvalDecoder(_)
+            | Command::FedStep(_)
     ) && !lcm_train::memory::retain_freed_memory()
     {
         tracing::debug!("allocator tuning unavailable on this platform");
@@ -109,5 +114,7 @@ fn run(command: Command) -> Result<()> {
         Command::Models(command) => commands::models::run(command),
         Command::TrainDecoder(args) => commands::decoder::train(args),
         Command::EvalDecoder(args) => commands::decoder::eval(args),
+        Command::FedInit(args) => commands::federated::init(args),
+        Command::FedStep(args) => commands::federated::step(args),
     }
 }

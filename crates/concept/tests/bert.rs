@@ -592,7 +592,7 @@ fn huge_texts() -> Vec<String> {
     while varied.len() < 300_000 {
         i = i.wrapping_mul(2_654_435_761).wrapping_add(12_345) % 1_000_003;
         varied.push_str(words[i % words.len()]);
-        varied.push(if i % 5 == 0 { '\u{3000}' } else { ' ' });
+        varied.push(if i.is_multiple_of(5) { '\u{3000}' } else { ' ' });
     }
     vec![
         varied.clone(),

@@ -230,6 +230,21 @@ pub fn run<T: Trainer>(
     trainer: &mut T,
     on_step: &mut dyn FnMut(&T::Metrics),
 ) -> std::result::Result<RunSummary<T::Metrics>, T::Error> {
+    run_from(spec, varmap, opt, trainer, on_step, &mut |_| Ok(()))
+}
+
+/// [`run`] whose weights are replaced by `start` after the run is initialised or resumed
+/// and before its first step, everything else (AdamW moments, RNG, data position, step
+/// count) kept: a federated round starts from the global model with the site's own
+/// optimiser state. `run` is `run_from` with a `start` that changes nothing.
+pub fn run_from<T: Trainer>(
+    spec: RunSpec<'_>,
+    varmap: &VarMap,
+    opt: &mut AdamW,
+    trainer: &mut T,
+    on_step: &mut dyn FnMut(&T::Metrics),
+    start: &mut dyn FnMut(&VarMap) -> std::result::Result<(), T::Error>,
+) -> std::result::Result<RunSummary<T::Metrics>, T::Error> {
     let run_dir = RunDir::new(spec.dir);
     fs::create_dir_all(spec.dir).map_err(io_err(spec.dir))?;
     let ckpt = run_dir.checkpoints(spec.cadence.keep_last);
@@ -277,6 +292,7 @@ pub fn run<T: Trainer>(
         }
         write_file(&metrics_path, b"")?;
     }
+    start(varmap)?;
     let config_text = serde_json::to_vec_pretty(&identity.config)
         .map_err(|e| TrainError::Config(format!("serialising the configuration: {e}")))?;
     write_file(&run_dir.config(), &config_text)?;

@@ -15,6 +15,8 @@
 //!   decoding the continuation.
 //! - [`fused_generate`]: the next concept with a Two-Tower model's denoiser on the fused
 //!   engine (what [`generate`] uses), candle for the other variants.
+//! - [`federated`]: one site's round of federated training (`lcm fed-step`) and the first
+//!   global model (`lcm fed-init`); the outer step lives in the Flower app (`federated/`).
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
 //! - [`models`]: checking downloaded SONAR files by loading them.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
@@ -22,6 +24,7 @@
 
 pub mod encode;
 pub mod evaluate;
+pub mod federated;
 pub mod fused;
 pub mod fused_generate;
 pub mod generate;
@@ -55,6 +58,13 @@ pub enum WorkflowError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Engine(#[from] lcm_engine::EngineError),
+    /// A file that could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Settings that cannot work (the wording is the one the trainer always used).
     #[error("invalid configuration: {0}")]
     Config(String),

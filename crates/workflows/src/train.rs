@@ -489,6 +489,32 @@ pub fn train(
     resume: bool,
     progress: &mut dyn FnMut(&StepMetrics),
 ) -> Result<TrainSummary> {
+    train_from(
+        config,
+        store_path,
+        normalizer,
+        eos,
+        out_dir,
+        resume,
+        progress,
+        &mut |_| Ok(()),
+    )
+}
+
+/// [`train`] whose weights are replaced by `start` once the run is initialised or resumed,
+/// before its first step (see [`lcm_train::run::run_from`]): a federated round
+/// ([`crate::federated`]) starts from the global model with the site's optimiser state.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_from(
+    config: &TrainConfig,
+    store_path: &Path,
+    normalizer: &RobustNormalizer,
+    eos: Vec<f32>,
+    out_dir: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(&StepMetrics),
+    start: &mut dyn FnMut(&VarMap) -> Result<()>,
+) -> Result<TrainSummary> {
     config.validate()?;
     let started = Instant::now();
     let device = Device::Cpu;
@@ -582,7 +608,7 @@ pub fn train(
         last_valid_loss: None,
         concepts: 0,
     };
-    let summary = lcm_train::run::run(spec, &varmap, &mut opt, &mut trainer, progress)?;
+    let summary = lcm_train::run::run_from(spec, &varmap, &mut opt, &mut trainer, progress, start)?;
     Ok(TrainSummary {
         start_step: summary.start_step,
         final_step: summary.final_step,
