@@ -2,11 +2,71 @@
 //! command prints the same way.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use lcm_workflows::store::BankNotice;
+
+/// Lines of UTF-8 text from `file` or standard input, read one at a time so that memory stays
+/// bounded by the longest line; invalid UTF-8 is reported with its line.
+pub struct TextLines {
+    reader: Box<dyn BufRead>,
+    name: String,
+    line: usize,
+}
+
+impl TextLines {
+    pub fn open(file: Option<&Path>) -> Result<Self> {
+        let (reader, name): (Box<dyn BufRead>, String) = match file {
+            Some(path) => {
+                let handle = std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (
+                    Box::new(std::io::BufReader::new(handle)),
+                    path.display().to_string(),
+                )
+            }
+            None => (
+                Box::new(std::io::BufReader::new(std::io::stdin())),
+                "<stdin>".to_string(),
+            ),
+        };
+        Ok(Self {
+            reader,
+            name,
+            line: 0,
+        })
+    }
+}
+
+impl Iterator for TextLines {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        let mut bytes = Vec::new();
+        match self.reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e).with_context(|| format!("cannot read {}", self.name))),
+        }
+        self.line += 1;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        Some(String::from_utf8(bytes).map_err(|error| {
+            anyhow::anyhow!(
+                "{}: line {}: invalid UTF-8 (byte offset {} of the line); convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                self.name,
+                self.line,
+                error.utf8_error().valid_up_to()
+            )
+        }))
+    }
+}
 
 /// Reads UTF-8 text from `file` or standard input; invalid UTF-8 is reported with its line.
 pub fn read_text(file: Option<&Path>) -> Result<String> {

@@ -36,3 +36,42 @@ pub fn encode_sentences(
         .to_vec1::<f32>()?;
     Ok(Embeddings { values, rows, cols })
 }
+
+/// Sentences encoded `batch_size` at a time as they arrive, so that encoding a stream of any
+/// length keeps memory bounded by one batch (`lcm encode` on a huge file).
+pub struct BatchEncoder<'a> {
+    encoder: &'a dyn ConceptEncoder,
+    lang: Option<&'a str>,
+    batch_size: usize,
+    pending: Vec<String>,
+}
+
+impl<'a> BatchEncoder<'a> {
+    pub fn new(encoder: &'a dyn ConceptEncoder, lang: Option<&'a str>, batch_size: usize) -> Self {
+        Self {
+            encoder,
+            lang,
+            batch_size: batch_size.max(1),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Queues `sentence`; once `batch_size` are waiting, returns them with their concepts.
+    pub fn push(&mut self, sentence: String) -> Result<Option<(Vec<String>, Embeddings)>> {
+        self.pending.push(sentence);
+        if self.pending.len() < self.batch_size {
+            return Ok(None);
+        }
+        self.flush()
+    }
+
+    /// The sentences still waiting, with their concepts (`None` when none are).
+    pub fn flush(&mut self) -> Result<Option<(Vec<String>, Embeddings)>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let sentences = std::mem::take(&mut self.pending);
+        let embeddings = encode_sentences(self.encoder, &sentences, self.lang)?;
+        Ok(Some((sentences, embeddings)))
+    }
+}

@@ -1,4 +1,7 @@
 //! `lcm encode`: sentences → concepts as JSON lines, `.npy` or `.safetensors`.
+//!
+//! Input is read a line at a time and encoded in bounded batches, so memory stays bounded
+//! by the longest line for JSON lines and by the output itself for files.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -6,10 +9,15 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use lcm_concept::ConceptEncoder;
-use lcm_workflows::encode::{Embeddings, encode_sentences};
+use lcm_workflows::encode::{BatchEncoder, Embeddings};
 
 use super::EncoderArgs;
-use crate::output::{npy_bytes, read_text, safetensors_bytes, write_atomic};
+use crate::output::{TextLines, npy_bytes, safetensors_bytes, write_atomic};
+
+/// Sentences encoded at once: enough to sort by length and keep both cores busy.
+const BATCH_SENTENCES: usize = 4096;
+/// Largest sentence listing kept in a `.safetensors` header.
+const MAX_LISTING_BYTES: usize = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,59 +36,142 @@ pub struct Args {
     encoder: EncoderArgs,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum FileFormat {
+    Npy,
+    Safetensors,
+}
+
+/// Where encoded batches go: JSON lines as they come, or rows gathered for one file.
+enum Sink {
+    JsonLines(std::io::BufWriter<std::io::StdoutLock<'static>>),
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        values: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        /// The sentences, for the header, while they stay small.
+        listing: Option<Vec<String>>,
+        listing_bytes: usize,
+    },
+}
+
+impl Sink {
+    fn new(out: Option<PathBuf>) -> Result<Self> {
+        let Some(path) = out else {
+            return Ok(Self::JsonLines(std::io::BufWriter::new(
+                std::io::stdout().lock(),
+            )));
+        };
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => FileFormat::Npy,
+            Some("safetensors") => FileFormat::Safetensors,
+            _ => bail!(
+                "{}: unknown output format; use a .safetensors or .npy file name",
+                path.display()
+            ),
+        };
+        Ok(Self::File {
+            path,
+            format,
+            values: Vec::new(),
+            rows: 0,
+            cols: 0,
+            listing: Some(Vec::new()),
+            listing_bytes: 0,
+        })
+    }
+
+    fn write(&mut self, sentences: Vec<String>, embeddings: &Embeddings) -> Result<()> {
+        match self {
+            Self::JsonLines(out) => {
+                for (sentence, vector) in sentences.iter().zip(embeddings.rows()) {
+                    let line = serde_json::json!({ "text": sentence, "embedding": vector });
+                    writeln!(out, "{line}")?;
+                }
+            }
+            Self::File {
+                values,
+                rows,
+                cols,
+                listing,
+                listing_bytes,
+                ..
+            } => {
+                values.extend_from_slice(&embeddings.values);
+                *rows += embeddings.rows;
+                *cols = embeddings.cols;
+                *listing_bytes += sentences.iter().map(|s| s.len() + 3).sum::<usize>();
+                match listing {
+                    Some(kept) if *listing_bytes <= MAX_LISTING_BYTES => kept.extend(sentences),
+                    _ => *listing = None,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, encoder_id: &str) -> Result<()> {
+        match self {
+            Self::JsonLines(mut out) => out.flush()?,
+            Self::File {
+                path,
+                format,
+                values,
+                rows,
+                cols,
+                listing,
+                ..
+            } => {
+                let bytes = match format {
+                    FileFormat::Npy => npy_bytes(&values, rows, cols),
+                    FileFormat::Safetensors => {
+                        let mut metadata = HashMap::from([
+                            ("encoder_id".to_string(), encoder_id.to_string()),
+                            ("dim".to_string(), cols.to_string()),
+                        ]);
+                        // Keep headers small; large inputs are better paired with their text.
+                        if let Some(listing) = listing {
+                            metadata
+                                .insert("sentences".to_string(), serde_json::to_string(&listing)?);
+                        }
+                        safetensors_bytes(&values, rows, cols, metadata)?
+                    }
+                };
+                write_atomic(&path, &bytes)?;
+                eprintln!(
+                    "wrote {rows} × {cols} embeddings of `{encoder_id}` to {}",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let sentences: Vec<String> = if !args.sentences.is_empty() {
-        args.sentences
+    let mut sink = Sink::new(args.out)?;
+    let encoder = args.encoder.load()?;
+    let mut batches = BatchEncoder::new(&encoder, args.lang.as_deref(), BATCH_SENTENCES);
+    let mut encoded = 0usize;
+    let lines: Box<dyn Iterator<Item = Result<String>>> = if args.sentences.is_empty() {
+        Box::new(TextLines::open(args.file.as_deref())?)
     } else {
-        read_text(args.file.as_deref())?
-            .lines()
-            .map(str::to_string)
-            .collect()
+        Box::new(args.sentences.into_iter().map(Ok))
     };
-    if sentences.is_empty() {
+    for line in lines {
+        if let Some((sentences, embeddings)) = batches.push(line?)? {
+            encoded += sentences.len();
+            sink.write(sentences, &embeddings)?;
+        }
+    }
+    if let Some((sentences, embeddings)) = batches.flush()? {
+        encoded += sentences.len();
+        sink.write(sentences, &embeddings)?;
+    }
+    if encoded == 0 {
         bail!("no sentences to encode: pass them as arguments, with --file, or on stdin");
     }
-    let encoder = args.encoder.load()?;
-    let embeddings = encode_sentences(&encoder, &sentences, args.lang.as_deref())?;
-    match args.out {
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            for (sentence, vector) in sentences.iter().zip(embeddings.rows()) {
-                let line = serde_json::json!({ "text": sentence, "embedding": vector });
-                writeln!(out, "{line}")?;
-            }
-            out.flush()?;
-        }
-        Some(path) => {
-            let Embeddings { values, rows, cols } = &embeddings;
-            let (rows, cols) = (*rows, *cols);
-            let bytes = match path.extension().and_then(|e| e.to_str()) {
-                Some("npy") => npy_bytes(values, rows, cols),
-                Some("safetensors") => {
-                    let mut metadata = HashMap::from([
-                        ("encoder_id".to_string(), encoder.id().to_string()),
-                        ("dim".to_string(), cols.to_string()),
-                    ]);
-                    let listing = serde_json::to_string(&sentences)?;
-                    // Keep headers small; large inputs are better paired with their text file.
-                    if listing.len() <= 1 << 20 {
-                        metadata.insert("sentences".to_string(), listing);
-                    }
-                    safetensors_bytes(values, rows, cols, metadata)?
-                }
-                _ => bail!(
-                    "{}: unknown output format; use a .safetensors or .npy file name",
-                    path.display()
-                ),
-            };
-            write_atomic(&path, &bytes)?;
-            eprintln!(
-                "wrote {rows} × {cols} embeddings of `{}` to {}",
-                encoder.id(),
-                path.display()
-            );
-        }
-    }
-    Ok(())
+    sink.finish(encoder.id())
 }

@@ -33,7 +33,8 @@ pub struct Args {
     /// JSON field / Parquet column with the document id.
     #[arg(long, default_value = "id")]
     id_field: String,
-    /// Fail on malformed input lines instead of skipping and counting them.
+    /// Fail on malformed input lines and on repeated document ids instead of skipping and
+    /// counting the lines and warning about the ids.
     #[arg(long)]
     strict: bool,
     /// Language hint for segmentation and encoding.
@@ -87,5 +88,11 @@ pub fn run(args: Args) -> Result<()> {
         read.empty_documents,
         report.documents_without_sentences
     );
+    if read.duplicate_ids > 0 {
+        println!(
+            "warning: {} documents repeat an earlier document's id (kept; the warnings above name both places; --strict refuses them)",
+            read.duplicate_ids
+        );
+    }
     Ok(())
 }

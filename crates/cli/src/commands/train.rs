@@ -2,16 +2,15 @@
 //! summary line, with a progress bar meanwhile.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use lcm_model::builder::ModelKind;
 use lcm_workflows::eos_embedding;
 use lcm_workflows::fused::Engine;
 use lcm_workflows::train::{TrainConfig, TrainingInputs, train};
 
 use super::EncoderArgs;
+use crate::progress::Progress;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Model {
@@ -124,18 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         ..TrainConfig::default()
     };
 
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(args.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = Progress::new(args.steps, "steps", args.quiet);
     let mut first = true;
     let summary = train(
         &config,
@@ -146,23 +134,24 @@ pub fn run(args: Args) -> Result<()> {
         args.resume,
         &mut |m| {
             if first {
-                bar.set_position(m.step.saturating_sub(1));
-                bar.reset_eta();
+                bar.start_at(m.step.saturating_sub(1));
                 first = false;
             }
-            bar.set_position(m.step);
             let valid = m
                 .valid_loss
                 .map(|v| format!("  valid {v:.4}"))
                 .unwrap_or_default();
-            bar.set_message(format!(
-                "loss {:.4}{valid}  {:.0} concepts/s ({})",
-                m.loss, m.concepts_per_s, m.engine
-            ));
+            bar.update(
+                m.step,
+                format!(
+                    "loss {:.4}{valid}  {:.0} concepts/s ({})",
+                    m.loss, m.concepts_per_s, m.engine
+                ),
+            );
         },
     )
     .with_context(|| format!("training into {}", args.out.display()))?;
-    bar.finish_and_clear();
+    bar.finish();
 
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     println!(

@@ -2,11 +2,11 @@
 //! dataset, evaluate planners with it).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use lcm_plan::world::train::{WmTrainConfig, train_world_model};
+
+use crate::progress::Progress;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -109,20 +109,8 @@ fn train(args: TrainArgs) -> Result<()> {
     cfg.checkpoint_every = args.checkpoint_every;
     cfg.max_seconds = args.max_minutes.map(|m| m * 60.0);
 
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(500));
+    let bar = Progress::new(cfg.steps, "steps", args.quiet);
     let summary = train_world_model(&cfg, &args.out, args.resume, |m| {
-        bar.set_position(m.step);
         let mut msg = format!("loss {:.4} pred {:.4} std {:.3}", m.loss, m.prediction, m.std);
         if let (Some(v), Some(p)) = (m.valid_loss, m.valid_probe_rms) {
             msg.push_str(&format!(" | valid pred {v:.4} probe {p:.2}px"));
@@ -132,7 +120,7 @@ fn train(args: TrainArgs) -> Result<()> {
             tracing::info!(step = m.step, valid_pred = ?m.valid_loss, probe_px = ?m.valid_probe_rms,
                 mean_std = c.mean_std, min_std = c.min_std, effective_rank = c.effective_rank, "validation");
         }
-        bar.set_message(msg);
+        bar.update(m.step, msg);
     })
     .with_context(|| format!("training a world model in {}", args.out.display()))?;
     // The training loop has written config.json, metrics.jsonl, checkpoints/ and loss.png.

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use lcm_concept::ConceptEncoder;
 use lcm_decoder::TrainedDecoder;
 use lcm_decoder::roundtrip::{self, HeldOutSample, RoundTripConfig, RoundTripReport};
@@ -12,6 +11,7 @@ use lcm_workflows::store::retrieval_decoder;
 
 use crate::commands::EncoderArgs;
 use crate::output::bank_notice;
+use crate::progress::Progress;
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
@@ -77,22 +77,11 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         beam: args.beam,
         max_len: args.max_len,
     };
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(sample.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} (eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    };
+    let bar = Progress::new(sample.len() as u64, "sentences", args.quiet);
     let report = roundtrip::evaluate(&sample, &decoder, &retrieval, &encoder, &config, &mut |p| {
-        bar.set_message(format!("decoding ({})", p.decoder));
-        bar.set_position(p.done as u64);
+        bar.update(p.done as u64, format!("decoding ({})", p.decoder));
     })?;
-    bar.finish_and_clear();
+    bar.finish();
 
     print_report(&report, retrieval.bank().root());
     if let Some(path) = &args.json {

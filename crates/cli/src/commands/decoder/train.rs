@@ -2,16 +2,15 @@
 //! summary. The training loop writes the run folder (loss.png included).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use lcm_concept::ConceptEncoder;
 use lcm_data::store::ConceptStore;
 use lcm_decoder::train::DecoderEngine;
 use lcm_decoder::{DecoderTrainConfig, METRICS_FILE, PLOT_FILE, TrainEvent, train_decoder};
 
 use crate::commands::EncoderArgs;
+use crate::progress::Progress;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -151,13 +150,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         stop_at: args.stop_at,
         engine: DecoderEngine::parse(&args.engine)?,
     };
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new_spinner();
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    };
+    let bar = Progress::new(0, "steps", args.quiet);
     let mut last_valid: Option<f64> = None;
     let mut progress = |event: TrainEvent<'_>| match event {
         TrainEvent::Phase(what) => {
@@ -165,16 +158,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
             bar.set_message(format!("{what}…"));
         }
         TrainEvent::Start { start, total } => {
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{elapsed_precise} [{wide_bar}] {pos}/{len} steps (eta {eta}) {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
             bar.set_length(total);
-            bar.set_position(start);
-            bar.reset_eta();
+            bar.start_at(start);
         }
         TrainEvent::Step(m) => {
             if m.valid_loss.is_some() {
@@ -187,16 +172,18 @@ pub fn train(args: TrainArgs) -> Result<()> {
                 );
             }
             let valid = last_valid.map_or(String::new(), |v| format!(" valid {v:.3}"));
-            bar.set_position(m.step);
-            bar.set_message(format!(
-                "loss {:.3}{valid} lr {:.1e} {:.0} tok/s ({})",
-                m.loss, m.lr, m.tokens_per_s, m.engine
-            ));
+            bar.update(
+                m.step,
+                format!(
+                    "loss {:.3}{valid} lr {:.1e} {:.0} tok/s ({})",
+                    m.loss, m.lr, m.tokens_per_s, m.engine
+                ),
+            );
         }
     };
     let summary = train_decoder(&config, &args.data, &args.out, args.resume, &mut progress)
         .with_context(|| format!("training the decoder into {}", args.out.display()))?;
-    bar.finish_and_clear();
+    bar.finish();
     let metrics = args.out.join(METRICS_FILE);
     let png = args.out.join(PLOT_FILE);
     let steps_run = summary.final_step - summary.start_step;
