@@ -1,0 +1,102 @@
+"""The ClientApp: one round at a site, handed to `lcm fed-step` as a subprocess.
+
+Flower starts a new ClientApp process for every message, so nothing is kept in memory
+between rounds: the site's optimiser state, data position and RNG live in its state
+directory, owned by `lcm`. The ClientApp writes the received global model (tensors plus the
+`meta.*` strings of the round's config) to a file, runs `lcm fed-step` with a timeout and
+returns the local tensors and numbers only: examples, losses, seconds and the fingerprint
+of the space the weights live in. Nothing of the site's text leaves it.
+
+Per-site settings come from `flower-supernode --node-config`:
+`lcm-bin`, `store`, `state-dir` (required), `normalizer`, `encoder`, `threads` (optional).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from . import safetensors_io
+from .diloco import space_fingerprint
+
+app = ClientApp()
+
+#: Metric keys a reply carries (all numbers).
+REPLY_METRICS = ("num-examples", "loss", "valid-loss", "seconds", "from-step", "to-step", "space-fp")
+
+
+def fed_step_command(node: dict, global_path: Path, out: Path, steps: int, round_: int) -> list[str]:
+    """The `lcm fed-step` call of a round at the site described by `node`."""
+    command = [
+        str(node["lcm-bin"]),
+        "fed-step",
+        "--global", str(global_path),
+        "--store", str(node["store"]),
+        "--state-dir", str(node["state-dir"]),
+        "--steps", str(steps),
+        "--round", str(round_),
+        "--out", str(out),
+    ]
+    for key in ("normalizer", "encoder", "threads"):
+        if node.get(key):
+            command += [f"--{key}", str(node[key])]
+    return command
+
+
+def run_round(node: dict, arrays: dict, metadata: dict[str, str], steps: int, round_: int, timeout: float) -> tuple[dict, dict]:
+    """Runs one round; returns (local tensors, numeric metrics). Raises with the reason on
+    a failed or timed-out `lcm fed-step`."""
+    state_dir = Path(node["state-dir"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=state_dir, prefix="round-") as tmp:
+        global_path = Path(tmp) / "global.safetensors"
+        out = Path(tmp) / "local.safetensors"
+        safetensors_io.write(global_path, arrays, metadata)
+        digest = hashlib.sha256(global_path.read_bytes()).hexdigest()
+        with open(state_dir / "received.jsonl", "a") as log:
+            log.write(json.dumps({"round": round_, "sha256": digest}) + "\n")
+        command = fed_step_command(node, global_path, out, steps, round_)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"lcm fed-step timed out after {timeout:.0f}s") from err
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1][:500]
+            raise RuntimeError(f"lcm fed-step exited with {done.returncode}: {last}")
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        local, local_meta = safetensors_io.read(out)
+    metrics = {
+        "num-examples": int(report["examples"]),
+        "loss": float(report["loss"]),
+        "valid-loss": float(report["valid_loss"]) if report.get("valid_loss") is not None else -1.0,
+        "seconds": float(report["seconds"]),
+        "from-step": int(report["from_step"]),
+        "to-step": int(report["to_step"]),
+        "space-fp": space_fingerprint(local_meta),
+    }
+    return local, metrics
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    config = msg.content["config"]
+    arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
+    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
+    timeout = float(context.run_config.get("fed-step-timeout", 540.0))
+    node = dict(context.node_config)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(node.get("threads", "") or os.cpu_count() or 1))
+    local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in local.items()}),
+            "metrics": MetricRecord(metrics),
+        }
+    )
+    return Message(content=content, reply_to=msg)

@@ -1,0 +1,157 @@
+"""The ServerApp: DiLoCo's outer step as a Flower strategy over `lcm` global model files.
+
+The first global model comes from `lcm fed-init` (run config `initial-global`); its
+metadata (encoder id, normaliser hash, model and training configuration) travels to every
+site in the round's ConfigRecord as `meta.*` strings, the tensors as the ArrayRecord. Every
+round the strategy screens the replies (another space, wrong names or shapes, non-finite
+values, no examples: refused with the reason logged), aggregates the pseudo-gradients and
+takes the outer step, then checkpoints the global model and the momentum atomically under
+`checkpoint-dir`. A restarted ServerApp resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from logging import INFO, WARNING
+from typing import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from . import safetensors_io
+from .diloco import AGGREGATIONS, Checkpoints, OuterSgd, aggregate, pseudo_gradients, screen, space_fingerprint
+
+app = ServerApp()
+
+
+class DiLoCo(FedAvg):
+    """FedAvg's sampling and messaging; DiLoCo's outer step instead of its average."""
+
+    def __init__(
+        self,
+        *,
+        metadata: dict[str, str],
+        optimizer: OuterSgd,
+        checkpoints: Checkpoints | None,
+        local_steps: int,
+        aggregation: str = "mean",
+        trim_fraction: float = 0.2,
+        round_offset: int = 0,
+        min_train_nodes: int = 2,
+        min_available_nodes: int = 2,
+    ) -> None:
+        super().__init__(
+            fraction_train=1.0,
+            fraction_evaluate=0.0,
+            min_train_nodes=min_train_nodes,
+            min_available_nodes=min_available_nodes,
+        )
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        self.metadata = metadata
+        self.fingerprint = space_fingerprint(metadata)
+        self.optimizer = optimizer
+        self.checkpoints = checkpoints
+        self.local_steps = local_steps
+        self.aggregation = aggregation
+        self.trim_fraction = trim_fraction
+        self.round_offset = round_offset
+        self.current: dict[str, np.ndarray] = {}
+        self.rejected: list[tuple[int, int, str]] = []
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        self.current = {name: array.numpy() for name, array in arrays.items()}
+        config["round"] = self.round_offset + server_round
+        config["local-steps"] = self.local_steps
+        for key, value in self.metadata.items():
+            config[f"meta.{key}"] = value
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        round_ = self.round_offset + server_round
+        accepted, weights, reports = [], [], []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self._reject(round_, node, f"the site failed: {msg.error.reason}")
+                continue
+            content = msg.content
+            if len(content.array_records) != 1 or len(content.metric_records) != 1:
+                self._reject(round_, node, "expected one ArrayRecord and one MetricRecord")
+                continue
+            local = {k: v.numpy() for k, v in next(iter(content.array_records.values())).items()}
+            metrics = next(iter(content.metric_records.values()))
+            examples = float(metrics.get("num-examples", 0))
+            why = screen(self.current, local, examples, float(metrics.get("space-fp", -1)), self.fingerprint)
+            if why is not None:
+                self._reject(round_, node, why)
+                continue
+            accepted.append(local)
+            weights.append(examples)
+            reports.append(metrics)
+        if not accepted:
+            log(WARNING, "round %s: no acceptable update; the global model is unchanged", round_)
+            return None, None
+        grads = [pseudo_gradients(self.current, local) for local in accepted]
+        new = self.optimizer.step(self.current, aggregate(grads, weights, self.aggregation, self.trim_fraction))
+        if self.checkpoints is not None:
+            path = self.checkpoints.save(round_, new, self.metadata, self.optimizer)
+            log(INFO, "round %s: checkpointed %s", round_, path)
+        total = sum(weights)
+        summary = {
+            "num-examples": total,
+            "sites-accepted": len(accepted),
+            "sites-rejected": sum(1 for r in self.rejected if r[0] == round_),
+            "loss": sum(float(m.get("loss", 0.0)) * w for m, w in zip(reports, weights)) / total,
+        }
+        return ArrayRecord({k: _array(v) for k, v in new.items()}), MetricRecord(summary)
+
+    def _reject(self, round_: int, node: int, why: str) -> None:
+        self.rejected.append((round_, node, why))
+        log(WARNING, "round %s: update of node %s rejected: %s", round_, node, why)
+
+
+def _array(values: np.ndarray):
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(values, dtype=np.float32))
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = context.run_config
+    num_rounds = int(cfg["num-server-rounds"])
+    checkpoints = Checkpoints(cfg["checkpoint-dir"]) if cfg.get("checkpoint-dir") else None
+    optimizer = OuterSgd(lr=float(cfg["outer-lr"]), momentum=float(cfg["outer-momentum"]))
+    resumed = checkpoints.latest() if checkpoints is not None else None
+    if resumed is not None:
+        done, arrays, metadata, velocity = resumed
+        optimizer.velocity = velocity
+        log(INFO, "resuming after round %s from %s", done, checkpoints.dir)
+    else:
+        done = 0
+        arrays, metadata = safetensors_io.read(cfg["initial-global"])
+        if checkpoints is not None:
+            checkpoints.save(0, arrays, metadata, optimizer)
+    if done >= num_rounds:
+        log(INFO, "all %s rounds are done", num_rounds)
+        return
+    strategy = DiLoCo(
+        metadata=metadata,
+        optimizer=optimizer,
+        checkpoints=checkpoints,
+        local_steps=int(cfg["local-steps"]),
+        aggregation=str(cfg["aggregation"]),
+        trim_fraction=float(cfg["trim-fraction"]),
+        round_offset=done,
+        min_train_nodes=int(cfg["min-train-nodes"]),
+        min_available_nodes=int(cfg["min-available-nodes"]),
+    )
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: _array(v) for k, v in arrays.items()}),
+        num_rounds=num_rounds - done,
+        timeout=float(cfg["round-timeout"]),
+    )
