@@ -2,16 +2,18 @@
 # The federated tests (federated/tests): the DiLoCo strategy's math and a real loopback
 # deployment of stock Flower (superlink + 2 supernodes, 2 rounds) over `lcm fed-step`.
 # Creates a pinned virtual environment in target/fed-venv on first use (flwr 1.42.0, pytest)
-# and builds the debug `lcm` binary; LCM_BIN=path uses another one. About 2 minutes.
+# and builds `lcm` (test profile, as `cargo test` does); LCM_BIN=path uses another one.
+# About a minute on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=target/fed-venv
 if ! "$VENV/bin/python" -c 'import flwr, pytest, numpy; assert flwr.__version__ == "1.42.0"' 2>/dev/null; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check flwr==1.42.0 numpy pytest==9.2.0
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check flwr==1.42.0 numpy==2.4.6 pytest==9.2.0
 fi
 if [ -z "${LCM_BIN:-}" ]; then
-    cargo build --quiet -p lcm-cli
+    # The test profile: what `cargo test --workspace` already built for the CLI tests.
+    cargo build --quiet --profile test -p lcm-cli --bin lcm
     LCM_BIN=target/debug/lcm
 fi
 LCM_BIN="$(realpath "$LCM_BIN")"
