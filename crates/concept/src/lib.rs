@@ -4,6 +4,7 @@
 //! - [`encoder`]: the [`ConceptEncoder`] trait; [`bert`] implements it for sentence-transformers folders.
 //! - [`resolve`]: finding a model by name or path (explicit path, `$LCM_HOME/models`, HF cache, hub).
 //! - [`normalizer`]: the robust per-dimension scaler the LCM trains in.
+//! - [`sentencepiece`]: SentencePiece models (XLM-R's tokenizer here, SONAR's in `lcm-sonar`).
 
 pub mod bert;
 pub mod decoder;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod normalizer;
 pub mod resolve;
 pub mod segment;
+pub mod sentencepiece;
 
 pub use decoder::{ConceptDecoder, DecodeConfig, Decoded};
 pub use encoder::ConceptEncoder;
