@@ -242,6 +242,26 @@ impl ConceptDecoder for RetrievalDecoder {
         _lang: Option<&str>,
         _config: &DecodeConfig,
     ) -> lcm_concept::Result<Vec<Decoded>> {
+        self.decode_excluding(concepts, &self.exclude)
+    }
+
+    fn id(&self) -> &str {
+        self.bank.encoder_id()
+    }
+
+    fn dim(&self) -> usize {
+        self.bank.dim()
+    }
+}
+
+impl RetrievalDecoder {
+    /// The nearest bank sentence of each row of `concepts` (`[n, dim]`) that is not in
+    /// `exclude` — a per-call exclusion, for a decoder shared by many requests.
+    pub fn decode_excluding(
+        &self,
+        concepts: &Tensor,
+        exclude: &HashSet<String>,
+    ) -> lcm_concept::Result<Vec<Decoded>> {
         let (n, dim) = concepts.dims2()?;
         if dim != self.bank.dim() {
             return Err(ConceptError::DimensionMismatch {
@@ -259,7 +279,7 @@ impl ConceptDecoder for RetrievalDecoder {
             .flatten_all()?
             .to_vec1::<f32>()?;
         let hits = self
-            .search(&flat, 1, &self.exclude)
+            .search(&flat, 1, exclude)
             .map_err(|e| ConceptError::Invalid(e.to_string()))?;
         debug_assert_eq!(hits.len(), n);
         hits.into_iter()
@@ -275,13 +295,5 @@ impl ConceptDecoder for RetrievalDecoder {
                 ))),
             })
             .collect()
-    }
-
-    fn id(&self) -> &str {
-        self.bank.encoder_id()
-    }
-
-    fn dim(&self) -> usize {
-        self.bank.dim()
     }
 }

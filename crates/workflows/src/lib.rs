@@ -17,6 +17,8 @@
 //!   engine (what [`generate`] uses), candle for the other variants.
 //! - [`federated`]: one site's round of federated training (`lcm fed-step`) and the first
 //!   global model (`lcm fed-init`); the outer step lives in the Flower app (`federated/`).
+//! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
+//!   loaded once), what `lcm generate`, `lcm serve` and the Python package call.
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
 //! - [`models`]: checking downloaded SONAR files by loading them.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
@@ -31,6 +33,7 @@ pub mod generate;
 pub mod load;
 pub mod models;
 pub mod planning;
+pub mod session;
 pub mod store;
 pub mod train;
 

@@ -1,19 +1,18 @@
-//! `lcm generate`: flags → [`lcm_workflows::generate`] (continuation loop, stop rules,
-//! decoding) → text or JSON.
+//! `lcm generate`: flags → a [`GenerationSession`] (model, encoder, decoder; continuation
+//! loop, stop rules, decoding) → text or JSON.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lcm_concept::ConceptEncoder;
-use lcm_decoder::TrainedDecoder;
 use lcm_workflows::generate::{
-    ContinuationDecoder, StopRules, continuation_json, continue_prompt, decode_continuation,
-    encode_prompt, prompt_sentences,
+    ContinuationDecoder, StopRules, continuation_json, prompt_sentences,
 };
-use lcm_workflows::{TrainedLcm, eos_embedding};
+use lcm_workflows::session::{DecoderChoice, GenerationSession};
 
 use super::EncoderArgs;
-use super::trained::{SamplingArgs, load_encoder};
+use super::trained::SamplingArgs;
 use crate::output::{bank_notice, read_text};
 
 #[derive(clap::Args)]
@@ -70,50 +69,42 @@ pub fn run(args: Args) -> Result<()> {
         (Some(p), _) => p.clone(),
         (None, file) => read_text(file.as_deref())?,
     };
-    let prompt = prompt_sentences(&text)?;
-    let trained = TrainedLcm::load(&args.model, args.normalizer.as_deref())?;
-    let encoder = load_encoder(&trained, &args.encoder)?;
-    let eos = eos_embedding(&encoder)?;
+    // An empty prompt is refused before anything loads.
+    prompt_sentences(&text)?;
     let sampling = args.sampling.sampling()?;
-    let decoder = match &args.decoder {
-        Some(dir) => {
-            let decoder = TrainedDecoder::open_expecting(dir, trained.encoder_id(), encoder.dim())
-                .with_context(|| format!("opening the decoder {}", dir.display()))?;
-            ContinuationDecoder::Trained {
-                root: decoder.root().to_path_buf(),
-                decoder: Box::new(decoder),
-                beam: args.beam,
-            }
-        }
-        None => ContinuationDecoder::retrieval(
-            args.bank.as_deref(),
-            args.store.as_deref(),
-            trained.encoder_id(),
-            encoder.dim(),
-            (!args.allow_prompt_sentences).then_some(prompt.as_slice()),
-            &mut bank_notice,
-        )?,
+    let encoder: Arc<dyn ConceptEncoder> = Arc::new(args.encoder.load()?);
+    let choice = DecoderChoice {
+        bank: args.bank.clone(),
+        store: args.store.clone(),
+        trained: args.decoder.clone().map(|dir| (dir, args.beam)),
     };
-    let prompt_raw = encode_prompt(&encoder, &prompt)?;
-    // Kept only to score a trained decoder's text by its round-trip cosine.
-    let encoder = decoder.rescores().then_some(encoder);
+    let session = GenerationSession::open(
+        &args.model,
+        args.normalizer.as_deref(),
+        encoder,
+        &args.encoder.encoder,
+        &choice,
+        &mut bank_notice,
+    )?;
     let rules = StopRules {
         max_sentences: args.max_sentences,
         eos_threshold: args.eos_threshold,
         repetition_threshold: args.repetition_threshold,
     };
     let seed = args.sampling.seed;
-    let continuation = continue_prompt(&trained, &prompt_raw, &eos, &rules, &sampling, seed)?;
-    let rescorer = encoder.as_ref().map(|e| e as &dyn ConceptEncoder);
-    let decoded = decode_continuation(&decoder, &continuation.concepts, rescorer)?;
+    let generation =
+        session.generate(&text, &rules, &sampling, seed, args.allow_prompt_sentences)?;
+    let (trained, decoder) = (session.trained(), session.decoder());
+    let (prompt, decoded) = (&generation.prompt, &generation.sentences);
+    let continuation = &generation;
 
     if args.json {
         let doc = continuation_json(
             &trained.label(),
-            &prompt,
-            &decoded,
+            prompt,
+            decoded,
             continuation.stop,
-            &decoder,
+            decoder,
             &sampling,
             seed,
         );
@@ -121,10 +112,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("Prompt ({} sentences):", prompt.len());
-    for s in &prompt {
+    for s in prompt {
         println!("  {s}");
     }
-    match &decoder {
+    match decoder {
         ContinuationDecoder::Retrieval(d) => println!(
             "\nContinuation by {} (retrieval decoder over {} sentences; [cos] = similarity of \
              the retrieved sentence to the generated concept):",

@@ -1,0 +1,152 @@
+//! A trained LCM held ready to continue prompts: the model with its normaliser, the
+//! encoder of its space, the end-of-text concept and the decoder, loaded once. `lcm
+//! generate` makes one per run; `lcm serve` and the Python package keep one for every
+//! request. Each call excludes the prompt's own sentences from retrieval by itself, so one
+//! session serves any number of prompts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use lcm_concept::{ConceptEncoder, Decoded};
+use lcm_decoder::TrainedDecoder;
+use lcm_model::generate::DiffusionSampling;
+
+use crate::generate::{
+    ContinuationDecoder, Stop, StopRules, continue_prompt, decode_continuation, encode_prompt,
+    prompt_sentences,
+};
+use crate::load::{TrainedLcm, eos_embedding};
+use crate::store::BankNotice;
+use crate::{Result, WorkflowError};
+
+/// Which decoder turns generated concepts into text.
+#[derive(Clone, Debug, Default)]
+pub struct DecoderChoice {
+    /// A sentence bank folder for the retrieval decoder.
+    pub bank: Option<PathBuf>,
+    /// A concept store whose bank (built on first use) the retrieval decoder searches.
+    pub store: Option<PathBuf>,
+    /// A trained decoder (`lcm train-decoder --out`) instead of retrieval, with its beams.
+    pub trained: Option<(PathBuf, usize)>,
+}
+
+/// One prompt's continuation, decoded.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The prompt as split into sentences.
+    pub prompt: Vec<String>,
+    /// Generated sentences with their similarity to the generated concept.
+    pub sentences: Vec<Decoded>,
+    pub stop: Stop,
+}
+
+pub struct GenerationSession {
+    trained: TrainedLcm,
+    encoder: Arc<dyn ConceptEncoder>,
+    eos: Vec<f32>,
+    decoder: ContinuationDecoder,
+}
+
+impl GenerationSession {
+    /// Loads the model at `model` (with `normalizer`, else the recorded one), checks that
+    /// `encoder` is its space (`requested`: the name the user gave, for the message) and
+    /// opens the decoder.
+    pub fn open(
+        model: &Path,
+        normalizer: Option<&Path>,
+        encoder: Arc<dyn ConceptEncoder>,
+        requested: &str,
+        decoder: &DecoderChoice,
+        notify: &mut dyn FnMut(BankNotice<'_>),
+    ) -> Result<Self> {
+        let trained = TrainedLcm::load(model, normalizer)?;
+        trained.check_encoder(encoder.as_ref(), requested)?;
+        let eos = eos_embedding(encoder.as_ref())?;
+        let decoder = match &decoder.trained {
+            Some((dir, beam)) => {
+                let opened =
+                    TrainedDecoder::open_expecting(dir, trained.encoder_id(), encoder.dim())
+                        .map_err(|e| {
+                            WorkflowError::Refused(format!(
+                                "opening the decoder {}: {e}",
+                                dir.display()
+                            ))
+                        })?;
+                ContinuationDecoder::Trained {
+                    root: opened.root().to_path_buf(),
+                    decoder: Box::new(opened),
+                    beam: *beam,
+                }
+            }
+            None => ContinuationDecoder::retrieval(
+                decoder.bank.as_deref(),
+                decoder.store.as_deref(),
+                trained.encoder_id(),
+                encoder.dim(),
+                None,
+                notify,
+            )?,
+        };
+        Ok(Self {
+            trained,
+            encoder,
+            eos,
+            decoder,
+        })
+    }
+
+    pub fn trained(&self) -> &TrainedLcm {
+        &self.trained
+    }
+
+    pub fn decoder(&self) -> &ContinuationDecoder {
+        &self.decoder
+    }
+
+    pub fn encoder(&self) -> &dyn ConceptEncoder {
+        self.encoder.as_ref()
+    }
+
+    /// Continues `prompt_text` (split into sentences) under `rules`, the diffusion noise
+    /// seeded by `seed`; retrieval never returns a sentence of the prompt unless
+    /// `allow_prompt_sentences`.
+    pub fn generate(
+        &self,
+        prompt_text: &str,
+        rules: &StopRules,
+        sampling: &DiffusionSampling,
+        seed: u64,
+        allow_prompt_sentences: bool,
+    ) -> Result<Generation> {
+        let prompt = prompt_sentences(prompt_text)?;
+        let prompt_raw = encode_prompt(self.encoder.as_ref(), &prompt)?;
+        let continuation =
+            continue_prompt(&self.trained, &prompt_raw, &self.eos, rules, sampling, seed)?;
+        let sentences = self.decode(&continuation.concepts, &prompt, allow_prompt_sentences)?;
+        Ok(Generation {
+            prompt,
+            sentences,
+            stop: continuation.stop,
+        })
+    }
+
+    fn decode(
+        &self,
+        concepts: &[Tensor],
+        prompt: &[String],
+        allow_prompt_sentences: bool,
+    ) -> Result<Vec<Decoded>> {
+        match &self.decoder {
+            ContinuationDecoder::Retrieval(retrieval) if !concepts.is_empty() => {
+                let mut exclude: HashSet<String> = retrieval.exclude().clone();
+                if !allow_prompt_sentences {
+                    exclude.extend(prompt.iter().cloned());
+                }
+                Ok(retrieval.decode_excluding(&Tensor::stack(concepts, 0)?, &exclude)?)
+            }
+            _ => decode_continuation(&self.decoder, concepts, Some(self.encoder.as_ref())),
+        }
+    }
+}
