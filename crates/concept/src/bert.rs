@@ -1,4 +1,5 @@
-//! BERT-family sentence encoder for sentence-transformers model folders (e.g. all-MiniLM-L6-v2).
+//! BERT-family sentence encoder for sentence-transformers model folders (e.g. all-MiniLM-L6-v2,
+//! multilingual-e5-small, XLM-RoBERTa models such as paraphrase-multilingual-mpnet-base-v2).
 //!
 //! The forward pass is written for inference on CPUs rather than composed from tensor ops:
 //! weights live in contiguous f32 buffers, matrix products go straight to the `gemm` crate, and
@@ -8,15 +9,22 @@
 //! tokens. Output matches sentence-transformers (PyTorch) to ~1e-6.
 //!
 //! Folder contents read (the sentence-transformers layout):
-//! - `config.json`: the BERT hyper-parameters ([`BertConfig`]).
+//! - `config.json`: the BERT hyper-parameters ([`BertConfig`]); `model_type` `bert`, or
+//!   `roberta` / `xlm-roberta`, whose positions start at `pad_token_id + 1` (RoBERTa's
+//!   `padding_idx + 1`) and whose single token type is row 0 as well.
 //! - `tokenizer.json`: a `tokenizers` tokenizer; its own truncation/padding settings are
 //!   replaced by truncation to `max_seq_length` and no padding, as sentence-transformers does.
-//! - `model.safetensors`: f32, f16 or bf16 weights, keys with or without a `bert.` prefix.
+//!   Without it, `sentencepiece.bpe.model`: XLM-R's SentencePiece tokenizer ([`xlmr`]).
+//! - `model.safetensors`: f32, f16 or bf16 weights, keys with or without a `bert.` /
+//!   `roberta.` prefix.
+//! - `config_sentence_transformers.json`: named prompts (E5's `query: ` / `passage: `) and the
+//!   default one; the prompt used is prepended to every sentence and named in the encoder id.
 //! - `modules.json`, `<pooling>/config.json`: pooling mode(s) and whether a `Normalize` follows.
 //!   Without `modules.json` sentence-transformers uses mean pooling and no normalisation.
 //! - `sentence_bert_config.json`, `tokenizer_config.json`: the maximum sequence length.
 
 mod kernels;
+pub mod xlmr;
 
 use std::cmp::Reverse;
 use std::path::{Path, PathBuf};
@@ -56,6 +64,9 @@ pub struct EncoderOptions {
     pub max_seq_length: Option<usize>,
     /// How the threads share the work.
     pub threading: Threading,
+    /// Which of the folder's prompts (`config_sentence_transformers.json`) to prepend: `None`
+    /// for its `default_prompt_name`, `Some("")` for none.
+    pub prompt_name: Option<String>,
 }
 
 impl Default for EncoderOptions {
@@ -65,6 +76,7 @@ impl Default for EncoderOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_seq_length: None,
             threading: Threading::DataParallel,
+            prompt_name: None,
         }
     }
 }
@@ -91,17 +103,25 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     pub max_position_embeddings: usize,
     pub type_vocab_size: usize,
+    /// Position id of a sequence's first token: 0 for BERT, `pad_token_id + 1` for the
+    /// RoBERTa family (HF's `create_position_ids_from_input_ids`).
+    pub position_offset: usize,
 }
 
 impl BertConfig {
     /// Parses and validates a `config.json` value; errors say what is wrong.
     pub fn from_json(v: &Value) -> std::result::Result<Self, String> {
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
-        if model_type != "bert" {
-            return Err(format!(
-                "model_type is `{model_type}`, but only `bert` models are supported"
-            ));
-        }
+        let roberta = match model_type {
+            "bert" => false,
+            "roberta" | "xlm-roberta" => true,
+            _ => {
+                return Err(format!(
+                    "model_type is `{model_type}`, but only `bert`, `roberta` and \
+                     `xlm-roberta` models are supported"
+                ));
+            }
+        };
         if let Some(kind) = v.get("position_embedding_type").and_then(Value::as_str)
             && kind != "absolute"
         {
@@ -141,7 +161,7 @@ impl BertConfig {
             None => 2,
             Some(_) => uint("type_vocab_size")?,
         };
-        let cfg = Self {
+        let mut cfg = Self {
             vocab_size: uint("vocab_size")?,
             hidden_size: uint("hidden_size")?,
             num_hidden_layers: uint("num_hidden_layers")?,
@@ -151,7 +171,25 @@ impl BertConfig {
             layer_norm_eps,
             max_position_embeddings: uint("max_position_embeddings")?,
             type_vocab_size,
+            position_offset: 0,
         };
+        if roberta {
+            let pad = match v.get("pad_token_id") {
+                None | Some(Value::Null) => 1,
+                Some(p) => p
+                    .as_u64()
+                    .and_then(|p| usize::try_from(p).ok())
+                    .ok_or("pad_token_id must be a non-negative integer")?,
+            };
+            cfg.position_offset = pad + 1;
+            if cfg.position_offset + 2 > cfg.max_position_embeddings {
+                return Err(format!(
+                    "max_position_embeddings {} leaves no positions after the RoBERTa offset \
+                     {} (pad_token_id + 1)",
+                    cfg.max_position_embeddings, cfg.position_offset
+                ));
+            }
+        }
         if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -163,6 +201,11 @@ impl BertConfig {
 
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Tokens a sequence may hold: the position table less the RoBERTa offset.
+    pub fn max_positions(&self) -> usize {
+        self.max_position_embeddings - self.position_offset
     }
 }
 
@@ -252,7 +295,8 @@ struct Embeddings {
     word: Vec<f32>,
     /// `[max_positions, H]`
     position: Vec<f32>,
-    /// Row 0 of the token-type table: single sentences are all segment 0.
+    /// Row 0 of the token-type table: single sentences are all segment 0 (RoBERTa models have
+    /// only that row).
     token_type: Vec<f32>,
     norm: LayerNorm,
 }
@@ -314,13 +358,14 @@ impl Bert {
 
         // Embeddings: h[T, H] = LayerNorm(word[id] + token_type[0] + position[p]).
         let emb = &self.embeddings;
+        let offset = cfg.position_offset;
         let mut row = 0;
         for &len in lens {
             for p in 0..len {
                 let id = ids[row] as usize;
                 let dst = &mut ws.h[row * h..(row + 1) * h];
                 let word = &emb.word[id * h..(id + 1) * h];
-                let pos = &emb.position[p * h..(p + 1) * h];
+                let pos = &emb.position[(p + offset) * h..(p + offset + 1) * h];
                 for (((d, &w), &ty), &ps) in dst.iter_mut().zip(word).zip(&emb.token_type).zip(pos)
                 {
                     *d = (w + ty) + ps;
@@ -439,12 +484,22 @@ fn linear_into(dst: &mut [f32], x: &[f32], t: usize, l: &Linear, accumulate: boo
     );
 }
 
+/// How a folder's text becomes token ids.
+enum TextTokenizer {
+    /// `tokenizer.json` through the `tokenizers` crate.
+    Json(Tokenizer),
+    /// XLM-R's `sentencepiece.bpe.model` through [`crate::sentencepiece`].
+    Xlmr(xlmr::XlmrTokenizer),
+}
+
 /// A sentence encoder for any sentence-transformers BERT folder.
 pub struct BertEncoder {
     id: String,
     folder: PathBuf,
     bert: Bert,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
+    /// Prepended to every sentence (E5's `passage: `); empty for none.
+    prompt: String,
     pooling: Vec<Pooling>,
     normalize: bool,
     max_seq_length: usize,
@@ -481,6 +536,8 @@ struct Pipeline {
     normalize: bool,
     /// sentence-transformers reads `sentence_bert_config.json` only for folders with modules.json.
     has_modules: bool,
+    /// Pooling's `include_prompt` (default true): whether the prompt's tokens are pooled.
+    include_prompt: bool,
 }
 
 fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
@@ -489,6 +546,7 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
             pooling: vec![Pooling::Mean],
             normalize: false,
             has_modules: false,
+            include_prompt: true,
         });
     };
     let modules = modules
@@ -496,6 +554,7 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
         .ok_or_else(|| bad(folder, "modules.json must be a JSON array of modules"))?;
     let mut pooling = None;
     let mut normalize = false;
+    let mut include_prompt = true;
     for (i, m) in modules.iter().enumerate() {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
         let path = m.get("path").and_then(Value::as_str).unwrap_or("");
@@ -513,6 +572,14 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
             }
             "Pooling" if i > 0 && pooling.is_none() => {
                 pooling = Some(read_pooling(folder, path, hidden)?);
+                let rel = if path.is_empty() {
+                    "config.json".to_string()
+                } else {
+                    format!("{path}/config.json")
+                };
+                include_prompt = read_json(folder, &rel)?
+                    .and_then(|c| c.get("include_prompt").and_then(Value::as_bool))
+                    .unwrap_or(true);
             }
             "Normalize" if pooling.is_some() => normalize = true,
             "Dropout" => {}
@@ -537,6 +604,7 @@ fn read_pipeline(folder: &Path, hidden: usize) -> Result<Pipeline> {
         pooling,
         normalize,
         has_modules: true,
+        include_prompt,
     })
 }
 
@@ -608,9 +676,108 @@ fn read_pooling(folder: &Path, dir: &str, hidden: usize) -> Result<Vec<Pooling>>
         .collect()
 }
 
+/// The folder's tokenizer: `tokenizer.json` when present (truncating to `max_seq_length`,
+/// no padding), else XLM-R's `sentencepiece.bpe.model`.
+fn load_tokenizer(folder: &Path, cfg: &BertConfig, max_seq_length: usize) -> Result<TextTokenizer> {
+    let json_path = folder.join("tokenizer.json");
+    let spm_path = folder.join("sentencepiece.bpe.model");
+    let (tokenizer, max_id, file) = if json_path.is_file() {
+        let mut tokenizer = Tokenizer::from_file(&json_path)
+            .map_err(|e| bad(folder, format!("tokenizer.json cannot be loaded: {e}")))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                ..Default::default()
+            }))
+            .map_err(|e| {
+                bad(
+                    folder,
+                    format!("tokenizer.json: cannot truncate to {max_seq_length}: {e}"),
+                )
+            })?;
+        tokenizer.with_padding(None);
+        let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
+        (TextTokenizer::Json(tokenizer), max_id, "tokenizer.json")
+    } else if spm_path.is_file() {
+        let tokenizer = xlmr::XlmrTokenizer::from_file(&spm_path)?;
+        let max_id = tokenizer.max_id();
+        (
+            TextTokenizer::Xlmr(tokenizer),
+            max_id,
+            "sentencepiece.bpe.model",
+        )
+    } else {
+        return Err(bad(
+            folder,
+            "no tokenizer: expected tokenizer.json (a fast tokenizer) or sentencepiece.bpe.model \
+             (XLM-R's SentencePiece model)",
+        ));
+    };
+    if max_id as usize >= cfg.vocab_size {
+        return Err(bad(
+            folder,
+            format!(
+                "{file} has token id {max_id}, beyond config.json's vocab_size {}",
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(tokenizer)
+}
+
+/// The prompt to prepend, from `config_sentence_transformers.json`: `(name, text)`; `asked`
+/// is `None` for the folder's `default_prompt_name`, `Some("")` for none.
+fn read_prompt(folder: &Path, asked: Option<&str>) -> Result<(String, String)> {
+    const FILE: &str = "config_sentence_transformers.json";
+    let cfg = read_json(folder, FILE)?;
+    let prompts = cfg.as_ref().and_then(|c| c.get("prompts"));
+    let name = match asked {
+        Some(name) => name.to_string(),
+        None => match cfg.as_ref().and_then(|c| c.get("default_prompt_name")) {
+            None | Some(Value::Null) => return Ok((String::new(), String::new())),
+            Some(Value::String(name)) => name.clone(),
+            Some(_) => {
+                return Err(bad(
+                    folder,
+                    format!("{FILE}: default_prompt_name must be a string"),
+                ));
+            }
+        },
+    };
+    if name.is_empty() {
+        return Ok((name, String::new()));
+    }
+    match prompts.and_then(|p| p.get(&name)) {
+        Some(Value::String(text)) => Ok((name, text.clone())),
+        Some(_) => Err(bad(
+            folder,
+            format!("{FILE}: prompt `{name}` must be a string"),
+        )),
+        None => {
+            let known: Vec<&str> = prompts
+                .and_then(Value::as_object)
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            Err(bad(
+                folder,
+                format!(
+                    "no prompt named `{name}` in {FILE} (it has: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
+
 /// The sequence limit sentence-transformers would use for this folder.
 fn folder_max_seq_length(folder: &Path, cfg: &BertConfig, has_modules: bool) -> Result<usize> {
-    let positions = cfg.max_position_embeddings;
+    let positions = cfg.max_positions();
     if has_modules
         && let Some(sb) = read_json(folder, "sentence_bert_config.json")?
         && let Some(v) = sb.get("max_seq_length").filter(|v| !v.is_null())
@@ -624,8 +791,8 @@ fn folder_max_seq_length(folder: &Path, cfg: &BertConfig, has_modules: bool) -> 
         if n > positions {
             // PyTorch would index past the position table; use what the model can do.
             tracing::warn!(
-                "{}: sentence_bert_config.json max_seq_length {n} exceeds max_position_embeddings \
-                 {positions}; using {positions}",
+                "{}: sentence_bert_config.json max_seq_length {n} exceeds the model's {positions} \
+                 positions; using {positions}",
                 folder.display()
             );
             return Ok(positions);
@@ -758,15 +925,15 @@ fn load_bert(folder: &Path, bytes: &[u8], cfg: &BertConfig) -> Result<Bert> {
         )
     })?;
     let probe = "embeddings.word_embeddings.weight";
-    let prefix = if st.tensor(probe).is_ok() {
-        ""
-    } else if st.tensor(&format!("bert.{probe}")).is_ok() {
-        "bert."
-    } else {
+    let Some(prefix) = ["", "bert.", "roberta."]
+        .into_iter()
+        .find(|p| st.tensor(&format!("{p}{probe}")).is_ok())
+    else {
         return Err(bad(
             folder,
             format!(
-                "model.safetensors has no `{probe}` (with or without a `bert.` prefix); is it a BERT model?"
+                "model.safetensors has no `{probe}` (with or without a `bert.` or `roberta.` \
+                 prefix); is it a BERT or RoBERTa model?"
             ),
         ));
     };
@@ -847,11 +1014,11 @@ impl BertEncoder {
         let pipeline = read_pipeline(folder, cfg.hidden_size)?;
 
         let max_seq_length = match opts.max_seq_length {
-            Some(n) if n < 2 || n > cfg.max_position_embeddings => {
+            Some(n) if n < 2 || n > cfg.max_positions() => {
                 return Err(ConceptError::Invalid(format!(
                     "max_seq_length {n} must be between 2 (room for [CLS] and [SEP]) and the \
-                     model's max_position_embeddings {}",
-                    cfg.max_position_embeddings
+                     model's {} positions",
+                    cfg.max_positions()
                 )));
             }
             Some(n) => n,
@@ -866,37 +1033,13 @@ impl BertEncoder {
             ));
         }
 
-        let tokenizer_path = folder.join("tokenizer.json");
-        if !tokenizer_path.is_file() {
+        let tokenizer = load_tokenizer(folder, &cfg, max_seq_length)?;
+        let (prompt_name, prompt) = read_prompt(folder, opts.prompt_name.as_deref())?;
+        if !prompt.is_empty() && !pipeline.include_prompt {
             return Err(bad(
                 folder,
-                "tokenizer.json is missing (only fast-tokenizer folders are supported)",
-            ));
-        }
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| bad(folder, format!("tokenizer.json cannot be loaded: {e}")))?;
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                ..Default::default()
-            }))
-            .map_err(|e| {
-                bad(
-                    folder,
-                    format!("tokenizer.json: cannot truncate to {max_seq_length}: {e}"),
-                )
-            })?;
-        tokenizer.with_padding(None);
-        let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as usize;
-        if max_id >= cfg.vocab_size {
-            return Err(bad(
-                folder,
-                format!(
-                    "tokenizer.json has token id {max_id}, beyond config.json's vocab_size {}",
-                    cfg.vocab_size
-                ),
+                "the pooling config excludes the prompt's tokens (include_prompt: false), which \
+                 is not supported",
             ));
         }
 
@@ -925,11 +1068,17 @@ impl BertEncoder {
                     opts.threads
                 ))
             })?;
+        let mut id = format!("{name}@{}", &hex[..12]);
+        if !prompt.is_empty() {
+            // The prompt changes every vector: stores made with and without it must not mix.
+            id = format!("{id}+{prompt_name}");
+        }
         Ok(Self {
-            id: format!("{name}@{}", &hex[..12]),
+            id,
             folder: folder.to_path_buf(),
             bert,
             tokenizer,
+            prompt,
             pooling: pipeline.pooling,
             normalize: pipeline.normalize,
             max_seq_length,
@@ -1216,6 +1365,18 @@ impl ConceptEncoder for BertEncoder {
 
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn max_tokens(&self) -> Option<usize> {
+        Some(self.max_seq_length)
+    }
+
+    fn token_counts(&self, sentences: &[&str]) -> Result<Option<Vec<usize>>> {
+        let encodings = self.tokenize(sentences)?;
+        let truncated = |e: &tokenizers::Encoding| usize::from(!e.get_overflowing().is_empty());
+        Ok(Some(
+            encodings.iter().map(|e| e.len() + truncated(e)).collect(),
+        ))
     }
 }
 

@@ -16,4 +16,15 @@ pub trait ConceptEncoder: Send + Sync {
     fn dim(&self) -> usize;
     /// Stable identifier of the embedding space, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
     fn id(&self) -> &str;
+    /// Most tokens of a sentence the encoder reads (longer ones are truncated), if it has a
+    /// limit.
+    fn max_tokens(&self) -> Option<usize> {
+        None
+    }
+    /// Tokens of each sentence where the encoder can count them, counted up to
+    /// `max_tokens() + 1`: a count above `max_tokens()` means the sentence gets truncated.
+    /// What servers budget batches by and refuse over-long inputs with.
+    fn token_counts(&self, _sentences: &[&str]) -> Result<Option<Vec<usize>>> {
+        Ok(None)
+    }
 }

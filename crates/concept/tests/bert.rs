@@ -632,3 +632,22 @@ fn a_huge_sentence_is_tokenised_exactly_as_the_whole_text() {
         }
     }
 }
+
+#[test]
+fn token_counts_say_which_sentences_get_truncated() {
+    let options = EncoderOptions {
+        max_seq_length: Some(8),
+        ..opts(4)
+    };
+    let enc = BertEncoder::from_folder(tiny_dir(), &options).unwrap();
+    assert_eq!(enc.max_tokens(), Some(8));
+    // [CLS] + words + [SEP]: 6 words fill the 8 tokens exactly, 7 overflow.
+    let fits = "word ".repeat(6);
+    let over = "word ".repeat(7);
+    let huge = "word ".repeat(100_000);
+    let counts = enc
+        .token_counts(&["", fits.as_str(), over.as_str(), huge.as_str()])
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts, vec![2, 8, 9, 9]);
+}
