@@ -484,6 +484,13 @@ fn linear_into(dst: &mut [f32], x: &[f32], t: usize, l: &Linear, accumulate: boo
     );
 }
 
+/// One sentence's token ids after truncation.
+struct Tokens {
+    ids: Vec<u32>,
+    /// Whether truncation dropped tokens.
+    truncated: bool,
+}
+
 /// How a folder's text becomes token ids.
 enum TextTokenizer {
     /// `tokenizer.json` through the `tokenizers` crate.
@@ -1108,14 +1115,58 @@ impl BertEncoder {
     /// Token ids (after truncation, with special tokens) of `sentences`, as the encoder will
     /// see them.
     pub fn token_ids(&self, sentences: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let enc = self.tokenize(sentences)?;
-        Ok(enc.iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(self
+            .tokenize(sentences)?
+            .into_iter()
+            .map(|t| t.ids)
+            .collect())
     }
 
     /// Token counts (after truncation) of `sentences`, as the encoder will see them.
     pub fn token_lengths(&self, sentences: &[&str]) -> Result<Vec<usize>> {
-        let enc = self.tokenize(sentences)?;
-        Ok(enc.iter().map(|e| e.len()).collect())
+        Ok(self
+            .tokenize(sentences)?
+            .iter()
+            .map(|t| t.ids.len())
+            .collect())
+    }
+
+    /// The prompt prepended to every sentence (empty for none).
+    pub fn prompt(&self) -> &str {
+        &self.prompt
+    }
+
+    /// Truncated token ids of `sentences`, the prompt prepended.
+    fn tokenize(&self, sentences: &[&str]) -> Result<Vec<Tokens>> {
+        let prompted: Vec<String>;
+        let texts: Vec<&str> = if self.prompt.is_empty() {
+            sentences.to_vec()
+        } else {
+            prompted = sentences
+                .iter()
+                .map(|s| format!("{}{s}", self.prompt))
+                .collect();
+            prompted.iter().map(String::as_str).collect()
+        };
+        match &self.tokenizer {
+            TextTokenizer::Json(_) => Ok(self
+                .tokenize_json(&texts)?
+                .into_iter()
+                .map(|e| Tokens {
+                    truncated: !e.get_overflowing().is_empty(),
+                    ids: e.get_ids().to_vec(),
+                })
+                .collect()),
+            TextTokenizer::Xlmr(tok) => Ok(self.pool.install(|| {
+                texts
+                    .par_iter()
+                    .map(|t| {
+                        let (ids, truncated) = tok.encode(t, self.max_seq_length);
+                        Tokens { ids, truncated }
+                    })
+                    .collect()
+            })),
+        }
     }
 
     /// Truncated encodings of `sentences`. A sentence far longer than the truncation could
@@ -1123,7 +1174,7 @@ impl BertEncoder {
     /// otherwise build every token of, say, a 20 MB line before truncating: gigabytes); the
     /// prefix is accepted only when its kept tokens end before the prefix's last whitespace, so
     /// the result equals tokenising the whole sentence; otherwise the prefix doubles.
-    fn tokenize(&self, sentences: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
+    fn tokenize_json(&self, sentences: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
         let budget = self.max_seq_length * PREFIX_BYTES_PER_TOKEN;
         let firsts: Vec<&str> = sentences.iter().map(|s| word_prefix(s, budget)).collect();
         let mut encodings = self.encode_batch(firsts.clone())?;
@@ -1143,8 +1194,13 @@ impl BertEncoder {
     }
 
     fn encode_batch(&self, sentences: Vec<&str>) -> Result<Vec<tokenizers::Encoding>> {
+        let TextTokenizer::Json(tokenizer) = &self.tokenizer else {
+            return Err(ConceptError::Tokenizer(
+                "encode_batch is for tokenizer.json folders".into(),
+            ));
+        };
         self.pool.install(|| {
-            self.tokenizer
+            tokenizer
                 .encode_batch_fast(sentences, true)
                 .map_err(|e| ConceptError::Tokenizer(format!("{}: {e}", self.folder.display())))
         })
@@ -1165,6 +1221,13 @@ impl BertEncoder {
         prefix
             .get(kept_end..)
             .is_some_and(|rest| rest.contains(char::is_whitespace))
+    }
+
+    fn tokenizer_path(&self) -> PathBuf {
+        match &self.tokenizer {
+            TextTokenizer::Json(_) => self.folder.join("tokenizer.json"),
+            TextTokenizer::Xlmr(t) => t.path().to_path_buf(),
+        }
     }
 
     fn data_parallel(&self) -> bool {
@@ -1230,14 +1293,14 @@ impl BertEncoder {
                     base + i,
                     seq.len(),
                     self.max_seq_length,
-                    self.folder.join("tokenizer.json").display()
+                    self.tokenizer_path().display()
                 )));
             }
             if let Some(&id) = seq.iter().find(|&&id| id as usize >= vocab) {
                 return Err(ConceptError::Tokenizer(format!(
                     "sentence {} has token id {id} beyond vocab_size {vocab} ({})",
                     base + i,
-                    self.folder.join("tokenizer.json").display()
+                    self.tokenizer_path().display()
                 )));
             }
         }
@@ -1318,8 +1381,8 @@ impl ConceptEncoder for BertEncoder {
         let mut out = vec![0.0f32; n * dim];
         for (chunk_idx, chunk) in sentences.chunks(TOKENIZE_CHUNK).enumerate() {
             let base = chunk_idx * TOKENIZE_CHUNK;
-            let encodings = self.tokenize(chunk)?;
-            let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+            let tokens = self.tokenize(chunk)?;
+            let ids: Vec<&[u32]> = tokens.iter().map(|t| t.ids.as_slice()).collect();
             self.check_tokens(&ids, base)?;
             // Longest first, like sentence-transformers; stable, so ties keep input order.
             let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -1372,10 +1435,12 @@ impl ConceptEncoder for BertEncoder {
     }
 
     fn token_counts(&self, sentences: &[&str]) -> Result<Option<Vec<usize>>> {
-        let encodings = self.tokenize(sentences)?;
-        let truncated = |e: &tokenizers::Encoding| usize::from(!e.get_overflowing().is_empty());
+        let tokens = self.tokenize(sentences)?;
         Ok(Some(
-            encodings.iter().map(|e| e.len() + truncated(e)).collect(),
+            tokens
+                .iter()
+                .map(|t| t.ids.len() + usize::from(t.truncated))
+                .collect(),
         ))
     }
 }
@@ -1421,12 +1486,33 @@ mod tests {
 
     #[test]
     fn config_rejects_other_models() {
-        let v: Value = serde_json::json!({"model_type": "roberta", "hidden_size": 8});
-        assert!(BertConfig::from_json(&v).unwrap_err().contains("roberta"));
+        let v: Value = serde_json::json!({"model_type": "t5", "hidden_size": 8});
+        assert!(BertConfig::from_json(&v).unwrap_err().contains("`t5`"));
         let v: Value = serde_json::json!({
             "model_type": "bert", "vocab_size": 10, "hidden_size": 10, "num_hidden_layers": 1,
             "num_attention_heads": 3, "intermediate_size": 4, "max_position_embeddings": 8
         });
         assert!(BertConfig::from_json(&v).unwrap_err().contains("multiple"));
+    }
+
+    #[test]
+    fn roberta_positions_start_after_the_padding_index() {
+        let mut v: Value = serde_json::json!({
+            "model_type": "xlm-roberta", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 4, "max_position_embeddings": 514,
+            "type_vocab_size": 1, "pad_token_id": 1
+        });
+        let cfg = BertConfig::from_json(&v).unwrap();
+        assert_eq!((cfg.position_offset, cfg.max_positions()), (2, 512));
+        v["model_type"] = "bert".into();
+        let cfg = BertConfig::from_json(&v).unwrap();
+        assert_eq!((cfg.position_offset, cfg.max_positions()), (0, 514));
+        v["model_type"] = "roberta".into();
+        v["max_position_embeddings"] = 3.into();
+        assert!(
+            BertConfig::from_json(&v)
+                .unwrap_err()
+                .contains("no positions")
+        );
     }
 }

