@@ -144,10 +144,18 @@ class Federation:
             self.supernodes[index] = None
 
     def run(self, run_config: dict, timeout: float) -> subprocess.CompletedProcess:
+        """`flwr run` of the app, its output streamed to logs/flwr-run.log, until the run ends."""
         overrides = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
         command = [tool("flwr"), "run", str(APP_DIR), "local-federation", "--stream", "--run-config", overrides]
         with open(self.logs / "flwr-run.log", "ab") as log:
             return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=self.env, timeout=timeout, check=False)
+
+    def flwr(self, *args: str) -> str:
+        """Another `flwr` command against this federation's SuperLink; its standard output."""
+        done = subprocess.run(
+            [tool("flwr"), *args], capture_output=True, text=True, env=self.env, timeout=60, check=True
+        )
+        return done.stdout
 
     def stop(self) -> None:
         for process in self.supernodes:

@@ -138,13 +138,16 @@ def screen(global_arrays: Arrays, local: Arrays, examples: float, fingerprint: f
 
 class Checkpoints:
     """`round-N/` directories (global.safetensors with the space metadata, momentum.safetensors,
-    state.json), each written as `round-N.tmp/` and renamed whole, then `latest` updated."""
+    state.json with the round's summary: sites accepted and rejected, examples, loss), each
+    written as `round-N.tmp/` and renamed whole, then `latest` updated."""
 
     def __init__(self, directory: str | os.PathLike, keep_last: int = 3):
         self.dir = Path(directory)
         self.keep_last = keep_last
 
-    def save(self, round_: int, arrays: Arrays, metadata: dict[str, str], optimizer: OuterSgd) -> Path:
+    def save(
+        self, round_: int, arrays: Arrays, metadata: dict[str, str], optimizer: OuterSgd, summary: dict | None = None
+    ) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"round-{round_:06d}"
         tmp = self.dir / f"{name}.tmp"
@@ -152,7 +155,12 @@ class Checkpoints:
         tmp.mkdir()
         safetensors_io.write(tmp / "global.safetensors", arrays, metadata)
         safetensors_io.write(tmp / "momentum.safetensors", optimizer.velocity, {})
-        state = {"round": round_, "outer_lr": optimizer.lr, "outer_momentum": optimizer.momentum}
+        state = {
+            "round": round_,
+            "outer_lr": optimizer.lr,
+            "outer_momentum": optimizer.momentum,
+            "summary": summary or {},
+        }
         (tmp / "state.json").write_text(json.dumps(state))
         final = self.dir / name
         shutil.rmtree(final, ignore_errors=True)

@@ -96,9 +96,6 @@ class DiLoCo(FedAvg):
             return None, None
         grads = [pseudo_gradients(self.current, local) for local in accepted]
         new = self.optimizer.step(self.current, aggregate(grads, weights, self.aggregation, self.trim_fraction))
-        if self.checkpoints is not None:
-            path = self.checkpoints.save(round_, new, self.metadata, self.optimizer)
-            log(INFO, "round %s: checkpointed %s", round_, path)
         total = sum(weights)
         summary = {
             "num-examples": total,
@@ -106,6 +103,9 @@ class DiLoCo(FedAvg):
             "sites-rejected": sum(1 for r in self.rejected if r[0] == round_),
             "loss": sum(float(m.get("loss", 0.0)) * w for m, w in zip(reports, weights)) / total,
         }
+        if self.checkpoints is not None:
+            path = self.checkpoints.save(round_, new, self.metadata, self.optimizer, summary)
+            log(INFO, "round %s: checkpointed %s", round_, path)
         return ArrayRecord({k: _array(v) for k, v in new.items()}), MetricRecord(summary)
 
     def _reject(self, round_: int, node: int, why: str) -> None:
