@@ -201,11 +201,7 @@ impl GlobalModel {
 }
 
 /// Writes `tensors` with the space's metadata to `path` atomically.
-fn write_model(
-    path: &Path,
-    space: &GlobalSpace,
-    tensors: &Tensors,
-) -> Result<()> {
+fn write_model(path: &Path, space: &GlobalSpace, tensors: &Tensors) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, (shape, values))| {
