@@ -3,7 +3,7 @@
 
 Regenerate (from the repository root):
 
-    bash scripts/e5/setup-venv.sh                      # venv at target/xlmr-venv
+    bash scripts/e5/setup-venv.sh                      # pinned venv at target/xlmr-venv
     bash scripts/fetch-models.sh e5                    # ~/.lcm/models/multilingual-e5-small-q4
     target/xlmr-venv/bin/python scripts/e5/make_fixtures.py            # tiny + e5
     target/xlmr-venv/bin/python scripts/e5/make_fixtures.py --only tiny

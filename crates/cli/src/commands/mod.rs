@@ -22,7 +22,7 @@ use lcm_concept::resolve::resolve_model;
 /// Options shared by every command that encodes text.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EncoderArgs {
-    /// Sentence encoder: `minilm`, an HF repo id, or a sentence-transformers folder.
+    /// Sentence encoder: `minilm` (English), `e5` (multilingual), an HF repo id, or a folder.
     #[arg(long, default_value = "minilm")]
     pub encoder: String,
     /// Sentences per forward pass.
