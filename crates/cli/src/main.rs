@@ -60,6 +60,8 @@ enum Command {
     FedInit(commands::federated::InitArgs),
     /// Federated training: one site's round (H inner steps from a global model).
     FedStep(commands::federated::StepArgs),
+    /// HTTP server: embeddings (TEI and OpenAI APIs), segmentation, generation.
+    Serve(commands::serve::Args),
     /// World models learned from observation: `lcm wm train`, `lcm wm eval`.
     #[command(subcommand)]
     Wm(commands::wm::Command),
@@ -95,6 +97,7 @@ fn run(command: Command) -> Result<()> {
             | Command::TrainDecoder(_)
             | Command::EvalDecoder(_)
             | Command::FedStep(_)
+            | Command::Serve(_)
     ) && !lcm_train::memory::retain_freed_memory()
     {
         tracing::debug!("allocator tuning unavailable on this platform");
@@ -116,5 +119,6 @@ fn run(command: Command) -> Result<()> {
         Command::EvalDecoder(args) => commands::decoder::eval(args),
         Command::FedInit(args) => commands::federated::init(args),
         Command::FedStep(args) => commands::federated::step(args),
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

@@ -60,6 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     // entry points
+    ("lcm-serve", &["lcm-concept", "lcm-workflows"]),
     (
         "lcm-cli",
         &[
@@ -73,6 +74,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "lcm-decoder",
             "lcm-plan",
             "lcm-workflows",
+            "lcm-serve",
         ],
     ),
 ];

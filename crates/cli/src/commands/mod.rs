@@ -10,6 +10,7 @@ pub mod plan;
 pub mod plot;
 pub mod prepare;
 pub mod segment;
+pub mod serve;
 pub mod train;
 pub mod trained;
 pub mod wm;

@@ -1,0 +1,124 @@
+//! `lcm serve` as users start it: a trained tiny Two-Tower behind POST /generate answers
+//! exactly what `lcm generate --json` prints for the same prompt and seed; SIGTERM stops
+//! the server cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+
+use common::{lcm, run_ok, tiny_bert, tiny_two_tower};
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 request over a fresh connection; the status and the JSON body.
+fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let (_, payload) = response.split_once("\r\n\r\n").expect("headers end");
+    (
+        status,
+        serde_json::from_str(payload).unwrap_or(Value::String(payload.into())),
+    )
+}
+
+/// Reads the "listening on http://ADDR" line the server prints once it accepts connections.
+fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("line");
+    line.trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string()
+}
+
+#[test]
+fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let (store, run) = tiny_two_tower(home.path());
+    let prompt = "The whale swam. The sea was calm.";
+    let printed = run_ok(
+        lcm(home.path())
+            .arg("generate")
+            .arg("--model")
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args([
+                "--max-sentences",
+                "3",
+                "--seed",
+                "7",
+                "--ddim-steps",
+                "5",
+                "--json",
+                prompt,
+            ]),
+    );
+    let cli: Value = serde_json::from_str(&printed).expect("json");
+
+    let mut server = lcm(home.path())
+        .arg("serve")
+        .args(["--port", "0", "--ddim-steps", "5"])
+        .arg("--model")
+        .arg(&run)
+        .arg("--store")
+        .arg(&store)
+        .arg("--encoder")
+        .arg(tiny_bert())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn lcm serve");
+    let addr = listening_address(&mut server);
+
+    let (status, served) = request(
+        &addr,
+        "POST",
+        "/generate",
+        Some(&json!({ "prompt": prompt, "max_sentences": 3, "seed": 7 })),
+    );
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served["generated"], cli["generated"], "{served}\n{cli}");
+    assert_eq!(served["stop"], cli["stop"]);
+    assert_eq!(served["prompt"], cli["prompt"]);
+    let (status, info) = request(&addr, "GET", "/info", None);
+    assert_eq!(status, 200);
+    assert!(
+        info["lcm_model"]
+            .as_str()
+            .is_some_and(|m| m.contains("two-tower")),
+        "{info}"
+    );
+    let (status, refused) = request(
+        &addr,
+        "POST",
+        "/generate",
+        Some(&json!({ "prompt": prompt, "max_sentences": 1000 })),
+    );
+    assert_eq!(status, 413, "{refused}");
+
+    let terminated = std::process::Command::new("kill")
+        .arg(server.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(terminated.success());
+    let exit = server.wait().expect("wait");
+    assert!(exit.success(), "lcm serve exited with {exit}");
+    let _ = std::io::stdout().flush();
+}
