@@ -89,7 +89,17 @@ def centralised(args, name: str, store: Path, steps: int) -> Path:
     return newest_checkpoint(run)
 
 
-def federated(args, name: str, sites: dict[str, Path], h: int, outer_lr: float, momentum: float) -> tuple[Path, dict]:
+def attacked(arrays: dict, local: dict, attack: str) -> dict:
+    """What a malicious site sends instead of its local model: its pseudo-gradient scaled by
+    100 or with its sign flipped."""
+    factor = {"scaled": 100.0, "sign-flipped": -1.0}[attack]
+    return {k: (arrays[k] - factor * (arrays[k].astype("float64") - local[k])).astype("float32") for k in arrays}
+
+
+def federated(
+    args, name: str, sites: dict[str, Path], h: int, outer_lr: float, momentum: float,
+    aggregation: str = "mean", attack: str | None = None,
+) -> tuple[Path, dict]:
     root = args.work / "runs" / name
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -108,10 +118,12 @@ def federated(args, name: str, sites: dict[str, Path], h: int, outer_lr: float, 
             node = {"lcm-bin": str(args.lcm), "store": str(store), "state-dir": str(root / site),
                     "normalizer": str(args.normalizer), "threads": "2"}
             local, metrics = run_round(node, arrays, meta, h, round_, timeout=3600)
+            if attack is not None and site == next(iter(sites)):
+                local = attacked(arrays, local, attack)
             locals_.append(local)
             weights.append(metrics["num-examples"])
             train_seconds += metrics["seconds"]
-        arrays = outer_round(arrays, locals_, weights, optimizer)
+        arrays = outer_round(arrays, locals_, weights, optimizer, aggregation, trim_fraction=0.2)
     wall = time.time() - started
     params = sum(v.size for v in arrays.values())
     per_round = 2 * 4 * params  # f32 down and up, per site
@@ -141,19 +153,32 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--skip-single", action="store_true")
+    p.add_argument(
+        "--robustness", type=int, metavar="H",
+        help="only the robustness runs: DiLoCo with H inner steps, the first site honest or sending "
+        "x100 / sign-flipped updates, aggregated by mean, median and trimmed mean",
+    )
     args = p.parse_args()
     args.lcm = args.lcm.resolve()
     args.work = args.work.resolve()
     sites = {name: Path(store).resolve() for name, store in (s.split("=", 1) for s in args.site)}
     stores = dict(sites, union=args.union.resolve())
     total = args.steps_per_site * len(sites)
-    results = {}
+    results_path = args.work / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
 
     def record(name, checkpoint, **extra):
         results[name] = {"eval": evaluate(args, checkpoint, stores), **extra}
         print(json.dumps({name: results[name]}), flush=True)
-        (args.work / "results.json").write_text(json.dumps(results, indent=1))
+        results_path.write_text(json.dumps(results, indent=1))
 
+    if args.robustness:
+        for attack in (None, "scaled", "sign-flipped"):
+            for aggregation in ("mean", "median", "trimmed-mean"):
+                name = f"diloco-h{args.robustness}-{aggregation}-{attack or 'honest'}"
+                ck, stats = federated(args, name, sites, args.robustness, 0.7, 0.9, aggregation, attack)
+                record(name, ck, **stats)
+        return 0
     started = time.time()
     record("centralised", centralised(args, "centralised", args.union, total), steps=total,
            seconds=time.time() - started)
