@@ -3,7 +3,8 @@
 # deployment of stock Flower (superlink + 2 supernodes, 2 rounds) over `lcm fed-step`.
 # Creates a pinned virtual environment in target/fed-venv on first use (flwr 1.42.0, pytest)
 # and builds `lcm` (test profile, as `cargo test` does); LCM_BIN=path uses another one.
-# About a minute on 2 cores.
+# About three minutes on 2 cores (the deployment and the two fault tests start real
+# Flower processes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=target/fed-venv
