@@ -1024,8 +1024,11 @@ impl BertEncoder {
             Some(n) if n < 2 || n > cfg.max_positions() => {
                 return Err(ConceptError::Invalid(format!(
                     "max_seq_length {n} must be between 2 (room for [CLS] and [SEP]) and the \
-                     model's {} positions",
-                    cfg.max_positions()
+                     model's {} positions (max_position_embeddings {} less the position offset \
+                     {})",
+                    cfg.max_positions(),
+                    cfg.max_position_embeddings,
+                    cfg.position_offset
                 )));
             }
             Some(n) => n,

@@ -299,7 +299,7 @@ fn order_batch_size_and_threading_do_not_change_rows() {
                     batch_size,
                     threads,
                     threading,
-                    max_seq_length: None,
+                    ..EncoderOptions::default()
                 };
                 let enc = BertEncoder::from_folder(tiny_dir(), &o).unwrap();
                 let (d, _) = max_abs_diff(&encode(&enc, &p.sentences), &base);
