@@ -95,7 +95,8 @@ def train(msg: Message, context: Context) -> Message:
     local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
     content = RecordDict(
         {
-            "arrays": ArrayRecord({k: Array(v) for k, v in local.items()}),
+            # In the order received: Flower's clipping mods compare the keys in order.
+            "arrays": ArrayRecord({k: Array(local[k]) for k in arrays if k in local}),
             "metrics": MetricRecord(metrics),
         }
     )
