@@ -91,8 +91,14 @@ class DiLoCo(FedAvg):
             accepted.append(local)
             weights.append(examples)
             reports.append(metrics)
-        if not accepted:
-            log(WARNING, "round %s: no acceptable update; the global model is unchanged", round_)
+        if len(accepted) < max(1, self.min_train_nodes):
+            log(
+                WARNING,
+                "round %s: %s acceptable updates, below the quorum of %s; the global model is unchanged",
+                round_,
+                len(accepted),
+                self.min_train_nodes,
+            )
             return None, None
         grads = [pseudo_gradients(self.current, local) for local in accepted]
         new = self.optimizer.step(self.current, aggregate(grads, weights, self.aggregation, self.trim_fraction))

@@ -35,7 +35,9 @@ def test_bad_replies_are_rejected_with_their_reason_and_the_rest_aggregated(tmp_
     nan = {"w": np.full((2, 3), np.nan, np.float32)}
     shaped = {"w": np.zeros((3, 2), np.float32)}
     checkpoints = Checkpoints(tmp_path / "server")
-    strategy = DiLoCo(metadata=META, optimizer=OuterSgd(), checkpoints=checkpoints, local_steps=5, round_offset=4)
+    strategy = DiLoCo(
+        metadata=META, optimizer=OuterSgd(), checkpoints=checkpoints, local_steps=5, round_offset=4, min_train_nodes=2
+    )
     strategy.current = current
     arrays, metrics = strategy.aggregate_train(
         1,
@@ -66,8 +68,19 @@ def test_bad_replies_are_rejected_with_their_reason_and_the_rest_aggregated(tmp_
 
 
 def test_a_round_without_acceptable_updates_keeps_the_global_model(tmp_path):
-    strategy = DiLoCo(metadata=META, optimizer=OuterSgd(), checkpoints=None, local_steps=5)
+    strategy = DiLoCo(metadata=META, optimizer=OuterSgd(), checkpoints=None, local_steps=5, min_train_nodes=1)
     strategy.current = {"w": np.zeros(2, np.float32)}
     arrays, metrics = strategy.aggregate_train(1, [reply(1, {"w": np.zeros(3)})])
     assert arrays is None and metrics is None
     assert strategy.rejected and strategy.optimizer.velocity == {}
+
+
+def test_a_round_below_the_quorum_keeps_the_global_model():
+    strategy = DiLoCo(metadata=META, optimizer=OuterSgd(), checkpoints=None, local_steps=5, min_train_nodes=3)
+    strategy.current = {"w": np.zeros(2, np.float32)}
+    good = {"w": np.ones(2, np.float32)}
+    arrays, metrics = strategy.aggregate_train(1, [reply(1, good), reply(2, good)])
+    assert arrays is None and metrics is None
+    strategy.min_train_nodes = 2
+    arrays, _ = strategy.aggregate_train(2, [reply(1, good), reply(2, good)])
+    assert arrays is not None
