@@ -21,12 +21,22 @@ import tempfile
 from pathlib import Path
 
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import MessageType
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
 
 from . import safetensors_io
 from .diloco import space_fingerprint
 
-app = ClientApp()
+def clip_when_asked(msg: Message, context: Context, call_next) -> Message:
+    """Flower's client-side `fixedclipping_mod` for the rounds whose config carries a
+    clipping norm (differential privacy on); other rounds pass through unchanged."""
+    if msg.metadata.message_type == MessageType.TRAIN and "clipping_norm" in msg.content["config"]:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[clip_when_asked])
 
 #: Metric keys a reply carries (all numbers).
 REPLY_METRICS = ("num-examples", "loss", "valid-loss", "seconds", "from-step", "to-step", "space-fp")

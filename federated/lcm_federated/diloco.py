@@ -8,6 +8,10 @@
   mean of the local models.
 - `screen`: the reasons an update is refused (another space, missing or extra tensors,
   other shapes, non-finite values, no examples), each worded for the log.
+- `clip` / `gaussian_epsilon`: differential privacy at the level of a site's whole update
+  (client-side fixed clipping to norm C, Gaussian noise of std σ·C/n on the mean of the n
+  clipped pseudo-gradients), and the ε it spends after r rounds at a given δ (Rényi DP of
+  the Gaussian mechanism composed r times, every site in every round: no subsampling).
 - `Checkpoints`: the global model, the outer momentum and the round, written atomically
   every round; `latest()` is what a restarted ServerApp resumes from.
 """
@@ -134,6 +138,31 @@ def screen(global_arrays: Arrays, local: Arrays, examples: float, fingerprint: f
     if not (math.isfinite(examples) and examples > 0):
         return f"num-examples is {examples}"
     return None
+
+
+def global_norm(arrays: Arrays) -> float:
+    return math.sqrt(sum(float(np.sum(np.square(a.astype(np.float64)))) for a in arrays.values()))
+
+
+def clip(update: Arrays, norm: float) -> Arrays:
+    """`update` scaled down to global ℓ2 norm `norm` if it is longer (Flower's FlatClip)."""
+    length = global_norm(update)
+    scale = min(1.0, norm / length) if length > 0 else 1.0
+    return {k: v.astype(np.float64) * scale for k, v in update.items()}
+
+
+def add_noise(mean: Arrays, std: float, rng: np.random.Generator) -> Arrays:
+    return {k: v + rng.normal(0.0, std, size=v.shape) for k, v in mean.items()}
+
+
+def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """ε after `rounds` releases of the Gaussian mechanism with noise multiplier σ (std over
+    sensitivity), at δ: min over orders α of r·α/(2σ²) + ln(1/δ)/(α − 1)."""
+    if noise_multiplier <= 0 or rounds <= 0:
+        return math.inf if rounds > 0 else 0.0
+    orders = np.concatenate([np.linspace(1.01, 10, 900), np.linspace(10, 10_000, 20_000)])
+    rdp = rounds * orders / (2 * noise_multiplier**2)
+    return float(np.min(rdp + math.log(1 / delta) / (orders - 1)))
 
 
 class Checkpoints:

@@ -21,7 +21,21 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from . import safetensors_io
-from .diloco import AGGREGATIONS, Checkpoints, OuterSgd, aggregate, pseudo_gradients, screen, space_fingerprint
+from .diloco import (
+    AGGREGATIONS,
+    Checkpoints,
+    OuterSgd,
+    add_noise,
+    aggregate,
+    clip,
+    gaussian_epsilon,
+    pseudo_gradients,
+    screen,
+    space_fingerprint,
+)
+
+#: The config key Flower's `fixedclipping_mod` reads the clipping norm from.
+KEY_CLIPPING_NORM = "clipping_norm"
 
 app = ServerApp()
 
@@ -41,6 +55,10 @@ class DiLoCo(FedAvg):
         round_offset: int = 0,
         min_train_nodes: int = 2,
         min_available_nodes: int = 2,
+        dp_clipping_norm: float = 0.0,
+        dp_noise_multiplier: float = 0.0,
+        dp_delta: float = 1e-5,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -58,6 +76,13 @@ class DiLoCo(FedAvg):
         self.aggregation = aggregation
         self.trim_fraction = trim_fraction
         self.round_offset = round_offset
+        if dp_clipping_norm > 0 and aggregation != "mean":
+            raise ValueError("differential privacy needs aggregation = mean (its noise is calibrated to the mean)")
+        self.dp_clipping_norm = dp_clipping_norm
+        self.dp_noise_multiplier = dp_noise_multiplier
+        self.dp_delta = dp_delta
+        self.dp_rounds = round_offset
+        self.rng = np.random.default_rng(seed)
         self.current: dict[str, np.ndarray] = {}
         self.rejected: list[tuple[int, int, str]] = []
 
@@ -67,6 +92,8 @@ class DiLoCo(FedAvg):
         config["local-steps"] = self.local_steps
         for key, value in self.metadata.items():
             config[f"meta.{key}"] = value
+        if self.dp_clipping_norm > 0:
+            config[KEY_CLIPPING_NORM] = self.dp_clipping_norm
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
@@ -101,13 +128,27 @@ class DiLoCo(FedAvg):
             )
             return None, None
         grads = [pseudo_gradients(self.current, local) for local in accepted]
-        new = self.optimizer.step(self.current, aggregate(grads, weights, self.aggregation, self.trim_fraction))
+        dp = {}
+        if self.dp_clipping_norm > 0:
+            # Clipped again here so the sensitivity holds even for a site without the mod;
+            # the unweighted mean, so that one site moves it by at most C/n.
+            grads = [clip(g, self.dp_clipping_norm) for g in grads]
+            mean = aggregate(grads, [1.0] * len(grads), "mean")
+            std = self.dp_noise_multiplier * self.dp_clipping_norm / len(grads)
+            gradient = add_noise(mean, std, self.rng) if std > 0 else mean
+            self.dp_rounds += 1
+            dp = {"dp-epsilon": gaussian_epsilon(self.dp_noise_multiplier, self.dp_rounds, self.dp_delta)}
+            log(INFO, "round %s: (ε = %.3g, δ = %g)-DP at the level of a site's update", round_, dp["dp-epsilon"], self.dp_delta)
+        else:
+            gradient = aggregate(grads, weights, self.aggregation, self.trim_fraction)
+        new = self.optimizer.step(self.current, gradient)
         total = sum(weights)
         summary = {
             "num-examples": total,
             "sites-accepted": len(accepted),
             "sites-rejected": sum(1 for r in self.rejected if r[0] == round_),
             "loss": sum(float(m.get("loss", 0.0)) * w for m, w in zip(reports, weights)) / total,
+            **dp,
         }
         if self.checkpoints is not None:
             path = self.checkpoints.save(round_, new, self.metadata, self.optimizer, summary)
@@ -154,6 +195,9 @@ def main(grid: Grid, context: Context) -> None:
         round_offset=done,
         min_train_nodes=int(cfg["min-train-nodes"]),
         min_available_nodes=int(cfg["min-available-nodes"]),
+        dp_clipping_norm=float(cfg.get("dp-clipping-norm", 0.0)),
+        dp_noise_multiplier=float(cfg.get("dp-noise-multiplier", 0.0)),
+        dp_delta=float(cfg.get("dp-delta", 1e-5)),
     )
     strategy.start(
         grid=grid,

@@ -14,7 +14,7 @@ from conftest import CANARY, CANARY_TOKEN, TINY_BERT, fed_init, lcm_binary
 
 from lcm_federated import safetensors_io
 from lcm_federated.client_app import REPLY_METRICS, run_round
-from lcm_federated.diloco import space_fingerprint
+from lcm_federated.diloco import gaussian_epsilon, space_fingerprint
 from run_local import Federation
 
 
@@ -64,7 +64,7 @@ def test_a_site_in_another_space_fails_with_the_reason(sites, normalizer, tmp_pa
         run_round(node(sites[1], tmp_path / "state", normalizer), arrays, meta, 2, 1, 0.01)
 
 
-def test_two_supernodes_complete_two_rounds_with_identical_global_models(sites, normalizer, tmp_path):
+def test_two_supernodes_complete_two_rounds_with_identical_global_models_under_dp(sites, normalizer, tmp_path):
     work = tmp_path / "federation"
     work.mkdir()
     initial = fed_init(work / "global-0.safetensors", sites[0], normalizer, total_steps=4)
@@ -82,6 +82,10 @@ def test_two_supernodes_complete_two_rounds_with_identical_global_models(sites, 
                 "min-train-nodes": 2,
                 "min-available-nodes": 2,
                 "round-timeout": 120.0,
+                # Differential privacy on: Flower's fixedclipping_mod at the sites, noise
+                # and the ε it spends at the server.
+                "dp-clipping-norm": 1.0,
+                "dp-noise-multiplier": 0.5,
             },
             timeout=240,
         )
@@ -102,6 +106,10 @@ def test_two_supernodes_complete_two_rounds_with_identical_global_models(sites, 
     for i in range(len(sites)):
         steps = sorted(p.name for p in (federation.site_state(i) / "checkpoints").glob("step-*"))
         assert steps[-1] == "step-00000004", steps
+    # Each round reported the privacy it spent.
+    for round_ in (1, 2):
+        state = json.loads((server / f"round-{round_:06d}" / "state.json").read_text())
+        assert state["summary"]["dp-epsilon"] == pytest.approx(gaussian_epsilon(0.5, round_, 1e-5))
     # The model moved, and the aggregated weights are finite.
     g0, _ = safetensors_io.read(server / "round-000000" / "global.safetensors")
     g2, meta = safetensors_io.read(server / "round-000002" / "global.safetensors")

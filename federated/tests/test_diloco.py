@@ -1,5 +1,7 @@
 """The outer optimiser, aggregation, screening and checkpoints, without Flower."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,25 @@ def test_checkpoints_resume_the_newest_round_with_its_momentum(tmp_path):
         np.testing.assert_array_equal(back[name], g[name])
         np.testing.assert_array_equal(velocity[name], opt.velocity[name])
     assert sorted(p.name for p in (tmp_path / "server").glob("round-*[0-9]")) == ["round-000002", "round-000003"]
+
+
+def test_gaussian_epsilon_matches_the_closed_form_of_its_rdp_bound():
+    # min over α of rα/(2σ²) + L/(α−1) is r/(2σ²) + √(2rL)/σ (at α = 1 + σ√(2L/r)).
+    from lcm_federated.diloco import gaussian_epsilon
+
+    for sigma, rounds in ((1.0, 1), (2.0, 10), (5.0, 100)):
+        L = math.log(1e5)
+        closed = rounds / (2 * sigma**2) + math.sqrt(2 * rounds * L) / sigma
+        assert gaussian_epsilon(sigma, rounds, 1e-5) == pytest.approx(closed, rel=1e-3)
+    assert gaussian_epsilon(1.0, 20, 1e-5) > gaussian_epsilon(1.0, 10, 1e-5)
+    assert gaussian_epsilon(2.0, 10, 1e-5) < gaussian_epsilon(1.0, 10, 1e-5)
+    assert gaussian_epsilon(0.0, 3, 1e-5) == math.inf
+
+
+def test_clip_scales_long_updates_to_the_norm_and_keeps_short_ones():
+    from lcm_federated.diloco import clip, global_norm
+
+    long = {"a": np.full(4, 3.0), "b": np.full(3, 4.0)}
+    assert global_norm(clip(long, 2.0)) == pytest.approx(2.0)
+    short = {"a": np.array([0.1, 0.2])}
+    np.testing.assert_array_equal(clip(short, 2.0)["a"], short["a"])

@@ -5,6 +5,7 @@ the rest aggregated into the outer step and checkpointed."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from lcm_federated.diloco import Checkpoints, OuterSgd, outer_round, space_fingerprint
@@ -84,3 +85,34 @@ def test_a_round_below_the_quorum_keeps_the_global_model():
     strategy.min_train_nodes = 2
     arrays, _ = strategy.aggregate_train(2, [reply(1, good), reply(2, good)])
     assert arrays is not None
+
+
+def test_differential_privacy_clips_each_update_and_adds_calibrated_noise():
+    from lcm_federated.diloco import clip, gaussian_epsilon
+
+    n, dim, c = 4, 20_000, 0.5
+    rng = np.random.default_rng(1)
+    current = {"w": np.zeros(dim, np.float32)}
+    locals_ = [{"w": rng.standard_normal(dim).astype(np.float32)} for _ in range(n)]
+    replies = [reply(i, l, examples=10 * (i + 1)) for i, l in enumerate(locals_)]
+    # No noise: the outer step of the unweighted mean of the clipped pseudo-gradients.
+    quiet = DiLoCo(metadata=META, optimizer=OuterSgd(lr=1.0, momentum=0.0), checkpoints=None,
+                   local_steps=1, min_train_nodes=1, dp_clipping_norm=c)
+    quiet.current = current
+    arrays, metrics = quiet.aggregate_train(1, replies)
+    clipped = [clip({"w": current["w"] - l["w"]}, c)["w"] for l in locals_]
+    np.testing.assert_allclose(arrays["w"].numpy(), -np.mean(clipped, axis=0), rtol=1e-5, atol=1e-7)
+    assert metrics["dp-epsilon"] == float("inf")
+    # Noise of std σ·C/n on top, and ε reported for the rounds so far.
+    noisy = DiLoCo(metadata=META, optimizer=OuterSgd(lr=1.0, momentum=0.0), checkpoints=None,
+                   local_steps=1, min_train_nodes=1, dp_clipping_norm=c, dp_noise_multiplier=2.0, seed=3)
+    noisy.current = current
+    arrays2, metrics2 = noisy.aggregate_train(1, replies)
+    noise = arrays2["w"].numpy() - arrays["w"].numpy()
+    assert np.std(noise) == pytest.approx(2.0 * c / n, rel=0.05)
+    assert metrics2["dp-epsilon"] == pytest.approx(gaussian_epsilon(2.0, 1, 1e-5))
+    noisy.aggregate_train(2, replies)
+    assert noisy.dp_rounds == 2
+    with pytest.raises(ValueError, match="aggregation = mean"):
+        DiLoCo(metadata=META, optimizer=OuterSgd(), checkpoints=None, local_steps=1,
+               aggregation="median", dp_clipping_norm=1.0)
