@@ -493,10 +493,10 @@ struct Tokens {
 
 /// How a folder's text becomes token ids.
 enum TextTokenizer {
-    /// `tokenizer.json` through the `tokenizers` crate.
-    Json(Tokenizer),
+    /// `tokenizer.json` through the `tokenizers` crate (boxed: it is large).
+    Json(Box<Tokenizer>),
     /// XLM-R's `sentencepiece.bpe.model` through [`crate::sentencepiece`].
-    Xlmr(xlmr::XlmrTokenizer),
+    Xlmr(Box<xlmr::XlmrTokenizer>),
 }
 
 /// A sentence encoder for any sentence-transformers BERT folder.
@@ -706,12 +706,16 @@ fn load_tokenizer(folder: &Path, cfg: &BertConfig, max_seq_length: usize) -> Res
             })?;
         tokenizer.with_padding(None);
         let max_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
-        (TextTokenizer::Json(tokenizer), max_id, "tokenizer.json")
+        (
+            TextTokenizer::Json(Box::new(tokenizer)),
+            max_id,
+            "tokenizer.json",
+        )
     } else if spm_path.is_file() {
         let tokenizer = xlmr::XlmrTokenizer::from_file(&spm_path)?;
         let max_id = tokenizer.max_id();
         (
-            TextTokenizer::Xlmr(tokenizer),
+            TextTokenizer::Xlmr(Box::new(tokenizer)),
             max_id,
             "sentencepiece.bpe.model",
         )
