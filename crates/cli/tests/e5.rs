@@ -1,6 +1,6 @@
 //! `--encoder e5` end to end: `lcm prepare` on the committed multilingual sample
-//! (`fixtures/corpus/multilingual-sample.jsonl`, 10 languages) and `lcm encode` of
-//! translations.
+//! (`fixtures/corpus/multilingual-sample.jsonl`, 10 languages), then fit-normalizer, a tiny
+//! train and `lcm generate` in that space, and `lcm encode` of translations.
 //!
 //! Needs multilingual-e5-small-q4 (`bash scripts/fetch-models.sh e5`) in `$LCM_HOME/models`
 //! (default `~/.lcm/models`); skipped with a message when it is absent, unless
@@ -83,6 +83,39 @@ fn prepare_with_e5_encodes_the_multilingual_sample() {
     assert_eq!(field("documents"), "10", "{report}");
     // 10 documents of 5 sentences each; Chinese and Japanese end sentences with 。
     assert_eq!(field("sentences"), "50", "{report}");
+
+    // The rest of the pipeline runs in the e5 space: normaliser, a 3-step tiny Two-Tower,
+    // generation decoded by retrieval over the sample's sentences (any language).
+    run_ok(
+        lcm(home.path())
+            .arg("fit-normalizer")
+            .arg(&store)
+            .arg("--out")
+            .arg(store.join("normalizer.safetensors")),
+    );
+    let run = home.path().join("run");
+    run_ok(
+        lcm(home.path())
+            .arg("train")
+            .arg(&store)
+            .args(["--model", "two-tower", "--preset", "tiny", "--steps", "3"])
+            .args(["--max-concepts", "16", "--encoder", "e5", "--out"])
+            .arg(&run),
+    );
+    let printed = run_ok(
+        lcm(home.path())
+            .args(["generate", "--model"])
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .args(["--encoder", "e5", "--max-sentences", "2", "--seed", "1"])
+            .arg("La rivière monte chaque printemps. Les paysans conduisent leurs bêtes."),
+    );
+    let continuation: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.trim_start().starts_with(['1', '2']))
+        .collect();
+    assert_eq!(continuation.len(), 2, "{printed}");
 }
 
 #[test]
@@ -124,11 +157,11 @@ fn e5_puts_translations_next_to_each_other() {
     // than to the French invoice sentence (meaning beats language).
     let c = |i: usize, j: usize| cosine(&vectors[i], &vectors[j]);
     let unrelated = c(0, 4).max(c(0, 5));
-    for i in 1..4 {
+    for (i, sentence) in sentences.iter().enumerate().take(4).skip(1) {
         assert!(
             c(0, i) > unrelated,
-            "{:?}: cosine {:.3} with its translation, {unrelated:.3} with an unrelated sentence",
-            sentences[i],
+            "{sentence:?}: cosine {:.3} with its translation, {unrelated:.3} with an unrelated \
+             sentence",
             c(0, i)
         );
     }
