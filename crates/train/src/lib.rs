@@ -2,8 +2,9 @@
 //! models it trains: [`run`] (the one training loop: run directory, cadence, budgets,
 //! resume policy, seeded re-initialisation), an AdamW optimiser with PyTorch semantics and
 //! global gradient-norm clipping ([`optim`]), learning-rate schedules ([`schedule`]),
-//! atomic resumable checkpoints ([`checkpoint`]), loss-curve plots ([`plot`]); the heap
-//! setting for training loops is re-exported from `lcm-util` ([`memory`]).
+//! atomic resumable checkpoints ([`checkpoint`]), loss-curve plots ([`plot`]), TensorBoard
+//! event files ([`tensorboard`]); the heap setting for training loops is re-exported from
+//! `lcm-util` ([`memory`]).
 //!
 //! The LCM trainer lives in `lcm-workflows`, the concept-decoder trainer in `lcm-decoder`,
 //! the world-model trainer in `lcm-plan`; each implements [`run::Trainer`].
@@ -15,6 +16,7 @@ pub mod optim;
 pub mod plot;
 pub mod run;
 pub mod schedule;
+pub mod tensorboard;
 
 pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
@@ -64,6 +66,12 @@ pub enum TrainError {
     MetricsLine {
         path: PathBuf,
         line: usize,
+        reason: String,
+    },
+    #[error("TensorBoard event file {path}, byte {offset}: {reason}")]
+    EventFile {
+        path: PathBuf,
+        offset: u64,
         reason: String,
     },
     #[error("plot {path}: {reason}")]

@@ -5,22 +5,24 @@
 //! same way for every trainer:
 //!
 //! - the **run directory** ([`RunDir`]): `config.json` (the full configuration, rewritten
-//!   on every start), `metrics.jsonl` (one line per step), `checkpoints/` (`step-N/` with
-//!   weights, AdamW moments, RNG and data position), `loss.png` (plotted at the end);
+//!   on every start), `metrics.jsonl` (one line per step), the same numbers as TensorBoard
+//!   scalars in `events.out.tfevents.*` ([`crate::tensorboard`]; one new file per
+//!   invocation), `checkpoints/` (`step-N/` with weights, AdamW moments, RNG and data
+//!   position), `loss.png` (plotted at the end);
 //! - the **cadence**: learning rate from the schedule before each step, validation every
 //!   `eval_every` steps and at the last step, a checkpoint every `checkpoint_every` steps
 //!   and at the last step, and the budgets (`steps`, `stop_at`, `max_seconds`): the step
 //!   that exhausts a budget is validated and checkpointed, then the loop stops;
 //! - the **resume policy** ([`RunSpec::resume`]):
 //!   - a fresh run refuses a directory that already holds checkpoints, and starts an empty
-//!     `metrics.jsonl`;
+//!     `metrics.jsonl` (and removes earlier event files);
 //!   - a resumed run needs a checkpoint; it continues from the newest one only if the
 //!     checkpoint's embedding space, model configuration, settings (the configuration
 //!     without its budget fields) and normaliser hash all equal the requested ones, and
 //!     each mismatch is refused with the differing values named. Budgets may change
 //!     (the learning-rate schedule then follows the new `steps`, so such a run is not
-//!     bit-identical to a straight one); `metrics.jsonl` is cut back to the checkpoint's
-//!     step so a resumed run never logs a step twice;
+//!     bit-identical to a straight one); `metrics.jsonl` and the event files are cut back
+//!     to the checkpoint's step so a resumed run never logs a step twice;
 //!   - with the same settings, a run interrupted at a checkpoint and resumed yields
 //!     bit-identical weights to an uninterrupted one (the RNG stream position and the data
 //!     position are checkpointed).
@@ -43,6 +45,7 @@ use crate::checkpoint::{
 };
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
+use crate::tensorboard::{EventWriter, scalars_of};
 use crate::{Result, TrainError, io_err};
 
 /// The configuration file of a run directory.
@@ -280,6 +283,7 @@ pub fn run_from<T: Trainer>(
         step = state.step;
         checkpoint = Some(ckpt.step_dir(step));
         truncate_metrics(&metrics_path, step)?;
+        crate::tensorboard::truncate_events(spec.dir, step)?;
         tracing::info!(step, dir = %spec.dir.display(), "resumed");
     } else {
         if has_checkpoints {
@@ -291,6 +295,7 @@ pub fn run_from<T: Trainer>(
             .into());
         }
         write_file(&metrics_path, b"")?;
+        crate::tensorboard::remove_events(spec.dir)?;
     }
     start(varmap)?;
     let config_text = serde_json::to_vec_pretty(&identity.config)
@@ -303,6 +308,10 @@ pub fn run_from<T: Trainer>(
         .create(true)
         .open(&metrics_path)
         .map_err(io_err(&metrics_path))?;
+    let mut events = EventWriter::create(spec.dir)?;
+    if spec.resume {
+        events.session_start(step + 1)?;
+    }
     let save = |step: u64, data: DataPosition, rng: &TrainRng, opt: &AdamW| {
         let state = TrainState {
             step,
@@ -344,11 +353,14 @@ pub fn run_from<T: Trainer>(
         if final_step || (cadence.eval_every > 0 && step.is_multiple_of(cadence.eval_every)) {
             trainer.validate(&mut metrics)?;
         }
-        let line = serde_json::to_string(&metrics)
-            .map_err(|e| TrainError::Config(format!("serialising metrics: {e}")))?;
+        let serialise_err =
+            |e: serde_json::Error| TrainError::Config(format!("serialising metrics: {e}"));
+        let line = serde_json::to_string(&metrics).map_err(serialise_err)?;
         writeln!(metrics_file, "{line}")
             .and_then(|()| metrics_file.flush())
             .map_err(io_err(&metrics_path))?;
+        let value = serde_json::to_value(&metrics).map_err(serialise_err)?;
+        events.scalars(step, &scalars_of(&value))?;
         on_step(&metrics);
         if final_step
             || (cadence.checkpoint_every > 0 && step.is_multiple_of(cadence.checkpoint_every))

@@ -246,3 +246,87 @@ fn the_resume_policy_refuses_what_it_must_and_names_the_fix() {
     assert_eq!(longer.final_step, 6);
     assert_eq!(metrics_steps(&dir), (1..=6).collect::<Vec<_>>());
 }
+
+/// Every scalar event of the run's event files, as (step, tag, value), in file order.
+fn event_scalars(dir: &Path) -> Vec<(i64, String, f32)> {
+    lcm_train::tensorboard::event_files(dir)
+        .unwrap()
+        .iter()
+        .flat_map(|file| lcm_train::tensorboard::read_events(file).unwrap())
+        .flat_map(|e| {
+            e.scalars
+                .into_iter()
+                .map(move |(tag, value)| (e.step, tag, value))
+        })
+        .collect()
+}
+
+#[test]
+fn event_files_mirror_metrics_and_a_resume_after_a_kill_logs_each_step_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    train(&dir, &config(7, Some(5)), false).unwrap();
+    // Killed after step 5 but before its checkpoint: step 5 is in metrics.jsonl and in the
+    // event file, and the resume starts from step 4.
+    std::fs::remove_dir_all(dir.join("checkpoints/step-00000005")).unwrap();
+    let first = lcm_train::tensorboard::event_files(&dir).unwrap();
+    assert_eq!(first.len(), 1);
+    let before = lcm_train::tensorboard::read_events(&first[0]).unwrap();
+    assert_eq!(
+        before.len(),
+        1 + 5,
+        "file_version record, then one event per step"
+    );
+    assert_eq!(before[0].file_version.as_deref(), Some("brain.Event:2"));
+
+    train(&dir, &config(7, None), true).unwrap();
+    let files = lcm_train::tensorboard::event_files(&dir).unwrap();
+    assert_eq!(files.len(), 2, "a resumed run appends a new file");
+    assert_eq!(files[0], first[0], "the first file is kept, cut back");
+    let steps: Vec<i64> = lcm_train::tensorboard::read_events(&files[0])
+        .unwrap()
+        .iter()
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(steps, [0, 1, 2, 3, 4]);
+    let resumed = lcm_train::tensorboard::read_events(&files[1]).unwrap();
+    assert!(resumed[1].session_start && resumed[1].step == 5);
+
+    // Each step's scalars once, equal (as f32) to its metrics.jsonl line.
+    let scalars = event_scalars(&dir);
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut expected = Vec::new();
+    for line in &metrics {
+        let step = line["step"].as_i64().unwrap();
+        expected.push((
+            step,
+            "train/loss".to_string(),
+            line["loss"].as_f64().unwrap() as f32,
+        ));
+        expected.push((
+            step,
+            "optim/lr".to_string(),
+            line["lr"].as_f64().unwrap() as f32,
+        ));
+        if let Some(v) = line["valid_loss"].as_f64() {
+            expected.push((step, "valid/loss".to_string(), v as f32));
+        }
+    }
+    let sort = |mut v: Vec<(i64, String, f32)>| {
+        v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        v
+    };
+    assert_eq!(sort(scalars.clone()), sort(expected));
+    let valid_steps: Vec<i64> = scalars
+        .iter()
+        .filter(|(_, tag, _)| tag == "valid/loss")
+        .map(|(s, _, _)| *s)
+        .collect();
+    // The killed run validated its last step, 5; the resumed run's step 5 is not a
+    // validation step, so the orphaned value is gone.
+    assert_eq!(valid_steps, [3, 6, 7]);
+}
