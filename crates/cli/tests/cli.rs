@@ -281,6 +281,55 @@ fn train_tiny_base_lcm_then_resume() {
         out.join("checkpoints/step-00000007/model.safetensors")
             .exists()
     );
+    // TensorBoard event files beside metrics.jsonl: one per invocation, the second opening
+    // with a restart marker; one scalar event per step, with the same numbers.
+    let files = lcm_train::tensorboard::event_files(&out).expect("event files");
+    assert_eq!(files.len(), 2, "{files:?}");
+    let events: Vec<_> = files
+        .iter()
+        .flat_map(|f| lcm_train::tensorboard::read_events(f).expect("readable records"))
+        .collect();
+    assert_eq!(
+        events.len(),
+        1 + 4 + 1 + 1 + 3,
+        "file versions, START, steps"
+    );
+    let steps: Vec<_> = events
+        .iter()
+        .filter(|e| !e.scalars.is_empty())
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6, 7]);
+    assert!(events.iter().any(|e| e.session_start && e.step == 5));
+    for (event, line) in events
+        .iter()
+        .filter(|e| !e.scalars.is_empty())
+        .zip(metrics.lines())
+    {
+        let line: serde_json::Value = serde_json::from_str(line).expect("json");
+        let get = |tag: &str| {
+            event
+                .scalars
+                .iter()
+                .find(|(t, _)| t == tag)
+                .map(|(_, v)| *v)
+        };
+        for (tag, field) in [
+            ("train/loss", "loss"),
+            ("optim/lr", "lr"),
+            ("optim/grad_norm", "grad_norm"),
+            ("batch/concepts", "concepts"),
+            ("throughput/concepts_per_s", "concepts_per_s"),
+            ("valid/loss", "valid_loss"),
+        ] {
+            assert_eq!(
+                get(tag),
+                line[field].as_f64().map(|v| v as f32),
+                "{tag} at step {}",
+                event.step
+            );
+        }
+    }
 }
 
 #[test]

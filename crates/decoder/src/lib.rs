@@ -21,6 +21,7 @@
 //! model.safetensors   the weights under fairseq2 key names (newest finished call)
 //! config.json         the full training configuration (the training loop's)
 //! metrics.jsonl       one line per optimiser step (valid_loss on validation steps)
+//! events.out.tfevents.*  the same numbers as TensorBoard scalars (one file per call)
 //! loss.png            the loss curves, plotted at the end of each call
 //! checkpoints/        step-N/ with weights, AdamW moments, RNG and data position
 //! ```

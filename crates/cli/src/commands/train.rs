@@ -38,7 +38,8 @@ pub struct Args {
     /// Total optimiser steps (with --resume: the step to continue up to).
     #[arg(long)]
     steps: u64,
-    /// Run directory: config.json, metrics.jsonl, checkpoints/ and loss.png.
+    /// Run directory: config.json, metrics.jsonl (and TensorBoard events.out.tfevents.*),
+    /// checkpoints/ and loss.png.
     #[arg(long, short)]
     out: PathBuf,
     /// Normaliser (default: STORE/normalizer.safetensors).

@@ -31,7 +31,8 @@ pub struct TrainArgs {
     /// What the encoder sees.
     #[arg(long, value_enum, default_value = "state")]
     obs: Observation,
-    /// Output directory: config.json, metrics.jsonl, checkpoints/, loss.png.
+    /// Output directory: config.json, metrics.jsonl (and TensorBoard events.out.tfevents.*),
+    /// checkpoints/, loss.png.
     #[arg(long, short)]
     out: PathBuf,
     /// Optimiser steps (default: 6000 for state, 3000 for pixels).

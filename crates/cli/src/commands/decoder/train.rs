@@ -17,8 +17,8 @@ pub struct TrainArgs {
     /// Concept store whose sentences (and vectors) the decoder learns from.
     #[arg(long)]
     data: PathBuf,
-    /// Run folder: decoder.json, tokenizer.json, model.safetensors, metrics.jsonl, loss.png,
-    /// checkpoints/.
+    /// Run folder: decoder.json, tokenizer.json, model.safetensors, metrics.jsonl (and
+    /// TensorBoard events.out.tfevents.*), loss.png, checkpoints/.
     #[arg(long, short)]
     out: PathBuf,
     /// Encoder of the store (`minilm`, an HF repo id or a folder); checked against the
