@@ -132,7 +132,7 @@ fn split_records(bytes: &[u8]) -> (Vec<(usize, &[u8])>, Broken) {
         let rest = &rest[4..];
         let Some(len) = usize::try_from(len)
             .ok()
-            .filter(|&l| l <= rest.len().saturating_sub(4))
+            .filter(|&l| l.checked_add(4).is_some_and(|n| n <= rest.len()))
         else {
             return (
                 records,
@@ -621,6 +621,17 @@ mod tests {
         let (records, broken) = split_records(&two[..two.len() - 2]);
         assert_eq!(records.len(), 1);
         assert_eq!(broken.unwrap().0, 3 + FRAMING);
+        // An empty record cut inside its data CRC.
+        let empty = frame(b"");
+        for cut in 0..empty.len() {
+            let (records, broken) = split_records(&empty[..cut]);
+            assert_eq!(
+                (records.len(), broken.is_some()),
+                (0, cut > 0),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(split_records(&empty).0.len(), 1);
     }
 
     fn hex(s: &str) -> Vec<u8> {
