@@ -35,6 +35,17 @@ fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, 
     )
 }
 
+/// Kills the server if the test fails before stopping it, so that no orphan keeps the test
+/// harness's output pipe open.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads the "listening on http://ADDR" line the server prints once it accepts connections.
 fn listening_address(child: &mut Child) -> String {
     let stdout = child.stdout.take().expect("stdout");
@@ -68,12 +79,17 @@ fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
                 "--ddim-steps",
                 "5",
                 "--json",
+                // No stop rule: a 3-step model's concepts would stop at once.
+                "--eos-threshold",
+                "1.1",
+                "--repetition-threshold",
+                "1.1",
                 prompt,
             ]),
     );
     let cli: Value = serde_json::from_str(&printed).expect("json");
 
-    let mut server = lcm(home.path())
+    let server = lcm(home.path())
         .arg("serve")
         .args(["--port", "0", "--ddim-steps", "5"])
         .arg("--model")
@@ -85,15 +101,27 @@ fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn lcm serve");
-    let addr = listening_address(&mut server);
+    let mut server = KillOnDrop(server);
+    let addr = listening_address(&mut server.0);
 
     let (status, served) = request(
         &addr,
         "POST",
         "/generate",
-        Some(&json!({ "prompt": prompt, "max_sentences": 3, "seed": 7 })),
+        Some(&json!({
+            "prompt": prompt,
+            "max_sentences": 3,
+            "seed": 7,
+            "eos_threshold": 1.1,
+            "repetition_threshold": 1.1
+        })),
     );
     assert_eq!(status, 200, "{served}");
+    assert_eq!(
+        served["generated"].as_array().map(Vec::len),
+        Some(3),
+        "{served}"
+    );
     assert_eq!(served["generated"], cli["generated"], "{served}\n{cli}");
     assert_eq!(served["stop"], cli["stop"]);
     assert_eq!(served["prompt"], cli["prompt"]);
@@ -114,11 +142,11 @@ fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
     assert_eq!(status, 413, "{refused}");
 
     let terminated = std::process::Command::new("kill")
-        .arg(server.id().to_string())
+        .arg(server.0.id().to_string())
         .status()
         .expect("kill");
     assert!(terminated.success());
-    let exit = server.wait().expect("wait");
+    let exit = server.0.wait().expect("wait");
     assert!(exit.success(), "lcm serve exited with {exit}");
     let _ = std::io::stdout().flush();
 }

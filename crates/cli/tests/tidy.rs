@@ -61,6 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // entry points
     ("lcm-serve", &["lcm-concept", "lcm-workflows"]),
+    ("lcm-python", &["lcm-concept", "lcm-workflows"]),
     (
         "lcm-cli",
         &[
