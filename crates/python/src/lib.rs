@@ -125,18 +125,14 @@ impl Encoder {
             ),
         };
         let encoder = self.inner.clone();
-        let embeddings = py
+        let mut embeddings = py
             .detach(move || encode_sentences(encoder.as_ref(), &sentences, lang.as_deref()))
             .map_err(|e| library_error(&e))?;
-        let (rows, cols) = (embeddings.rows, embeddings.cols);
-        let mut values = embeddings.values;
         if normalize_embeddings {
-            for row in values.chunks_exact_mut(cols.max(1)) {
-                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                row.iter_mut().for_each(|v| *v /= norm);
-            }
+            embeddings.l2_normalize();
         }
-        let array = PyArray1::from_vec(py, values);
+        let (rows, cols) = (embeddings.rows, embeddings.cols);
+        let array = PyArray1::from_vec(py, embeddings.values);
         if single {
             return Ok(array.into_any());
         }

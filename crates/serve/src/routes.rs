@@ -153,14 +153,6 @@ async fn embed_inputs(
     Ok((embeddings, tokens))
 }
 
-fn l2_normalize(embeddings: &mut Embeddings) {
-    let cols = embeddings.cols.max(1);
-    for row in embeddings.values.chunks_exact_mut(cols) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-}
-
 pub async fn embed(
     State(state): State<AppState>,
     request: Result<Json<EmbedRequest>, JsonRejection>,
@@ -169,7 +161,7 @@ pub async fn embed(
     let (mut embeddings, _) =
         embed_inputs(&state, request.inputs.into_vec(), request.truncate).await?;
     if request.normalize {
-        l2_normalize(&mut embeddings);
+        embeddings.l2_normalize();
     }
     Ok(Json(embeddings.rows().map(<[f32]>::to_vec).collect()))
 }

@@ -19,6 +19,15 @@ impl Embeddings {
     pub fn rows(&self) -> std::slice::ChunksExact<'_, f32> {
         self.values.chunks_exact(self.cols.max(1))
     }
+
+    /// Scales every row to unit length (`F.normalize`: x / max(‖x‖₂, 1e-12)), as
+    /// `normalize` / `normalize_embeddings` ask of the server and the Python package.
+    pub fn l2_normalize(&mut self) {
+        for row in self.values.chunks_exact_mut(self.cols.max(1)) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
 }
 
 /// Encodes `sentences` with `encoder` (`lang`: the encoder's language hint).
