@@ -1138,6 +1138,12 @@ impl BertEncoder {
             .collect())
     }
 
+    /// Whether the text goes through XLM-R's SentencePiece tokenizer (an XLM-R-family model:
+    /// multilingual-e5, paraphrase-multilingual-*).
+    pub fn is_xlmr(&self) -> bool {
+        matches!(self.tokenizer, TextTokenizer::Xlmr(_))
+    }
+
     /// The prompt prepended to every sentence (empty for none).
     pub fn prompt(&self) -> &str {
         &self.prompt
@@ -1449,6 +1455,40 @@ impl ConceptEncoder for BertEncoder {
                 .map(|t| t.ids.len() + usize::from(t.truncated))
                 .collect(),
         ))
+    }
+
+    fn unknown_only(&self, sentences: &[&str]) -> Result<Option<Vec<bool>>> {
+        // The sentence alone, without the prompt (whose tokens are always known).
+        let all_unknown = |ids: &[u32], unk: u32| !ids.is_empty() && ids.iter().all(|&i| i == unk);
+        match &self.tokenizer {
+            TextTokenizer::Json(tokenizer) => {
+                let Some(unk) = ["[UNK]", "<unk>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+                else {
+                    return Ok(None);
+                };
+                let encodings = self.pool.install(|| {
+                    tokenizer
+                        .encode_batch_fast(sentences.to_vec(), false)
+                        .map_err(|e| {
+                            ConceptError::Tokenizer(format!("{}: {e}", self.folder.display()))
+                        })
+                })?;
+                Ok(Some(
+                    encodings
+                        .iter()
+                        .map(|e| all_unknown(e.get_ids(), unk))
+                        .collect(),
+                ))
+            }
+            TextTokenizer::Xlmr(tok) => Ok(Some(
+                sentences
+                    .iter()
+                    .map(|s| all_unknown(&tok.piece_ids(s), xlmr::UNK))
+                    .collect(),
+            )),
+        }
     }
 }
 

@@ -27,4 +27,10 @@ pub trait ConceptEncoder: Send + Sync {
     fn token_counts(&self, _sentences: &[&str]) -> Result<Option<Vec<usize>>> {
         Ok(None)
     }
+    /// For each sentence, whether the tokenizer maps all of it to unknown tokens (text in a
+    /// script the vocabulary lacks, whose concept then carries nothing of the text); empty
+    /// sentences are not. `None` where the encoder cannot tell.
+    fn unknown_only(&self, _sentences: &[&str]) -> Result<Option<Vec<bool>>> {
+        Ok(None)
+    }
 }

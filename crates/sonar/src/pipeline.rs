@@ -52,6 +52,45 @@ impl SonarFiles {
     pub const ALL: [SonarFile; 3] = [Self::ENCODER, Self::DECODER, Self::TOKENIZER];
 }
 
+/// Optional file of a SONAR folder for checkpoints other than the published ones (retrained
+/// or tiny test models): `{"num_heads": 4, "languages": ["eng_Latn", "fra_Latn"]}`. Heads
+/// cannot be read from a checkpoint (default `model_dim / 64`); `languages` are the
+/// tokenizer's language tags in id order (default: the card's 202).
+pub const FOLDER_CONFIG: &str = "lcm-sonar.json";
+
+/// What [`FOLDER_CONFIG`] holds.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderConfig {
+    num_heads: Option<usize>,
+    languages: Option<Vec<String>>,
+}
+
+fn folder_config(dir: &Path) -> Result<FolderConfig> {
+    let path = dir.join(FOLDER_CONFIG);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| SonarError::file(&path, format!("invalid {FOLDER_CONFIG}: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FolderConfig::default()),
+        Err(e) => Err(SonarError::file(&path, e.to_string())),
+    }
+}
+
+/// The folder's tokenizer, with the languages its config names.
+fn folder_tokenizer(dir: &Path, config: &FolderConfig) -> Result<SonarTokenizer> {
+    let spm = require(dir, SonarFiles::TOKENIZER)?;
+    let languages = config
+        .languages
+        .clone()
+        .unwrap_or_else(SonarTokenizer::sonar_languages);
+    SonarTokenizer::from_file(&spm, &languages)
+}
+
+/// Whether `dir` holds a SONAR text encoder (its checkpoint under the published name).
+pub fn is_sonar_dir(dir: &Path) -> bool {
+    dir.join(SonarFiles::ENCODER.name).is_file()
+}
+
 /// Parameter counts of the published checkpoints (reference notes), used to check a download.
 pub const ENCODER_PARAMETERS: usize = 766_091_264;
 pub const DECODER_PARAMETERS: usize = 866_902_016;
@@ -127,11 +166,12 @@ pub struct SonarTextEncoder {
 
 impl SonarTextEncoder {
     /// Loads `sonar_text_encoder.pt` and the SentencePiece model from a SONAR folder.
+    /// A [`FOLDER_CONFIG`] file, if present, gives the heads and languages.
     pub fn open(dir: &Path) -> Result<Self> {
         let weights = require(dir, SonarFiles::ENCODER)?;
-        let spm = require(dir, SonarFiles::TOKENIZER)?;
-        let tokenizer = SonarTokenizer::from_file(&spm, &SonarTokenizer::sonar_languages())?;
-        Self::from_parts(&weights, tokenizer, None)
+        let config = folder_config(dir)?;
+        let tokenizer = folder_tokenizer(dir, &config)?;
+        Self::from_parts(&weights, tokenizer, config.num_heads)
     }
 
     /// Loads any SONAR-layout encoder checkpoint (`.pt` or `.safetensors`) with a tokenizer;
@@ -195,6 +235,19 @@ impl ConceptEncoder for SonarTextEncoder {
     fn id(&self) -> &str {
         &self.id
     }
+
+    fn unknown_only(&self, sentences: &[&str]) -> lcm_concept::Result<Option<Vec<bool>>> {
+        let unk = self.tokenizer.special_ids().unk;
+        Ok(Some(
+            sentences
+                .iter()
+                .map(|s| {
+                    let ids = self.tokenizer.encode_pieces(s);
+                    !ids.is_empty() && ids.iter().all(|&i| i == unk)
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// SONAR's text decoder behind [`ConceptDecoder`] (`EmbeddingToTextModelPipeline`
@@ -209,13 +262,14 @@ pub struct SonarTextDecoder {
 impl SonarTextDecoder {
     /// Loads `sonar_text_decoder.pt` and the SentencePiece model from a SONAR folder; the
     /// space id is that of the folder's encoder checkpoint.
+    /// A [`FOLDER_CONFIG`] file, if present, gives the heads and languages.
     pub fn open(dir: &Path) -> Result<Self> {
         let weights = require(dir, SonarFiles::DECODER)?;
-        let spm = require(dir, SonarFiles::TOKENIZER)?;
         let encoder = require(dir, SonarFiles::ENCODER)?;
-        let tokenizer = SonarTokenizer::from_file(&spm, &SonarTokenizer::sonar_languages())?;
+        let config = folder_config(dir)?;
+        let tokenizer = folder_tokenizer(dir, &config)?;
         let encoder_id = format!("sonar-text-encoder@{}", checkpoint_fingerprint(&encoder)?);
-        Self::from_parts(&weights, tokenizer, encoder_id, None)
+        Self::from_parts(&weights, tokenizer, encoder_id, config.num_heads)
     }
 
     pub fn from_parts(

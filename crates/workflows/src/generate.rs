@@ -89,8 +89,17 @@ pub fn prompt_sentences(text: &str) -> Result<Vec<String>> {
 
 /// The raw concepts `[N, D]` of the prompt's sentences.
 pub fn encode_prompt(encoder: &dyn ConceptEncoder, prompt: &[String]) -> Result<Tensor> {
+    encode_prompt_in(encoder, prompt, None)
+}
+
+/// [`encode_prompt`] with the prompt's language (a SONAR code; SONAR's encoder needs it).
+pub fn encode_prompt_in(
+    encoder: &dyn ConceptEncoder,
+    prompt: &[String],
+    lang: Option<&str>,
+) -> Result<Tensor> {
     let refs: Vec<&str> = prompt.iter().map(String::as_str).collect();
-    Ok(encoder.encode(&refs, None)?.to_dtype(DType::F32)?)
+    Ok(encoder.encode(&refs, lang)?.to_dtype(DType::F32)?)
 }
 
 /// The generated concepts (raw space, one `[D]` tensor each) and why generation stopped.
@@ -174,6 +183,13 @@ pub enum ContinuationDecoder {
         root: PathBuf,
         beam: usize,
     },
+    /// SONAR's decoder (`--decoder sonar`), decoding into the language asked for with `beam`
+    /// beams; `root` is its folder.
+    Sonar {
+        decoder: Box<dyn ConceptDecoder>,
+        root: PathBuf,
+        beam: usize,
+    },
 }
 
 impl ContinuationDecoder {
@@ -195,11 +211,12 @@ impl ContinuationDecoder {
         })))
     }
 
-    /// `"retrieval"` or `"trained"`.
+    /// `"retrieval"`, `"trained"` or `"sonar"`.
     pub fn kind(&self) -> &'static str {
         match self {
             ContinuationDecoder::Retrieval(_) => "retrieval",
             ContinuationDecoder::Trained { .. } => "trained",
+            ContinuationDecoder::Sonar { .. } => "sonar",
         }
     }
 
@@ -207,24 +224,28 @@ impl ContinuationDecoder {
     pub fn path(&self) -> &Path {
         match self {
             ContinuationDecoder::Retrieval(d) => d.bank().root(),
-            ContinuationDecoder::Trained { root, .. } => root,
+            ContinuationDecoder::Trained { root, .. } | ContinuationDecoder::Sonar { root, .. } => {
+                root
+            }
         }
     }
 
     /// Whether [`decode_continuation`] re-encodes the decoded text to score it (a trained
     /// decoder has no similarity of its own; retrieval has the bank's cosine).
     pub fn rescores(&self) -> bool {
-        matches!(self, ContinuationDecoder::Trained { .. })
+        !matches!(self, ContinuationDecoder::Retrieval(_))
     }
 }
 
 /// Decodes the generated concepts. The score of a retrieved sentence is its cosine with
-/// the concept; a trained decoder's text is scored by the round-trip cosine
-/// cos(encode(text), concept) with `encoder` (no score without one, or for empty text).
+/// the concept; a generated text (trained or SONAR decoder) is scored by the round-trip
+/// cosine cos(encode(text), concept) with `encoder` (no score without one, or for empty
+/// text). `lang` is the language SONAR decodes into (and the text is re-encoded in).
 pub fn decode_continuation(
     decoder: &ContinuationDecoder,
     concepts: &[Tensor],
     encoder: Option<&dyn ConceptEncoder>,
+    lang: Option<&str>,
 ) -> Result<Vec<Decoded>> {
     if concepts.is_empty() {
         return Ok(Vec::new());
@@ -234,16 +255,17 @@ pub fn decode_continuation(
         ContinuationDecoder::Retrieval(d) => {
             Ok(d.decode(&stacked, None, &DecodeConfig::default())?)
         }
-        ContinuationDecoder::Trained { decoder, beam, .. } => {
+        ContinuationDecoder::Trained { decoder, beam, .. }
+        | ContinuationDecoder::Sonar { decoder, beam, .. } => {
             let config = DecodeConfig {
                 beam_size: (*beam).max(1),
                 ..DecodeConfig::default()
             };
-            let mut decoded = decoder.decode(&stacked, None, &config)?;
+            let mut decoded = decoder.decode(&stacked, lang, &config)?;
             for (d, concept) in decoded.iter_mut().zip(concepts) {
                 d.score = match encoder {
                     Some(encoder) if !d.text.trim().is_empty() => {
-                        let e = encoder.encode(&[d.text.as_str()], None)?;
+                        let e = encoder.encode(&[d.text.as_str()], lang)?;
                         Some(row_cosines(&e.to_dtype(DType::F32)?, concept)?[0])
                     }
                     _ => None,
@@ -277,10 +299,10 @@ pub fn continuation_json(
         "sampling": sampling,
         "seed": seed,
     });
-    // "bank" for the retrieval decoder, the run folder for a trained one.
+    // "bank" for the retrieval decoder, the folder of a trained or SONAR one.
     let key = match decoder {
         ContinuationDecoder::Retrieval(_) => "bank",
-        ContinuationDecoder::Trained { .. } => "decoder_path",
+        ContinuationDecoder::Trained { .. } | ContinuationDecoder::Sonar { .. } => "decoder_path",
     };
     doc[key] = decoder.path().display().to_string().into();
     doc

@@ -20,11 +20,16 @@
 //! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
 //!   loaded once), what `lcm generate`, `lcm serve` and the Python package call.
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
+//! - [`vectors`]: concepts given as vectors rather than text: the model's next concepts
+//!   and decoding them with any decoder (Python's `LCM.next_concepts`, `lcm.Decoder`).
+//! - [`encoders`]: concept encoders and decoders by name or by the id an artifact records
+//!   (`minilm`, `e5`, `sonar`, HF repo ids, folders), languages, the unknown-token tally.
 //! - [`models`]: checking downloaded SONAR files by loading them.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
 //!   bank-backed proposers, the method comparison, case files and reports).
 
 pub mod encode;
+pub mod encoders;
 pub mod evaluate;
 pub mod federated;
 pub mod fused;
@@ -36,6 +41,7 @@ pub mod planning;
 pub mod session;
 pub mod store;
 pub mod train;
+pub mod vectors;
 
 use std::path::PathBuf;
 
@@ -82,6 +88,23 @@ pub enum WorkflowError {
         #[source]
         source: Box<WorkflowError>,
     },
+    /// A failure while loading the encoder a user named or an artifact records.
+    #[error("loading encoder from {}", path.display())]
+    LoadEncoder {
+        path: PathBuf,
+        #[source]
+        source: Box<WorkflowError>,
+    },
+    /// A failure while loading a SONAR decoder.
+    #[error("loading decoder from {}", path.display())]
+    LoadDecoder {
+        path: PathBuf,
+        #[source]
+        source: Box<WorkflowError>,
+    },
+    /// A language code no table knows (the message lists the close matches).
+    #[error(transparent)]
+    Language(#[from] lcm_concept::lang::UnknownLanguage),
     /// A failure while building or opening a sentence bank.
     #[error("{action} {}", path.display())]
     Bank {

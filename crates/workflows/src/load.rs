@@ -66,6 +66,22 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
     Ok(manager.step_dir(step))
 }
 
+/// The embedding space (encoder id) the checkpoint at `path` records, read without loading
+/// its weights: what picks the encoder when a command is given none.
+pub fn checkpoint_space_id(path: &Path) -> Result<String> {
+    let step_dir = resolve_checkpoint(path)?;
+    let state_path = step_dir.join(STATE_FILE);
+    let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
+        path: state_path.clone(),
+        source,
+    })?;
+    let state: TrainState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
+        path: step_dir.clone(),
+        reason: format!("invalid {STATE_FILE}: {e}"),
+    })?;
+    Ok(state.space_id)
+}
+
 /// Loads the model of the checkpoint at `path` (see [`resolve_checkpoint`]). With
 /// `expected_space`, a checkpoint trained in another embedding space is refused.
 pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedModel> {

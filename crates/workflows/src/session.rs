@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use lcm_concept::{ConceptEncoder, Decoded};
-use lcm_decoder::TrainedDecoder;
 use lcm_model::generate::DiffusionSampling;
 
+use crate::Result;
+use crate::encoders::{AnyDecoder, load_decoder};
 use crate::generate::{
-    ContinuationDecoder, Stop, StopRules, continue_prompt, decode_continuation, encode_prompt,
+    ContinuationDecoder, Stop, StopRules, continue_prompt, decode_continuation, encode_prompt_in,
     prompt_sentences,
 };
 use crate::load::{TrainedLcm, eos_embedding};
 use crate::store::BankNotice;
-use crate::{Result, WorkflowError};
 
 /// Which decoder turns generated concepts into text.
 #[derive(Clone, Debug, Default)]
@@ -28,7 +28,9 @@ pub struct DecoderChoice {
     pub bank: Option<PathBuf>,
     /// A concept store whose bank (built on first use) the retrieval decoder searches.
     pub store: Option<PathBuf>,
-    /// A trained decoder (`lcm train-decoder --out`) instead of retrieval, with its beams.
+    /// A generative decoder instead of retrieval, with its beams: a `lcm train-decoder
+    /// --out` folder, `sonar` or a folder holding SONAR's files
+    /// ([`crate::encoders::load_decoder`]).
     pub trained: Option<(PathBuf, usize)>,
 }
 
@@ -47,6 +49,9 @@ pub struct GenerationSession {
     encoder: Arc<dyn ConceptEncoder>,
     eos: Vec<f32>,
     decoder: ContinuationDecoder,
+    /// The prompts' language and the one SONAR decodes into (SONAR codes).
+    source_lang: Option<String>,
+    target_lang: Option<String>,
 }
 
 impl GenerationSession {
@@ -65,21 +70,18 @@ impl GenerationSession {
         trained.check_encoder(encoder.as_ref(), requested)?;
         let eos = eos_embedding(encoder.as_ref())?;
         let decoder = match &decoder.trained {
-            Some((dir, beam)) => {
-                let opened =
-                    TrainedDecoder::open_expecting(dir, trained.encoder_id(), encoder.dim())
-                        .map_err(|e| {
-                            WorkflowError::Refused(format!(
-                                "opening the decoder {}: {e}",
-                                dir.display()
-                            ))
-                        })?;
-                ContinuationDecoder::Trained {
-                    root: opened.root().to_path_buf(),
-                    decoder: Box::new(opened),
+            Some((dir, beam)) => match load_decoder(dir, trained.encoder_id(), encoder.dim())? {
+                (AnyDecoder::Sonar(decoder), root) => ContinuationDecoder::Sonar {
+                    decoder,
+                    root,
                     beam: *beam,
-                }
-            }
+                },
+                (AnyDecoder::Trained(decoder), root) => ContinuationDecoder::Trained {
+                    decoder,
+                    root,
+                    beam: *beam,
+                },
+            },
             None => ContinuationDecoder::retrieval(
                 decoder.bank.as_deref(),
                 decoder.store.as_deref(),
@@ -94,7 +96,17 @@ impl GenerationSession {
             encoder,
             eos,
             decoder,
+            source_lang: None,
+            target_lang: None,
         })
+    }
+
+    /// Sets the prompts' language (`source`, given to the encoder) and the language SONAR
+    /// decodes into (`target`, default `source`); SONAR codes ([`crate::encoders::resolve_language`]).
+    pub fn with_languages(mut self, source: Option<&str>, target: Option<&str>) -> Self {
+        self.source_lang = source.map(str::to_string);
+        self.target_lang = target.or(source).map(str::to_string);
+        self
     }
 
     pub fn trained(&self) -> &TrainedLcm {
@@ -121,7 +133,8 @@ impl GenerationSession {
         allow_prompt_sentences: bool,
     ) -> Result<Generation> {
         let prompt = prompt_sentences(prompt_text)?;
-        let prompt_raw = encode_prompt(self.encoder.as_ref(), &prompt)?;
+        let prompt_raw =
+            encode_prompt_in(self.encoder.as_ref(), &prompt, self.source_lang.as_deref())?;
         let continuation =
             continue_prompt(&self.trained, &prompt_raw, &self.eos, rules, sampling, seed)?;
         let sentences = self.decode(&continuation.concepts, &prompt, allow_prompt_sentences)?;
@@ -146,7 +159,12 @@ impl GenerationSession {
                 }
                 Ok(retrieval.decode_excluding(&Tensor::stack(concepts, 0)?, &exclude)?)
             }
-            _ => decode_continuation(&self.decoder, concepts, Some(self.encoder.as_ref())),
+            _ => decode_continuation(
+                &self.decoder,
+                concepts,
+                Some(self.encoder.as_ref()),
+                self.target_lang.as_deref(),
+            ),
         }
     }
 }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use lcm_concept::ConceptEncoder;
 use lcm_workflows::encode::{BatchEncoder, Embeddings};
+use lcm_workflows::encoders::UnknownTally;
 
-use super::EncoderArgs;
+use super::{EncoderArgs, LangArgs};
 use crate::output::{TextLines, npy_bytes, safetensors_bytes, write_atomic};
 
 /// Sentences encoded at once: enough to sort by length and keep both cores busy.
@@ -29,9 +30,8 @@ pub struct Args {
     /// Write embeddings to a .safetensors or .npy file instead of JSON lines on stdout.
     #[arg(long, short)]
     out: Option<PathBuf>,
-    /// Language hint passed to the encoder.
-    #[arg(long)]
-    lang: Option<String>,
+    #[command(flatten)]
+    lang: LangArgs,
     #[command(flatten)]
     encoder: EncoderArgs,
 }
@@ -153,7 +153,9 @@ impl Sink {
 pub fn run(args: Args) -> Result<()> {
     let mut sink = Sink::new(args.out)?;
     let encoder = args.encoder.load()?;
-    let mut batches = BatchEncoder::new(&encoder, args.lang.as_deref(), BATCH_SENTENCES);
+    let lang = args.lang.resolve(Some(&encoder))?;
+    let tally = UnknownTally::new(&encoder);
+    let mut batches = BatchEncoder::new(&tally, lang, BATCH_SENTENCES);
     let mut encoded = 0usize;
     let lines: Box<dyn Iterator<Item = Result<String>>> = if args.sentences.is_empty() {
         Box::new(TextLines::open(args.file.as_deref())?)
@@ -172,6 +174,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if encoded == 0 {
         bail!("no sentences to encode: pass them as arguments, with --file, or on stdin");
+    }
+    if let Some(report) = tally.report() {
+        eprintln!("warning: {report}");
     }
     sink.finish(encoder.id())
 }

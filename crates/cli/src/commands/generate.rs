@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use lcm_concept::ConceptEncoder;
+use lcm_workflows::encoders::resolve_language;
 use lcm_workflows::generate::{
     ContinuationDecoder, StopRules, continuation_json, prompt_sentences,
 };
+use lcm_workflows::load::checkpoint_space_id;
 use lcm_workflows::session::{DecoderChoice, GenerationSession};
 
-use super::EncoderArgs;
 use super::trained::SamplingArgs;
+use super::{EncoderArgs, LangArgs};
 use crate::output::{bank_notice, read_text};
 
 #[derive(clap::Args)]
@@ -33,11 +35,16 @@ pub struct Args {
     /// A sentence bank folder (instead of STORE/sentence-bank).
     #[arg(long)]
     bank: Option<PathBuf>,
-    /// A trained decoder (a `lcm train-decoder --out` folder) instead of the retrieval
-    /// decoder; it must be trained for the model's encoder.
+    /// A generative decoder instead of retrieval: `sonar` (SONAR's decoder from
+    /// `$LCM_HOME/models/sonar`, for models trained on SONAR concepts), a folder holding
+    /// SONAR's files, or a trained decoder (a `lcm train-decoder --out` folder) of the
+    /// model's encoder.
     #[arg(long, conflicts_with = "bank")]
     decoder: Option<PathBuf>,
-    /// Beams of the trained decoder's search (1: greedy).
+    /// Language SONAR decodes into (default: --lang); SONAR code or ISO 639-1.
+    #[arg(long, requires = "decoder")]
+    target_lang: Option<String>,
+    /// Beams of the generative decoder's search (1: greedy).
     #[arg(long, default_value_t = 5, requires = "decoder")]
     beam: usize,
     /// Normaliser (default: the one recorded in the checkpoint).
@@ -59,6 +66,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    lang: LangArgs,
+    #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
     encoder: EncoderArgs,
@@ -72,7 +81,13 @@ pub fn run(args: Args) -> Result<()> {
     // An empty prompt is refused before anything loads.
     prompt_sentences(&text)?;
     let sampling = args.sampling.sampling()?;
-    let encoder: Arc<dyn ConceptEncoder> = Arc::new(args.encoder.load()?);
+    let what = format!("the model {}", args.model.display());
+    let encoder = args
+        .encoder
+        .load_for(&checkpoint_space_id(&args.model)?, &what)?;
+    let lang = args.lang.resolve(Some(&encoder))?;
+    let target = resolve_language(args.target_lang.as_deref())?;
+    let encoder: Arc<dyn ConceptEncoder> = Arc::new(encoder);
     let choice = DecoderChoice {
         bank: args.bank.clone(),
         store: args.store.clone(),
@@ -82,10 +97,14 @@ pub fn run(args: Args) -> Result<()> {
         &args.model,
         args.normalizer.as_deref(),
         encoder,
-        &args.encoder.encoder,
+        args.encoder.name(),
         &choice,
         &mut bank_notice,
-    )?;
+    )?
+    .with_languages(lang, target);
+    if target.is_some() && !matches!(session.decoder(), ContinuationDecoder::Sonar { .. }) {
+        eprintln!("warning: --target-lang only chooses the language of SONAR's decoding");
+    }
     let rules = StopRules {
         max_sentences: args.max_sentences,
         eos_threshold: args.eos_threshold,
@@ -122,12 +141,15 @@ pub fn run(args: Args) -> Result<()> {
             trained.label(),
             d.bank().len()
         ),
-        ContinuationDecoder::Trained { root, .. } => println!(
-            "\nContinuation by {} (trained decoder {}; [cos] = similarity of the generated \
-             text, re-encoded, to the generated concept):",
-            trained.label(),
-            root.display()
-        ),
+        ContinuationDecoder::Trained { root, .. } | ContinuationDecoder::Sonar { root, .. } => {
+            println!(
+                "\nContinuation by {} ({} decoder {}; [cos] = similarity of the generated \
+                 text, re-encoded, to the generated concept):",
+                trained.label(),
+                decoder.kind(),
+                root.display()
+            )
+        }
     }
     for (i, d) in decoded.iter().enumerate() {
         let score = d.score.map_or("  —  ".to_string(), |s| format!("{s:.3}"));

@@ -15,9 +15,10 @@ use lcm_workflows::TrainedLcm;
 use lcm_workflows::planning::{PlanOptions, Planning, ProposerKind as Proposer, load_classifier};
 use lcm_workflows::store::retrieval_decoder;
 
-use super::EncoderArgs;
 use super::trained::{SamplingArgs, load_encoder};
+use super::{EncoderArgs, LangArgs};
 use crate::output::bank_notice;
+use lcm_workflows::encoders::InLanguage;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -96,6 +97,8 @@ pub struct Args {
     #[arg(long, requires = "cases")]
     out: Option<PathBuf>,
     #[command(flatten)]
+    lang: LangArgs,
+    #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
     encoder: EncoderArgs,
@@ -156,7 +159,13 @@ pub fn run(args: Args) -> Result<()> {
     // Read the cases or the prompt before loading anything, so a typo fails fast.
     let cases = args.cases()?;
     let trained = TrainedLcm::load(&args.model, args.normalizer.as_deref())?;
-    let encoder = load_encoder(&trained, &args.encoder)?;
+    let loaded = load_encoder(&trained, &args.encoder)?;
+    let lang = args.lang.resolve(Some(&loaded))?;
+    // Prompts, goals and guardrail sentences are all encoded in --lang.
+    let encoder = InLanguage {
+        inner: &loaded,
+        lang,
+    };
     let sampling = args.sampling.sampling()?;
     let decoder = retrieval_decoder(
         args.bank.as_deref(),

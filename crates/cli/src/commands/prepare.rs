@@ -7,8 +7,9 @@ use lcm_data::prepare::{PrepareOptions, prepare};
 use lcm_data::reader::ReaderOptions;
 use lcm_data::store::StoreDType;
 
-use super::EncoderArgs;
+use super::{EncoderArgs, LangArgs};
 use crate::progress::PrepareBar;
+use lcm_workflows::encoders::UnknownTally;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,9 +38,8 @@ pub struct Args {
     /// counting the lines and warning about the ids.
     #[arg(long)]
     strict: bool,
-    /// Language hint for segmentation and encoding.
-    #[arg(long)]
-    lang: Option<String>,
+    #[command(flatten)]
+    lang: LangArgs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -49,6 +49,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let encoder = args.encoder.load()?;
+    let lang = args.lang.resolve(Some(&encoder))?;
     let mut options = PrepareOptions::new(args.inputs, args.out.clone());
     options.dtype = args.dtype.parse::<StoreDType>()?;
     options.shard_size = args.shard_size;
@@ -59,11 +60,12 @@ pub fn run(args: Args) -> Result<()> {
         strict: args.strict,
     };
     options.segmenter = SegmenterConfig {
-        lang: args.lang,
+        lang: lang.map(str::to_string),
         ..SegmenterConfig::default()
     };
     let bar = PrepareBar::new(args.quiet);
-    let result = prepare(&encoder, &options, &bar);
+    let tally = UnknownTally::new(&encoder);
+    let result = prepare(&tally, &options, &bar);
     bar.finish();
     let report = result?;
     let read = &report.read;
@@ -88,6 +90,9 @@ pub fn run(args: Args) -> Result<()> {
         read.empty_documents,
         report.documents_without_sentences
     );
+    if let Some(report) = tally.report() {
+        println!("warning: {report}");
+    }
     if read.duplicate_ids > 0 {
         println!(
             "warning: {} documents repeat an earlier document's id (kept; the warnings above name both places; --strict refuses them)",

@@ -13,7 +13,8 @@ use crate::output::read_text;
 pub struct Args {
     /// Text file to segment (default: standard input).
     file: Option<PathBuf>,
-    /// Language hint (e.g. en, fr, de, zh, or eng_Latn) for abbreviation rules.
+    /// Language hint (e.g. en, fr, de, zh, or eng_Latn) for abbreviation rules; an unknown
+    /// code is refused with the close matches.
     #[arg(long)]
     lang: Option<String>,
     /// Re-split sentences of at least this many characters, as `lcm prepare` does with 256.
@@ -33,6 +34,8 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // An unknown code fails here, listing the close matches.
+    lcm_workflows::encoders::resolve_language(args.lang.as_deref())?;
     let text = read_text(args.file.as_deref())?;
     let segmenter = Segmenter::new(args.config());
     let stdout = std::io::stdout();

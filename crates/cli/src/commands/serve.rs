@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use lcm_concept::ConceptEncoder;
 use lcm_serve::{ServeConfig, Services};
+use lcm_workflows::load::checkpoint_space_id;
 use lcm_workflows::session::{DecoderChoice, GenerationSession};
 
 use super::EncoderArgs;
@@ -75,7 +76,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_client_batch_size == 0 || args.max_queue == 0 || args.max_batch_tokens == 0 {
         bail!("--max-client-batch-size, --max-queue and --max-batch-tokens must be at least 1");
     }
-    let encoder: Arc<dyn ConceptEncoder> = Arc::new(args.encoder.load()?);
+    // With a model, its recorded encoder unless --encoder names one (of the same space).
+    let encoder: Arc<dyn ConceptEncoder> = Arc::new(match &args.model {
+        Some(model) => {
+            let what = format!("the model {}", model.display());
+            args.encoder.load_for(&checkpoint_space_id(model)?, &what)?
+        }
+        None => args.encoder.load()?,
+    });
     let generator = match &args.model {
         Some(model) => {
             let choice = DecoderChoice {
@@ -87,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
                 model,
                 args.normalizer.as_deref(),
                 encoder.clone(),
-                &args.encoder.encoder,
+                args.encoder.name(),
                 &choice,
                 &mut bank_notice,
             )?))

@@ -92,7 +92,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let inputs = TrainingInputs::open(&args.store, args.normalizer.as_deref())?;
-    let encoder = args.encoder.load()?;
+    let what = format!("the store {}", args.store.display());
+    let encoder = args.encoder.load_for(&inputs.encoder_id, &what)?;
     inputs.check_encoder(&encoder)?;
     let eos = eos_embedding(&encoder)?;
     drop(encoder);

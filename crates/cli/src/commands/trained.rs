@@ -3,8 +3,8 @@
 //! [`lcm_workflows::TrainedLcm::load`].
 
 use anyhow::Result;
-use lcm_concept::bert::BertEncoder;
 use lcm_model::generate::DiffusionSampling;
+use lcm_workflows::encoders::AnyEncoder;
 use lcm_workflows::{SamplingSettings, TrainedLcm};
 
 use super::EncoderArgs;
@@ -56,9 +56,8 @@ impl SamplingArgs {
 }
 
 /// Loads the encoder of `args`, refusing one from another embedding space than the
-/// model's.
-pub fn load_encoder(trained: &TrainedLcm, args: &EncoderArgs) -> Result<BertEncoder> {
-    let encoder = args.load()?;
-    trained.check_encoder(&encoder, &args.encoder)?;
-    Ok(encoder)
+/// model's; without `--encoder`, the one the model records.
+pub fn load_encoder(trained: &TrainedLcm, args: &EncoderArgs) -> Result<AnyEncoder> {
+    let what = format!("the model {}", trained.loaded.checkpoint.display());
+    args.load_for(trained.encoder_id(), &what)
 }

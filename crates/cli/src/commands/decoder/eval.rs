@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use lcm_concept::ConceptEncoder;
 use lcm_decoder::TrainedDecoder;
 use lcm_decoder::roundtrip::{self, HeldOutSample, RoundTripConfig, RoundTripReport};
 use lcm_workflows::store::retrieval_decoder;
@@ -51,16 +50,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         .with_context(|| format!("opening the decoder {}", args.decoder.display()))?;
     let sample = HeldOutSample::load(&decoder, &args.data, args.limit)
         .with_context(|| format!("reading the held-out sentences of {}", args.data.display()))?;
-    let encoder = args.encoder.load()?;
-    if encoder.id() != sample.encoder_id {
-        bail!(
-            "{} holds `{}` concepts but --encoder `{}` is `{}`; pass the store's encoder",
-            args.data.display(),
-            sample.encoder_id,
-            args.encoder.encoder,
-            encoder.id()
-        );
-    }
+    let what = format!("the store {}", args.data.display());
+    let encoder = args.encoder.load_for(&sample.encoder_id, &what)?;
     // The store's bank holds every sentence, held-out ones included: they are excluded
     // from the candidates, or retrieval would return the reference itself.
     let retrieval = retrieval_decoder(

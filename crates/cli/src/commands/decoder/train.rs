@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use lcm_concept::ConceptEncoder;
+use anyhow::{Context, Result};
 use lcm_data::store::ConceptStore;
 use lcm_decoder::train::DecoderEngine;
 use lcm_decoder::{DecoderTrainConfig, METRICS_FILE, PLOT_FILE, TrainEvent, train_decoder};
@@ -21,10 +20,10 @@ pub struct TrainArgs {
     /// TensorBoard events.out.tfevents.*), loss.png, checkpoints/.
     #[arg(long, short)]
     out: PathBuf,
-    /// Encoder of the store (`minilm`, an HF repo id or a folder); checked against the
-    /// store's encoder id.
-    #[arg(long, default_value = "minilm")]
-    encoder: String,
+    /// Encoder of the store (`minilm`, `e5`, `sonar`, an HF repo id or a folder); checked
+    /// against the store's encoder id. Default: the one the store records.
+    #[arg(long)]
+    encoder: Option<String>,
     /// Decoder layers.
     #[arg(long, default_value_t = 4)]
     layers: usize,
@@ -111,16 +110,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
     // Loads the encoder only to check that the store lives in its space.
     let store = ConceptStore::open(&args.data)
         .with_context(|| format!("opening the concept store {}", args.data.display()))?;
-    let encoder = encoder_args.load()?;
-    if encoder.id() != store.meta.encoder_id {
-        bail!(
-            "{} holds `{}` concepts but --encoder `{}` is `{}`; pass the store's encoder",
-            args.data.display(),
-            store.meta.encoder_id,
-            args.encoder,
-            encoder.id()
-        );
-    }
+    let what = format!("the store {}", args.data.display());
+    let encoder = encoder_args.load_for(&store.meta.encoder_id, &what)?;
     drop(encoder);
     drop(store);
     let config = DecoderTrainConfig {
