@@ -20,8 +20,6 @@
 //! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
 //!   loaded once), what `lcm generate`, `lcm serve` and the Python package call.
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
-//! - [`vectors`]: concepts given as vectors rather than text: the model's next concepts
-//!   and decoding them with any decoder (Python's `LCM.next_concepts`, `lcm.Decoder`).
 //! - [`encoders`]: concept encoders and decoders by name or by the id an artifact records
 //!   (`minilm`, `e5`, `sonar`, HF repo ids, folders), languages, the unknown-token tally.
 //! - [`models`]: checking downloaded SONAR files by loading them.
@@ -41,7 +39,6 @@ pub mod planning;
 pub mod session;
 pub mod store;
 pub mod train;
-pub mod vectors;
 
 use std::path::PathBuf;
 
