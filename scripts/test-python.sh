@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${PY_VENV:-$ROOT/target/py-venv}"
-PINS=(maturin==1.9.6 numpy==2.3.5 pytest==8.4.2)
+PINS=(maturin==1.9.6 numpy==2.3.5 pytest==8.4.2 pyarrow==22.0.0)
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q "${PINS[@]}"
 [ -x "${LCM_BIN:-target/debug/lcm}" ] || cargo build -q -p lcm-cli

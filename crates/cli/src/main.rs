@@ -62,6 +62,9 @@ enum Command {
     FedStep(commands::federated::StepArgs),
     /// HTTP server: embeddings (TEI and OpenAI APIs), segmentation, generation.
     Serve(commands::serve::Args),
+    /// Write a trained model as a Hugging Face–style folder (safetensors, config.json,
+    /// normaliser, model card) that every command loads like a run directory.
+    Export(commands::export::Args),
     /// World models learned from observation: `lcm wm train`, `lcm wm eval`.
     #[command(subcommand)]
     Wm(commands::wm::Command),
@@ -98,6 +101,7 @@ fn run(command: Command) -> Result<()> {
             | Command::EvalDecoder(_)
             | Command::FedStep(_)
             | Command::Serve(_)
+            | Command::Export(_)
     ) && !lcm_train::memory::retain_freed_memory()
     {
         tracing::debug!("allocator tuning unavailable on this platform");
@@ -120,5 +124,6 @@ fn run(command: Command) -> Result<()> {
         Command::FedInit(args) => commands::federated::init(args),
         Command::FedStep(args) => commands::federated::step(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Export(args) => commands::export::run(args),
     }
 }

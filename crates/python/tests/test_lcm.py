@@ -97,12 +97,21 @@ def test_two_threads_encode_at_once(encoder: lcm.Encoder) -> None:
         np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_generate_matches_the_cli(tmp_path: Path) -> None:
-    store, run = tmp_path / "store", tmp_path / "run"
-    cli("prepare", str(CORPUS), "--out", str(store), "--encoder", str(TINY_BERT), "--quiet", "--threads", "1", home=tmp_path)
-    cli("fit-normalizer", str(store), "--out", str(store / "normalizer.safetensors"), home=tmp_path)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The committed sample prepared with the tiny encoder and a 3-step Two-Tower on it:
+    (home, store, run)."""
+    home = tmp_path_factory.mktemp("trained")
+    store, run = home / "store", home / "run"
+    cli("prepare", str(CORPUS), "--out", str(store), "--encoder", str(TINY_BERT), "--quiet", "--threads", "1", home=home)
+    cli("fit-normalizer", str(store), "--out", str(store / "normalizer.safetensors"), home=home)
     cli("train", str(store), "--model", "two-tower", "--preset", "tiny", "--steps", "3", "--out", str(run),
-        "--encoder", str(TINY_BERT), "--max-concepts", "64", "--valid-fraction", "0.2", "--quiet", home=tmp_path)
+        "--encoder", str(TINY_BERT), "--max-concepts", "64", "--valid-fraction", "0.2", "--quiet", home=home)
+    return home, store, run
+
+
+def test_generate_matches_the_cli(trained: tuple[Path, Path, Path]) -> None:
+    tmp_path, store, run = trained
     prompt = "The whale swam. The sea was calm."
     printed = cli("generate", "--model", str(run), "--store", str(store), "--encoder", str(TINY_BERT),
                   "--max-sentences", "3", "--seed", "7", "--ddim-steps", "5", "--json",
@@ -117,3 +126,113 @@ def test_generate_matches_the_cli(tmp_path: Path) -> None:
     for (_, a), (_, b) in zip(got, expected):
         assert a == pytest.approx(b, abs=1e-6)
     assert len(got) == 3
+
+
+# No stop rule: a 3-step model's concepts would stop at once.
+NO_STOP = dict(eos_threshold=1.1, repetition_threshold=1.1)
+
+
+def test_concept_store_reads_what_prepare_wrote(trained: tuple[Path, Path, Path], encoder: lcm.Encoder) -> None:
+    home, store_path, _ = trained
+    store = lcm.ConceptStore(store_path)
+    inspected = json.loads(cli("inspect", str(store_path), "--json", home=home))["store"]
+    assert len(store) == int(inspected["documents"]) == 16
+    assert store.num_sentences == int(inspected["sentences"])
+    assert store.meta["encoder_id"] == inspected["encoder"] == encoder.id
+    assert store.dim == 32 and store.meta["dtype"] == "f32"
+
+    documents = list(store)
+    assert [d["id"] for d in documents] == [json.loads(line)["id"] for line in CORPUS.read_text().splitlines() if line.strip()][: len(documents)]
+    assert sum(len(d["sentences"]) for d in documents) == store.num_sentences
+    first = documents[0]
+    assert first["concepts"].dtype == np.float32 and first["concepts"].shape == (len(first["sentences"]), 32)
+    # The store's vectors are the encoder's vectors of its sentences.
+    np.testing.assert_allclose(first["concepts"], encoder.encode(first["sentences"]), atol=1e-5)
+    everything = store.concepts()
+    assert everything.shape == (store.num_sentences, 32)
+    np.testing.assert_array_equal(everything, np.concatenate([d["concepts"] for d in documents]))
+
+    table = store.to_pyarrow()
+    assert table.num_rows == len(store)
+    assert table.column("id").to_pylist() == [d["id"] for d in documents]
+
+    with pytest.raises(lcm.LcmError) as missing:
+        lcm.ConceptStore(home / "no-store")
+    assert "no-store" in str(missing.value)
+
+
+def test_next_concepts_are_what_generate_decodes(trained: tuple[Path, Path, Path], encoder: lcm.Encoder) -> None:
+    _, store, run = trained
+    model = lcm.LCM.load(run, store=store, encoder=str(TINY_BERT))
+    prompt = "The whale swam. The sea was calm."
+    context = encoder.encode(lcm.segment(prompt))
+    predicted = model.next_concepts(context, seed=7, ddim_steps=5)
+    assert predicted.dtype == np.float32 and predicted.shape == (32,)
+
+    # The first generated sentence is the retrieval decoding of the first next concept.
+    generated = model.generate(prompt, max_sentences=1, seed=7, ddim_steps=5, allow_prompt_sentences=True, **NO_STOP)
+    decoder = lcm.Decoder(store=store)
+    assert decoder.kind == "retrieval"
+    [(text, score)] = decoder.decode(predicted[None, :], with_scores=True)
+    assert text == generated[0][0]
+    assert score == pytest.approx(generated[0][1], abs=1e-6)
+
+    # A context's prediction does not depend on the others passed with it.
+    other = encoder.encode(["A storm came.", "The boat rocked.", "Nobody slept."])
+    both = model.next_concepts([context, other.astype(np.float64)], seed=7, ddim_steps=5)
+    assert both.shape == (2, 32)
+    np.testing.assert_allclose(both[0], predicted, atol=1e-6)
+
+    with pytest.raises(lcm.LcmError, match="32 dimensions"):
+        model.next_concepts(np.zeros((2, 5), dtype=np.float32))
+    bad = context.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(lcm.LcmError, match="not finite"):
+        model.next_concepts(bad)
+    with pytest.raises(TypeError):
+        model.next_concepts("text")
+
+
+def test_decoder_retrieves_store_sentences(trained: tuple[Path, Path, Path], encoder: lcm.Encoder) -> None:
+    _, store, _ = trained
+    sentences = next(iter(lcm.ConceptStore(store)))["sentences"][:4]
+    decoder = lcm.Decoder(store=store)
+    assert decoder.decode(encoder.encode(sentences)) == sentences
+    with pytest.raises(lcm.LcmError, match="dimensions"):
+        decoder.decode(np.zeros((1, 7), dtype=np.float32))
+    with pytest.raises(lcm.LcmError, match="exactly one"):
+        lcm.Decoder()
+
+
+def test_evaluate_matches_the_cli(trained: tuple[Path, Path, Path]) -> None:
+    home, store, run = trained
+    printed = cli("eval", str(run), "--store", str(store), "--encoder", str(TINY_BERT), "--ddim-steps", "5", "--json", home=home)
+    report = lcm.LCM.load(run, store=store, encoder=str(TINY_BERT)).evaluate(store, ddim_steps=5)
+    assert report["rows"] == json.loads(printed)["rows"]
+    assert {row["predictor"] for row in report["rows"]} >= {"mean concept"}
+
+
+def test_an_export_loads_like_its_run(trained: tuple[Path, Path, Path]) -> None:
+    home, store, run = trained
+    exported = home / "exported"
+    cli("export", str(run), "--out", str(exported), "--store", str(store), "--encoder", str(TINY_BERT), "--ddim-steps", "5", home=home)
+    settings = dict(max_sentences=3, seed=7, ddim_steps=5, **NO_STOP)
+    from_export = lcm.LCM.load(exported, store=store, encoder=str(TINY_BERT)).generate("The whale swam. The sea was calm.", **settings)
+    from_run = lcm.LCM.load(run, store=store, encoder=str(TINY_BERT)).generate("The whale swam. The sea was calm.", **settings)
+    assert from_export == from_run and len(from_run) == 3
+    assert (exported / "README.md").read_text().startswith("---\nlicense:")
+
+
+def test_a_trained_decoder_decodes_what_generate_decodes(trained: tuple[Path, Path, Path], encoder: lcm.Encoder) -> None:
+    home, store, run = trained
+    decoder_run = home / "decoder"
+    cli("train-decoder", "--data", str(store), "--out", str(decoder_run), "--encoder", str(TINY_BERT),
+        "--layers", "1", "--heads", "2", "--ffn", "32", "--vocab", "300", "--batch-size", "16", "--steps", "2",
+        "--valid-fraction", "0.2", "--valid-sentences", "16", "--threads", "1", "--quiet", home=home)
+    decoder = lcm.Decoder(model=decoder_run, beam=2)
+    assert decoder.kind == "trained"
+    prompt = "The whale swam. The sea was calm."
+    model = lcm.LCM.load(run, decoder=decoder_run, beam=2, encoder=str(TINY_BERT))
+    generated = model.generate(prompt, max_sentences=1, seed=7, ddim_steps=5, **NO_STOP)
+    predicted = model.next_concepts(encoder.encode(lcm.segment(prompt)), seed=7, ddim_steps=5)
+    assert decoder.decode(predicted[None, :]) == [generated[0][0]]

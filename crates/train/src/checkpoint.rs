@@ -336,41 +336,7 @@ pub fn load_checkpoint(
         });
     }
 
-    let model_bytes = fs::read(path.join(MODEL_FILE))
-        .map_err(|e| corrupt(format!("cannot read {MODEL_FILE}: {e}")))?;
-    let model = SafeTensors::deserialize(&model_bytes)
-        .map_err(|e| corrupt(format!("invalid {MODEL_FILE}: {e}")))?;
-    let tensor_err = |name: &str, problem: String| TrainError::Tensor {
-        path: path.join(MODEL_FILE),
-        name: name.to_string(),
-        problem,
-    };
-    let vars = sorted_vars(varmap)?;
-    let mut updates: Vec<(Var, Tensor)> = Vec::with_capacity(vars.len());
-    for (name, var) in &vars {
-        let view = model
-            .tensor(name)
-            .map_err(|_| tensor_err(name, "is missing".into()))?;
-        if view.shape() != var.dims() {
-            return Err(tensor_err(
-                name,
-                format!(
-                    "has shape {:?}, model expects {:?}",
-                    view.shape(),
-                    var.dims()
-                ),
-            ));
-        }
-        let t =
-            view_to_tensor(&view, var.as_tensor()).map_err(|problem| tensor_err(name, problem))?;
-        updates.push((var.clone(), t));
-    }
-    let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    for name in model.names() {
-        if !known.contains(name) {
-            tracing::warn!(checkpoint = %path.display(), tensor = name, "tensor not in model; ignored");
-        }
-    }
+    let updates = read_weights(path, varmap)?;
 
     if let Some(opt) = opt {
         let opt_path = path.join(OPTIMIZER_FILE);
@@ -435,6 +401,61 @@ pub fn load_checkpoint(
     }
     tracing::info!(path = %path.display(), step = state.step, "loaded checkpoint");
     Ok(state)
+}
+
+/// Loads only the weights of `dir/model.safetensors` into `varmap` (an exported model, which
+/// has no optimiser state nor `state.json`), validated before any variable changes.
+pub fn load_weights(dir: &Path, varmap: &VarMap) -> Result<()> {
+    for (var, t) in read_weights(dir, varmap)? {
+        var.set(&t)?;
+    }
+    Ok(())
+}
+
+/// Every variable of `varmap` read from `dir/model.safetensors`, checked by name and shape;
+/// nothing is changed yet.
+fn read_weights(path: &Path, varmap: &VarMap) -> Result<Vec<(Var, Tensor)>> {
+    let corrupt = |reason: String| TrainError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let model_bytes = fs::read(path.join(MODEL_FILE))
+        .map_err(|e| corrupt(format!("cannot read {MODEL_FILE}: {e}")))?;
+    let model = SafeTensors::deserialize(&model_bytes)
+        .map_err(|e| corrupt(format!("invalid {MODEL_FILE}: {e}")))?;
+    let tensor_err = |name: &str, problem: String| TrainError::Tensor {
+        path: path.join(MODEL_FILE),
+        name: name.to_string(),
+        problem,
+    };
+    let vars = sorted_vars(varmap)?;
+    let mut updates: Vec<(Var, Tensor)> = Vec::with_capacity(vars.len());
+    for (name, var) in &vars {
+        let view = model
+            .tensor(name)
+            .map_err(|_| tensor_err(name, "is missing".into()))?;
+        if view.shape() != var.dims() {
+            return Err(tensor_err(
+                name,
+                format!(
+                    "has shape {:?}, model expects {:?}",
+                    view.shape(),
+                    var.dims()
+                ),
+            ));
+        }
+        let t =
+            view_to_tensor(&view, var.as_tensor()).map_err(|problem| tensor_err(name, problem))?;
+        updates.push((var.clone(), t));
+    }
+    let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    for name in model.names() {
+        if !known.contains(name) {
+            tracing::warn!(checkpoint = %path.display(), tensor = name, "tensor not in model; ignored");
+        }
+    }
+
+    Ok(updates)
 }
 
 fn step_dir_name(step: u64) -> String {

@@ -11,6 +11,8 @@
 //! - [`load`]: a trained LCM with its normaliser, checked against the store's encoder;
 //!   the end-of-text embedding; the diffusion sampling settings.
 //! - [`evaluate`]: teacher-forced evaluation on the held-out split against the baselines.
+//! - [`export`]: a trained LCM as a Hugging Face–style folder with a model card, which
+//!   every loader takes like a run directory.
 //! - [`generate`]: continuing a prompt concept by concept, with the stop rules, and
 //!   decoding the continuation.
 //! - [`fused_generate`]: the next concept with a Two-Tower model's denoiser on the fused
@@ -20,6 +22,8 @@
 //! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
 //!   loaded once), what `lcm generate`, `lcm serve` and the Python package call.
 //! - [`encode`]: sentences to plain rows of numbers, for writing them out.
+//! - [`vectors`]: concepts given as vectors rather than text: the model's next concepts
+//!   and decoding them with any decoder (Python's `LCM.next_concepts`, `lcm.Decoder`).
 //! - [`encoders`]: concept encoders and decoders by name or by the id an artifact records
 //!   (`minilm`, `e5`, `sonar`, HF repo ids, folders), languages, the unknown-token tally.
 //! - [`models`]: checking downloaded SONAR files by loading them.
@@ -29,6 +33,7 @@
 pub mod encode;
 pub mod encoders;
 pub mod evaluate;
+pub mod export;
 pub mod federated;
 pub mod fused;
 pub mod fused_generate;
@@ -39,6 +44,7 @@ pub mod planning;
 pub mod session;
 pub mod store;
 pub mod train;
+pub mod vectors;
 
 use std::path::PathBuf;
 

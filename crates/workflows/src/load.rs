@@ -15,10 +15,13 @@ use lcm_model::builder::{ModelConfig, ModelKind, build_model};
 use lcm_model::diffusion::{SamplingOptions, TimestepSpacing};
 use lcm_model::generate::{DiffusionSampling, Lcm};
 use lcm_train::TrainError;
-use lcm_train::checkpoint::{CheckpointManager, STATE_FILE, TrainState, load_checkpoint};
+use lcm_train::checkpoint::{
+    CheckpointManager, STATE_FILE, TrainState, load_checkpoint, load_weights,
+};
 use lcm_train::run::CHECKPOINT_DIR;
 use serde::Serialize;
 
+use crate::export::{ExportConfig, read_export_config};
 use crate::train::{TrainConfig, normalizer_hash};
 use crate::{Result, WorkflowError};
 
@@ -69,6 +72,9 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
 /// The embedding space (encoder id) the checkpoint at `path` records, read without loading
 /// its weights: what picks the encoder when a command is given none.
 pub fn checkpoint_space_id(path: &Path) -> Result<String> {
+    if let Some(export) = read_export_config(path)? {
+        return Ok(export.space_id);
+    }
     let step_dir = resolve_checkpoint(path)?;
     let state_path = step_dir.join(STATE_FILE);
     let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
@@ -85,6 +91,9 @@ pub fn checkpoint_space_id(path: &Path) -> Result<String> {
 /// Loads the model of the checkpoint at `path` (see [`resolve_checkpoint`]). With
 /// `expected_space`, a checkpoint trained in another embedding space is refused.
 pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedModel> {
+    if let Some(export) = read_export_config(path)? {
+        return load_exported(path, &export, expected_space);
+    }
     let step_dir = resolve_checkpoint(path)?;
     let state_path = step_dir.join(STATE_FILE);
     let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
@@ -103,8 +112,55 @@ pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedMod
     )?;
     let space = expected_space.unwrap_or(&peek.space_id);
     let state = load_checkpoint(&step_dir, &varmap, None, space)?;
-    // Rebuilt on detached tensors: operations on trainable variables record a backward
-    // graph, and a 40-step sampling loop would keep every intermediate activation alive.
+    drop(model);
+    finish_loading(&config, &varmap, kind, preset, step_dir, state)
+}
+
+/// Loads an `lcm export` folder: the model rebuilt from its `config.json`, the weights
+/// from its `model.safetensors`.
+fn load_exported(
+    dir: &Path,
+    export: &ExportConfig,
+    expected_space: Option<&str>,
+) -> Result<LoadedModel> {
+    if let Some(space) = expected_space
+        && space != export.space_id
+    {
+        return Err(WorkflowError::Train(TrainError::SpaceMismatch {
+            path: dir.to_path_buf(),
+            expected: space.to_string(),
+            found: export.space_id.clone(),
+        }));
+    }
+    let (kind, preset, config) = ModelConfig::from_json(&export.model_config)?;
+    let varmap = VarMap::new();
+    let model = build_model(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )?;
+    load_weights(dir, &varmap)?;
+    drop(model);
+    finish_loading(
+        &config,
+        &varmap,
+        kind,
+        preset,
+        dir.to_path_buf(),
+        export.as_state(dir),
+    )
+}
+
+/// The model rebuilt on detached copies of `varmap`'s loaded weights: operations on
+/// trainable variables record a backward graph, and a 40-step sampling loop would keep
+/// every intermediate activation alive.
+fn finish_loading(
+    config: &ModelConfig,
+    varmap: &VarMap,
+    kind: ModelKind,
+    preset: String,
+    checkpoint: PathBuf,
+    state: TrainState,
+) -> Result<LoadedModel> {
     let weights: HashMap<String, Tensor> = varmap
         .data()
         .lock()
@@ -112,9 +168,8 @@ pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedMod
         .iter()
         .map(|(name, var)| (name.clone(), var.as_tensor().detach()))
         .collect();
-    drop(model);
     let model = build_model(
-        &config,
+        config,
         VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu),
     )?;
     // `config` since the shared training loop; `train_config` in older checkpoints.
@@ -126,7 +181,7 @@ pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedMod
         model,
         kind,
         preset,
-        checkpoint: step_dir,
+        checkpoint,
         state,
         train_config,
     })

@@ -89,6 +89,36 @@ impl StoreLayout {
     }
 }
 
+/// The retrieval decoder over `bank`, else over the bank of `store` (built when missing), in
+/// whatever embedding space it holds: for decoding vectors with no model to check them
+/// against (Python's `lcm.Decoder`).
+pub fn retrieval_decoder_of(
+    bank: Option<&Path>,
+    store: Option<&Path>,
+    notify: &mut dyn FnMut(BankNotice<'_>),
+) -> Result<RetrievalDecoder> {
+    let (encoder_id, dim) = match (bank, store) {
+        (Some(bank), _) => {
+            let opened = SentenceBank::open(bank).map_err(|source| WorkflowError::Bank {
+                action: "opening the sentence bank",
+                path: bank.to_path_buf(),
+                source: Box::new(source),
+            })?;
+            (opened.encoder_id().to_string(), opened.dim())
+        }
+        (None, Some(store)) => {
+            let opened = ConceptStore::open(store)?;
+            (opened.meta.encoder_id.clone(), opened.meta.dim)
+        }
+        (None, None) => {
+            return Err(WorkflowError::Refused(
+                "pass a store or a bank for the retrieval decoder".into(),
+            ));
+        }
+    };
+    retrieval_decoder(bank, store, &encoder_id, dim, notify)
+}
+
 /// The retrieval decoder over `bank`, else over the bank of `store` (built when missing),
 /// refusing a bank of another embedding space than `encoder_id` / `dim`.
 pub fn retrieval_decoder(

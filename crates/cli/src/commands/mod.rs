@@ -1,6 +1,7 @@
 pub mod decoder;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod federated;
 pub mod generate;
 pub mod inspect;
