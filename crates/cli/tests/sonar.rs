@@ -2,8 +2,9 @@
 //! SONAR folder built here from `crates/sonar/tests/fixtures` (`encode`, `prepare`, `train`
 //! and `generate` with SONAR's decoder in a chosen language), `--lang fr` mapped to
 //! `fra_Latn`, unknown codes refused with close matches, a language the encoder does not
-//! cover warned about once, the store/encoder mismatch refused, and sentences the tokenizer
-//! maps entirely to unknown tokens counted.
+//! cover warned about once, the store/encoder mismatch refused, sentences the tokenizer
+//! maps entirely to unknown tokens counted, and mixed-language JSON lines encoded per
+//! document in their tagged (or, with `--detect-lang`, guessed) language.
 
 mod common;
 
@@ -261,4 +262,55 @@ fn sonar_prepare_train_and_generate_decode_into_the_language_asked_for() {
             .args(["--decoder", "sonar", "Un chat."]),
     );
     assert!(stderr.contains("holds `sonar-text-encoder@"), "{stderr}");
+}
+
+#[test]
+fn prepare_encodes_each_document_in_its_tagged_or_detected_language() {
+    let home = sonar_home();
+    let corpus = home.path().join("mixed.jsonl");
+    let guessed = "Le chien est dans le jardin et la maison est grande.";
+    let lines = [
+        serde_json::json!({"id": "fr", "lang": "fr", "text": FRENCH}),
+        serde_json::json!({"id": "de", "lang": "deu_Latn", "text": "Die Katze schläft."}),
+        serde_json::json!({"id": "guess", "text": guessed}),
+        serde_json::json!({"id": "none", "text": "Dog sleeps."}),
+    ];
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&corpus, text.join("\n") + "\n").unwrap();
+    let store = home.path().join("store");
+    let printed = run_ok(
+        lcm(home.path())
+            .arg("prepare")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(&store)
+            .args(["--encoder", "sonar", "--detect-lang", "--quiet"]),
+    );
+    // Tagged `fr` and `deu_Latn`, one French document guessed, one left without a language
+    // (too short to tell; SONAR then reads it as its default, eng_Latn).
+    assert!(
+        printed.contains("languages (documents): - 1, deu_Latn 1, fra_Latn 2 (1 guessed"),
+        "{printed}"
+    );
+    // Each stored vector is the sentence encoded in its document's language.
+    let opened = lcm_data::store::ConceptStore::open(&store).expect("store");
+    let documents: Vec<_> = opened
+        .documents()
+        .collect::<Result<_, _>>()
+        .expect("documents");
+    for (id, sentence, lang) in [("fr", FRENCH, "fr"), ("guess", guessed, "fra_Latn")] {
+        let stored = documents.iter().find(|d| d.id == id).expect("document");
+        let want = embeddings(&run_ok(
+            lcm(home.path())
+                .args(["encode", "--encoder", "sonar", "--lang", lang])
+                .arg(sentence),
+        ));
+        let got = &stored.embeddings[..16];
+        let diff = got
+            .iter()
+            .zip(&want[0])
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-6, "{id}: max |Δ| {diff}");
+    }
 }

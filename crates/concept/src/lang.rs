@@ -6,6 +6,8 @@
 //! codes; XLM-R-family encoders such as multilingual-e5: the ~100 languages of CC-100;
 //! all-MiniLM-L6-v2: English).
 
+use std::ops::RangeInclusive;
+
 /// The 202 languages of SONAR's text cards, in card order
 /// (`sonar/cards/text_sonar_basic_encoder.yaml`, `tokenizer_config.langs`): the order gives
 /// the language tags' token ids, so it must not change.
@@ -201,6 +203,129 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Function words and letters of the Latin- and Cyrillic-script languages [`detect`] tells
+/// apart: (SONAR code, words, letters peculiar to it).
+#[rustfmt::skip]
+const WORD_LISTS: [(&str, &[&str], &str); 14] = [
+    ("eng_Latn", &["the", "and", "of", "to", "is", "in", "that", "it", "for", "with", "this", "are", "be", "from"], ""),
+    ("fra_Latn", &["le", "la", "les", "et", "des", "est", "une", "du", "dans", "pour", "que", "qui", "pas", "sur", "au", "avec"], "çèêàùœ"),
+    ("deu_Latn", &["der", "die", "das", "und", "ist", "nicht", "mit", "ein", "eine", "zu", "den", "von", "für", "auf", "sich", "werden"], "äöüß"),
+    ("spa_Latn", &["el", "los", "las", "y", "que", "en", "es", "una", "por", "para", "con", "del", "se", "no", "al"], "ñ¿¡"),
+    ("ita_Latn", &["il", "gli", "di", "che", "è", "per", "con", "non", "della", "sono", "una", "nel", "alla", "anche"], "ìò"),
+    ("por_Latn", &["os", "as", "um", "uma", "para", "com", "não", "do", "da", "em", "que", "são", "pelo", "também"], "ãõç"),
+    ("nld_Latn", &["het", "een", "en", "van", "niet", "dat", "op", "te", "met", "voor", "zijn", "ook", "wordt"], "ij"),
+    ("pol_Latn", &["i", "w", "na", "się", "nie", "jest", "do", "że", "jak", "dla", "oraz", "być", "ten"], "łąęśżźćń"),
+    ("ces_Latn", &["a", "v", "se", "na", "je", "že", "pro", "není", "jako", "také", "jsou", "který", "s"], "řěůčš"),
+    ("dan_Latn", &["og", "det", "at", "en", "er", "til", "på", "af", "med", "den", "ikke", "som", "har", "kan"], "æø"),
+    ("swe_Latn", &["och", "att", "det", "som", "är", "på", "för", "med", "av", "inte", "till", "kan", "har"], "äö"),
+    ("rus_Cyrl", &["и", "в", "не", "на", "что", "с", "это", "как", "по", "для", "он", "из", "или", "есть"], "ыэъё"),
+    ("ukr_Cyrl", &["і", "в", "не", "на", "що", "з", "це", "як", "до", "для", "та", "або", "є", "його"], "іїєґ"),
+    ("bul_Cyrl", &["и", "в", "не", "на", "че", "с", "това", "как", "за", "от", "да", "се", "е", "са"], "ъ"),
+];
+
+/// A guess of the language of `text` from its letters, for documents that carry no language
+/// tag (only when a user asks for it: `lcm prepare --detect-lang`): a script with one main
+/// language decides (Hangul → `kor_Hang`, kana → `jpn_Jpan`, Han → `zho_Hans`, Thai, Greek,
+/// Hebrew, …); Latin and Cyrillic text is scored by function words and peculiar letters of
+/// 14 languages, and only a clear winner counts. `None` when nothing is clear (the caller's
+/// default language then applies).
+pub fn detect(text: &str) -> Option<&'static str> {
+    let mut scripts: [usize; SCRIPTS.len()] = [0; SCRIPTS.len()];
+    let mut letters = 0usize;
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        letters += 1;
+        if let Some(i) = SCRIPTS
+            .iter()
+            .position(|(_, ranges, _)| ranges.iter().any(|r| r.contains(&(c as u32))))
+        {
+            scripts[i] += 1;
+        }
+    }
+    if letters == 0 {
+        return None;
+    }
+    let count = |name: &str| {
+        SCRIPTS
+            .iter()
+            .position(|(n, _, _)| *n == name)
+            .map_or(0, |i| scripts[i])
+    };
+    // Japanese mixes kana with Han characters.
+    if count("kana") > 0 && 2 * (count("kana") + count("han")) >= letters {
+        return Some("jpn_Jpan");
+    }
+    let (best, &n) = scripts.iter().enumerate().max_by_key(|(_, n)| **n)?;
+    if 2 * n < letters {
+        return None;
+    }
+    match SCRIPTS[best] {
+        (_, _, Some(lang)) => Some(lang),
+        ("latin", _, None) | ("cyrillic", _, None) => by_words(text),
+        _ => None,
+    }
+}
+
+/// A script: its name, its Unicode ranges, and the language it decides (if one).
+type Script = (
+    &'static str,
+    &'static [RangeInclusive<u32>],
+    Option<&'static str>,
+);
+
+/// Unicode ranges of the scripts [`detect`] knows, with the language a script decides.
+#[rustfmt::skip]
+const SCRIPTS: [Script; 27] = [
+    ("latin", &[0x41..=0x5A, 0x61..=0x7A, 0xC0..=0x24F], None),
+    ("cyrillic", &[0x400..=0x4FF], None),
+    ("greek", &[0x370..=0x3FF], Some("ell_Grek")),
+    ("armenian", &[0x530..=0x58F], Some("hye_Armn")),
+    ("hebrew", &[0x590..=0x5FF], Some("heb_Hebr")),
+    ("arabic", &[0x600..=0x6FF, 0x750..=0x77F], Some("arb_Arab")),
+    ("devanagari", &[0x900..=0x97F], Some("hin_Deva")),
+    ("bengali", &[0x980..=0x9FF], Some("ben_Beng")),
+    ("gurmukhi", &[0xA00..=0xA7F], Some("pan_Guru")),
+    ("gujarati", &[0xA80..=0xAFF], Some("guj_Gujr")),
+    ("oriya", &[0xB00..=0xB7F], Some("ory_Orya")),
+    ("tamil", &[0xB80..=0xBFF], Some("tam_Taml")),
+    ("telugu", &[0xC00..=0xC7F], Some("tel_Telu")),
+    ("kannada", &[0xC80..=0xCFF], Some("kan_Knda")),
+    ("malayalam", &[0xD00..=0xD7F], Some("mal_Mlym")),
+    ("sinhala", &[0xD80..=0xDFF], Some("sin_Sinh")),
+    ("thai", &[0xE00..=0xE7F], Some("tha_Thai")),
+    ("lao", &[0xE80..=0xEFF], Some("lao_Laoo")),
+    ("tibetan", &[0xF00..=0xFFF], Some("bod_Tibt")),
+    ("myanmar", &[0x1000..=0x109F], Some("mya_Mymr")),
+    ("georgian", &[0x10A0..=0x10FF], Some("kat_Geor")),
+    ("hangul", &[0x1100..=0x11FF, 0x3130..=0x318F, 0xAC00..=0xD7AF], Some("kor_Hang")),
+    ("ethiopic", &[0x1200..=0x137F], Some("amh_Ethi")),
+    ("khmer", &[0x1780..=0x17FF], Some("khm_Khmr")),
+    ("kana", &[0x3040..=0x30FF], Some("jpn_Jpan")),
+    ("han", &[0x3400..=0x4DBF, 0x4E00..=0x9FFF], Some("zho_Hans")),
+    ("tifinagh", &[0x2D30..=0x2D7F], Some("tzm_Tfng")),
+];
+
+/// The best-scoring language of [`WORD_LISTS`], if it clearly wins.
+fn by_words(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut scores: Vec<(usize, &'static str)> = WORD_LISTS
+        .iter()
+        .map(|(lang, list, letters)| {
+            let hits = words.iter().filter(|w| list.contains(w)).count();
+            let peculiar = lower.chars().filter(|c| letters.contains(*c)).count();
+            (hits + peculiar, *lang)
+        })
+        .collect();
+    scores.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
+    match scores.as_slice() {
+        [(best, lang), (second, _), ..] if *best >= 2 && best > second => Some(lang),
+        _ => None,
+    }
+}
+
 /// Which languages an encoder was trained on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LanguageCoverage {
@@ -290,6 +415,44 @@ mod tests {
         // Three-letter codes in several scripts are ambiguous: listed, not guessed.
         let e = resolve("kas").unwrap_err();
         assert!(e.suggestions.iter().any(|s| s == "kas_Arab"), "{e}");
+    }
+
+    #[test]
+    fn detection_decides_only_clear_cases() {
+        for (text, want) in [
+            (
+                "The cat sleeps on the sofa and the dog is in the garden.",
+                Some("eng_Latn"),
+            ),
+            (
+                "Le chat dort sur le canapé et le chien est dans le jardin.",
+                Some("fra_Latn"),
+            ),
+            (
+                "Die Katze schläft auf dem Sofa und der Hund ist im Garten.",
+                Some("deu_Latn"),
+            ),
+            (
+                "El gato duerme en el sofá y el perro está en el jardín.",
+                Some("spa_Latn"),
+            ),
+            (
+                "Кошка спит на диване, а собака гуляет в саду, и это хорошо.",
+                Some("rus_Cyrl"),
+            ),
+            (
+                "Кішка спить на дивані, а собака гуляє в саду, і це добре.",
+                Some("ukr_Cyrl"),
+            ),
+            ("猫はソファの上で寝ています。", Some("jpn_Jpan")),
+            ("猫在沙发上睡觉。", Some("zho_Hans")),
+            ("고양이가 소파에서 자고 있습니다.", Some("kor_Hang")),
+            ("Η γάτα κοιμάται στον καναπέ.", Some("ell_Grek")),
+            ("Xyz qwv.", None),
+            ("12345 !!!", None),
+        ] {
+            assert_eq!(detect(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and because shards are written to a temporary name and renamed, a killed run leaves either
 //! a whole shard or none — never a truncated or duplicated one.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,6 +40,9 @@ pub struct PrepareOptions {
     /// Sentences handed to the encoder per call: large enough to sort by length and keep
     /// both cores busy, small enough for a lively progress bar.
     pub encode_chunk: usize,
+    /// Guess the language of documents without a language tag from their text
+    /// ([`lcm_concept::lang::detect`]) instead of giving them `segmenter.lang`.
+    pub detect_lang: bool,
 }
 
 impl PrepareOptions {
@@ -53,6 +57,7 @@ impl PrepareOptions {
             segmenter: SegmenterConfig::default(),
             max_sentences_per_row: 4096,
             encode_chunk: 1024,
+            detect_lang: false,
         }
     }
 }
@@ -78,6 +83,15 @@ pub struct PrepareReport {
     pub documents_without_sentences: usize,
     pub read: ReadStatsReport,
     pub seconds: f64,
+    /// Documents segmented and encoded in each language (SONAR codes; `-` for none given).
+    #[serde(default)]
+    pub languages: BTreeMap<String, usize>,
+    /// Documents whose language was guessed from their text (`detect_lang`).
+    #[serde(default)]
+    pub detected_languages: usize,
+    /// Documents whose language tag no table knows (given the default language instead).
+    #[serde(default)]
+    pub unknown_language_tags: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,7 +134,16 @@ struct PrepareSettings {
     max_sentences_per_row: usize,
     text_field: String,
     id_field: String,
+    #[serde(default = "default_lang_field")]
+    lang_field: String,
+    #[serde(default)]
+    detect_lang: bool,
     inputs: Vec<InputFingerprint>,
+}
+
+/// The language field of settings written before documents could carry one.
+fn default_lang_field() -> String {
+    ReaderOptions::default().lang_field
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,26 +192,82 @@ fn estimate_documents(files: &[PathBuf]) -> Option<u64> {
     Some(total)
 }
 
-/// Splits each document into sentences (in parallel) and cuts over-long ones into rows.
-fn segment_documents(
-    segmenter: &Segmenter,
+/// One stored row before encoding: id, source, sentences and the language they are in.
+type Row = (String, String, Vec<String>, Option<String>);
+
+/// The language each document is segmented and encoded in: its tag (as a SONAR code), else
+/// with `detect` a guess from its text, else `default`. Counted into `report`.
+fn document_languages(
     documents: &[Document],
+    default: Option<&str>,
+    detect: bool,
+    report: &mut PrepareReport,
+) -> Vec<Option<String>> {
+    let default = default.map(|d| lcm_concept::lang::resolve(d).map_or(d, |code| code));
+    documents
+        .iter()
+        .map(|d| {
+            let tagged = d.lang.as_deref().and_then(|tag| {
+                let code = lcm_concept::lang::resolve(tag).ok();
+                if code.is_none() {
+                    report.unknown_language_tags += 1;
+                }
+                code
+            });
+            let detected = if tagged.is_none() && detect {
+                lcm_concept::lang::detect(&d.text)
+            } else {
+                None
+            };
+            report.detected_languages += usize::from(detected.is_some());
+            let lang = tagged.or(detected).or(default).map(str::to_string);
+            *report
+                .languages
+                .entry(lang.clone().unwrap_or_else(|| "-".into()))
+                .or_default() += 1;
+            lang
+        })
+        .collect()
+}
+
+/// Splits each document into sentences (in parallel, with the segmenter of its language)
+/// and cuts over-long ones into rows.
+fn segment_documents(
+    config: &SegmenterConfig,
+    documents: &[Document],
+    languages: &[Option<String>],
     max_sentences_per_row: usize,
-) -> Vec<(String, String, Vec<String>)> {
+) -> Vec<Row> {
+    let mut segmenters: HashMap<Option<String>, Segmenter> = HashMap::new();
+    for lang in languages {
+        segmenters.entry(lang.clone()).or_insert_with(|| {
+            Segmenter::new(SegmenterConfig {
+                lang: lang.clone(),
+                ..config.clone()
+            })
+        });
+    }
     let segmented: Vec<Vec<String>> = documents
         .par_iter()
-        .map(|d| segmenter.segment(&d.text))
+        .zip(languages)
+        .map(|(d, lang)| segmenters[lang].segment(&d.text))
         .collect();
     let mut rows = Vec::new();
-    for (document, sentences) in documents.iter().zip(segmented) {
+    for ((document, sentences), lang) in documents.iter().zip(segmented).zip(languages) {
         if sentences.len() <= max_sentences_per_row {
-            rows.push((document.id.clone(), document.source.clone(), sentences));
+            rows.push((
+                document.id.clone(),
+                document.source.clone(),
+                sentences,
+                lang.clone(),
+            ));
         } else {
             for (part, chunk) in sentences.chunks(max_sentences_per_row).enumerate() {
                 rows.push((
                     format!("{}#{}", document.id, part + 1),
                     document.source.clone(),
                     chunk.to_vec(),
+                    lang.clone(),
                 ));
             }
         }
@@ -196,47 +275,41 @@ fn segment_documents(
     rows
 }
 
+/// Encodes every row's sentences, in batches of one language each.
 fn encode_rows(
     encoder: &dyn ConceptEncoder,
-    rows: Vec<(String, String, Vec<String>)>,
-    lang: Option<&str>,
+    rows: Vec<Row>,
     chunk: usize,
     progress: &dyn PrepareProgress,
 ) -> Result<Vec<ConceptDocument>> {
     let dim = encoder.dim();
-    let sentences: Vec<&str> = rows
-        .iter()
-        .flat_map(|(_, _, s)| s.iter().map(String::as_str))
-        .collect();
-    let mut values: Vec<f32> = Vec::with_capacity(sentences.len() * dim);
-    for batch in sentences.chunks(chunk.max(1)) {
-        let embeddings = encoder.encode(batch, lang)?;
-        let (n, d) = embeddings.dims2()?;
-        if n != batch.len() || d != dim {
-            return Err(DataError::Invalid(format!(
-                "encoder `{}` returned [{n}, {d}] for {} sentences of dimension {dim}",
-                encoder.id(),
-                batch.len()
-            )));
+    // Sentence order within each language; rows are put back together afterwards.
+    let mut by_lang: BTreeMap<Option<&str>, Vec<(usize, &str)>> = BTreeMap::new();
+    let mut index = 0usize;
+    for (_, _, sentences, lang) in &rows {
+        for s in sentences {
+            by_lang
+                .entry(lang.as_deref())
+                .or_default()
+                .push((index, s.as_str()));
+            index += 1;
         }
-        let flat = embeddings
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        if let Some(bad) = flat.iter().position(|v| !v.is_finite()) {
-            return Err(DataError::Invalid(format!(
-                "encoder `{}` produced a non-finite value for sentence {:?}; the model weights may be corrupt — re-fetch the model",
-                encoder.id(),
-                batch[bad / dim]
-            )));
+    }
+    let mut values: Vec<f32> = vec![0.0; index * dim];
+    for (lang, sentences) in &by_lang {
+        for batch in sentences.chunks(chunk.max(1)) {
+            let texts: Vec<&str> = batch.iter().map(|(_, s)| *s).collect();
+            let flat = encode_batch(encoder, &texts, *lang, dim)?;
+            for ((i, _), row) in batch.iter().zip(flat.chunks_exact(dim)) {
+                values[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+            progress.sentences_encoded(batch.len() as u64);
         }
-        values.extend_from_slice(&flat);
-        progress.sentences_encoded(batch.len() as u64);
     }
     let mut offset = 0;
     Ok(rows
         .into_iter()
-        .map(|(id, source, sentences)| {
+        .map(|(id, source, sentences, _)| {
             let end = offset + sentences.len() * dim;
             let embeddings = values[offset..end].to_vec();
             offset = end;
@@ -248,6 +321,36 @@ fn encode_rows(
             }
         })
         .collect())
+}
+
+/// The checked, flat f32 concepts of `batch` in `lang`.
+fn encode_batch(
+    encoder: &dyn ConceptEncoder,
+    batch: &[&str],
+    lang: Option<&str>,
+    dim: usize,
+) -> Result<Vec<f32>> {
+    let embeddings = encoder.encode(batch, lang)?;
+    let (n, d) = embeddings.dims2()?;
+    if n != batch.len() || d != dim {
+        return Err(DataError::Invalid(format!(
+            "encoder `{}` returned [{n}, {d}] for {} sentences of dimension {dim}",
+            encoder.id(),
+            batch.len()
+        )));
+    }
+    let flat = embeddings
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if let Some(bad) = flat.iter().position(|v| !v.is_finite()) {
+        return Err(DataError::Invalid(format!(
+            "encoder `{}` produced a non-finite value for sentence {:?}; the model weights may be corrupt — re-fetch the model",
+            encoder.id(),
+            batch[bad / dim]
+        )));
+    }
+    Ok(flat)
 }
 
 /// Runs the whole job. Re-running with the same settings resumes; different settings on an
@@ -288,13 +391,14 @@ pub fn prepare(
         max_sentences_per_row: options.max_sentences_per_row,
         text_field: options.reader.text_field.clone(),
         id_field: options.reader.id_field.clone(),
+        lang_field: options.reader.lang_field.clone(),
+        detect_lang: options.detect_lang,
         inputs,
     };
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(io_error(out))?;
     let state_path = out.join(STATE_FILE);
     check_existing_output(out, &state_path, &settings)?;
-    let segmenter = Segmenter::new(options.segmenter.clone());
     let mut reader = DocumentReader::open(&options.inputs, options.reader.clone())?;
     write_json_atomic(
         &state_path,
@@ -337,11 +441,17 @@ pub fn prepare(
             progress.documents_done(documents.len() as u64, existing.sentences as u64);
             progress.shard_done(shard_index, &path, true);
         } else {
-            let rows = segment_documents(&segmenter, &documents, options.max_sentences_per_row);
+            let languages = document_languages(&documents, lang, options.detect_lang, &mut report);
+            let rows = segment_documents(
+                &options.segmenter,
+                &documents,
+                &languages,
+                options.max_sentences_per_row,
+            );
             let (rows, empty): (Vec<_>, Vec<_>) =
-                rows.into_iter().partition(|(_, _, s)| !s.is_empty());
+                rows.into_iter().partition(|(_, _, s, _)| !s.is_empty());
             report.documents_without_sentences += empty.len();
-            let encoded = encode_rows(encoder, rows, lang, options.encode_chunk, progress)?;
+            let encoded = encode_rows(encoder, rows, options.encode_chunk, progress)?;
             let sentences: usize = encoded.iter().map(ConceptDocument::len).sum();
             write_shard(&path, &store, &encoded)?;
             report.rows += encoded.len();

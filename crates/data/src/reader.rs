@@ -26,6 +26,9 @@ pub struct Document {
     pub id: String,
     pub source: String,
     pub text: String,
+    /// The document's language tag as written in the input (JSON lines: the
+    /// [`ReaderOptions::lang_field`] field), if it has one.
+    pub lang: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct ReaderOptions {
     pub id_field: String,
     /// Fail on the first malformed line instead of skipping it.
     pub strict: bool,
+    /// JSON field holding a document's language tag (`fr`, `fra_Latn`, `pt_BR`).
+    pub lang_field: String,
 }
 
 impl Default for ReaderOptions {
@@ -44,6 +49,7 @@ impl Default for ReaderOptions {
             text_field: "text".into(),
             id_field: "id".into(),
             strict: false,
+            lang_field: "lang".into(),
         }
     }
 }
@@ -295,6 +301,7 @@ impl DocumentReader {
             id: self.relative_id(path),
             source: "text".into(),
             text,
+            lang: None,
         }))
     }
 
@@ -400,6 +407,7 @@ impl DocumentReader {
                     id,
                     source: stem.to_string(),
                     text,
+                    lang: None,
                 },
             ));
         }
@@ -552,6 +560,11 @@ impl DocumentReader {
                 .unwrap_or(stem)
                 .to_string(),
             text: body.to_string(),
+            lang: value
+                .get(&self.options.lang_field)
+                .and_then(|v| v.as_str())
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
         }))
     }
 }

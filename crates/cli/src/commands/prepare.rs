@@ -38,6 +38,14 @@ pub struct Args {
     /// counting the lines and warning about the ids.
     #[arg(long)]
     strict: bool,
+    /// JSON field with a document's language tag (`fr`, `fra_Latn`, `pt_BR`): tagged
+    /// documents are segmented and encoded in their language, the others in --lang.
+    #[arg(long, default_value = "lang")]
+    lang_field: String,
+    /// Guess the language of documents without a tag from their text (scripts, and function
+    /// words of 14 Latin/Cyrillic languages) instead of giving them --lang.
+    #[arg(long)]
+    detect_lang: bool,
     #[command(flatten)]
     lang: LangArgs,
     /// No progress bar.
@@ -58,7 +66,9 @@ pub fn run(args: Args) -> Result<()> {
         text_field: args.text_field,
         id_field: args.id_field,
         strict: args.strict,
+        lang_field: args.lang_field,
     };
+    options.detect_lang = args.detect_lang;
     options.segmenter = SegmenterConfig {
         lang: lang.map(str::to_string),
         ..SegmenterConfig::default()
@@ -90,6 +100,24 @@ pub fn run(args: Args) -> Result<()> {
         read.empty_documents,
         report.documents_without_sentences
     );
+    let languages: Vec<String> = report
+        .languages
+        .iter()
+        .map(|(lang, n)| format!("{lang} {n}"))
+        .collect();
+    if !languages.is_empty() {
+        println!(
+            "languages (documents): {} ({} guessed from their text; `-`: none given)",
+            languages.join(", "),
+            report.detected_languages
+        );
+    }
+    if report.unknown_language_tags > 0 {
+        println!(
+            "warning: {} documents carry a language tag no table knows; they were given --lang",
+            report.unknown_language_tags
+        );
+    }
     if let Some(report) = tally.report() {
         println!("warning: {report}");
     }
