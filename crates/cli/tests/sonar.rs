@@ -146,6 +146,21 @@ fn sentences_of_unknown_tokens_only_are_counted() {
         embeddings(&String::from_utf8_lossy(&output.stdout)).len(),
         3
     );
+    // The XLM-R tokenizer: the tiny model's pieces cover the 17 scripts it was made from, not
+    // Cherokee or Gothic; punctuation beside an unknown run does not count as text.
+    let output = lcm(home.path())
+        .arg("encode")
+        .arg("--encoder")
+        .arg(repo().join("fixtures/encoder/tiny-xlmr"))
+        .args(["ᏣᎳᎩ ᎦᏬᏂᎯᏍᏗ.", "𐌰𐌱𐌲", "The cat sleeps."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 sentences became only unknown tokens"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -313,4 +328,27 @@ fn prepare_encodes_each_document_in_its_tagged_or_detected_language() {
             .fold(0.0, f64::max);
         assert!(diff < 1e-6, "{id}: max |Δ| {diff}");
     }
+}
+
+#[test]
+fn generate_reports_prompt_sentences_of_unknown_tokens_only() {
+    let home = tempfile::tempdir().unwrap();
+    let (store, run) = common::tiny_two_tower(home.path());
+    let output = lcm(home.path())
+        .args(["generate", "--model"])
+        .arg(&run)
+        .arg("--store")
+        .arg(&store)
+        .arg("--encoder")
+        .arg(tiny_bert())
+        .args(["--max-sentences", "1", "--ddim-steps", "2"])
+        .arg("สวัสดีครับ. The farmers plant wheat in spring.")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 sentence became only unknown tokens"),
+        "{stderr}"
+    );
 }

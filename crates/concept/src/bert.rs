@@ -1459,7 +1459,6 @@ impl ConceptEncoder for BertEncoder {
 
     fn unknown_only(&self, sentences: &[&str]) -> Result<Option<Vec<bool>>> {
         // The sentence alone, without the prompt (whose tokens are always known).
-        let all_unknown = |ids: &[u32], unk: u32| !ids.is_empty() && ids.iter().all(|&i| i == unk);
         match &self.tokenizer {
             TextTokenizer::Json(tokenizer) => {
                 let Some(unk) = ["[UNK]", "<unk>"]
@@ -1478,14 +1477,27 @@ impl ConceptEncoder for BertEncoder {
                 Ok(Some(
                     encodings
                         .iter()
-                        .map(|e| all_unknown(e.get_ids(), unk))
+                        .map(|e| {
+                            crate::encoder::unknown_only(
+                                e.get_ids()
+                                    .iter()
+                                    .zip(e.get_tokens())
+                                    .map(|(&id, t)| (id == unk, t.as_str())),
+                            )
+                        })
                         .collect(),
                 ))
             }
             TextTokenizer::Xlmr(tok) => Ok(Some(
                 sentences
                     .iter()
-                    .map(|s| all_unknown(&tok.piece_ids(s), xlmr::UNK))
+                    .map(|s| {
+                        crate::encoder::unknown_only(
+                            tok.piece_ids(s)
+                                .into_iter()
+                                .map(|id| (id == xlmr::UNK, tok.piece_text(id).unwrap_or(""))),
+                        )
+                    })
                     .collect(),
             )),
         }

@@ -4,6 +4,21 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 
+/// Whether a sentence's tokens, as `(is the unknown token, token text)`, say nothing of it: at
+/// least one unknown token, and no other token holding a letter or a digit (punctuation and
+/// word-boundary marks such as `▁` or `##` do not count).
+pub fn unknown_only<'a>(tokens: impl IntoIterator<Item = (bool, &'a str)>) -> bool {
+    let mut unknown = false;
+    for (is_unknown, text) in tokens {
+        if is_unknown {
+            unknown = true;
+        } else if text.chars().any(char::is_alphanumeric) {
+            return false;
+        }
+    }
+    unknown
+}
+
 /// A frozen sentence encoder that maps sentences to fixed-size concept vectors.
 ///
 /// `id()` is written into every artifact an encoder produces (Parquet stores, normalisers,
@@ -28,9 +43,22 @@ pub trait ConceptEncoder: Send + Sync {
         Ok(None)
     }
     /// For each sentence, whether the tokenizer maps all of it to unknown tokens (text in a
-    /// script the vocabulary lacks, whose concept then carries nothing of the text); empty
-    /// sentences are not. `None` where the encoder cannot tell.
+    /// script the vocabulary lacks, whose concept then carries nothing of the text):
+    /// [`unknown_only`] of its tokens. `None` where the encoder cannot tell.
     fn unknown_only(&self, _sentences: &[&str]) -> Result<Option<Vec<bool>>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unknown_only;
+
+    #[test]
+    fn unknown_only_ignores_punctuation_and_boundary_marks() {
+        assert!(unknown_only([(true, "<unk>"), (false, "."), (false, "▁")]));
+        assert!(!unknown_only([(true, "<unk>"), (false, "▁cat")]));
+        assert!(!unknown_only([(false, "."), (false, "##")]));
+        assert!(!unknown_only([]));
     }
 }

@@ -242,8 +242,18 @@ impl ConceptEncoder for SonarTextEncoder {
             sentences
                 .iter()
                 .map(|s| {
-                    let ids = self.tokenizer.encode_pieces(s);
-                    !ids.is_empty() && ids.iter().all(|&i| i == unk)
+                    let pieces: Vec<(bool, String)> = self
+                        .tokenizer
+                        .encode_pieces(s)
+                        .into_iter()
+                        .map(|id| {
+                            (
+                                id == unk,
+                                self.tokenizer.id_to_piece(id).unwrap_or_default(),
+                            )
+                        })
+                        .collect();
+                    lcm_concept::encoder::unknown_only(pieces.iter().map(|(u, t)| (*u, t.as_str())))
                 })
                 .collect(),
         ))

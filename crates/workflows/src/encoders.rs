@@ -375,6 +375,34 @@ impl<'a> UnknownTally<'a> {
         }
     }
 
+    /// Counts the sentences of `sentences` made of unknown tokens only, without encoding
+    /// them (text that another component encodes, such as a generation prompt).
+    pub fn check(&self, sentences: &[&str]) -> Result<()> {
+        self.tally(sentences)?;
+        Ok(())
+    }
+
+    fn tally(&self, sentences: &[&str]) -> lcm_concept::Result<()> {
+        if let Some(flags) = self.inner.unknown_only(sentences)? {
+            let unknown: Vec<&str> = sentences
+                .iter()
+                .zip(flags)
+                .filter_map(|(s, f)| f.then_some(*s))
+                .collect();
+            if !unknown.is_empty() {
+                self.count.fetch_add(unknown.len(), Ordering::Relaxed);
+                if let Ok(mut examples) = self.examples.lock() {
+                    for s in unknown {
+                        if examples.len() < EXAMPLES {
+                            examples.push(s.chars().take(60).collect());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sentences counted so far.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -404,23 +432,7 @@ impl<'a> UnknownTally<'a> {
 
 impl ConceptEncoder for UnknownTally<'_> {
     fn encode(&self, sentences: &[&str], lang: Option<&str>) -> lcm_concept::Result<Tensor> {
-        if let Some(flags) = self.inner.unknown_only(sentences)? {
-            let unknown: Vec<&str> = sentences
-                .iter()
-                .zip(flags)
-                .filter_map(|(s, f)| f.then_some(*s))
-                .collect();
-            if !unknown.is_empty() {
-                self.count.fetch_add(unknown.len(), Ordering::Relaxed);
-                if let Ok(mut examples) = self.examples.lock() {
-                    for s in unknown {
-                        if examples.len() < EXAMPLES {
-                            examples.push(s.chars().take(60).collect());
-                        }
-                    }
-                }
-            }
-        }
+        self.tally(sentences)?;
         self.inner.encode(sentences, lang)
     }
 

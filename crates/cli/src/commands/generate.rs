@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use lcm_concept::ConceptEncoder;
-use lcm_workflows::encoders::resolve_language;
+use lcm_workflows::encoders::{UnknownTally, resolve_language};
 use lcm_workflows::generate::{
     ContinuationDecoder, StopRules, continuation_json, prompt_sentences,
 };
@@ -79,13 +79,19 @@ pub fn run(args: Args) -> Result<()> {
         (None, file) => read_text(file.as_deref())?,
     };
     // An empty prompt is refused before anything loads.
-    prompt_sentences(&text)?;
+    let sentences = prompt_sentences(&text)?;
     let sampling = args.sampling.sampling()?;
     let what = format!("the model {}", args.model.display());
     let encoder = args
         .encoder
         .load_for(&checkpoint_space_id(&args.model)?, &what)?;
     let lang = args.lang.resolve(Some(&encoder))?;
+    let tally = UnknownTally::new(&encoder);
+    tally.check(&sentences.iter().map(String::as_str).collect::<Vec<_>>())?;
+    if let Some(report) = tally.report() {
+        eprintln!("warning: {report}");
+    }
+    drop(tally);
     let target = resolve_language(args.target_lang.as_deref())?;
     let encoder: Arc<dyn ConceptEncoder> = Arc::new(encoder);
     let choice = DecoderChoice {

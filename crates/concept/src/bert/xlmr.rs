@@ -84,6 +84,16 @@ impl XlmrTokenizer {
         (self.spm.num_pieces() as u32 - 1) + OFFSET
     }
 
+    /// The text of the piece with model id `id` (`None` for `<unk>` and unknown ids).
+    pub fn piece_text(&self, id: u32) -> Option<&str> {
+        if id == UNK {
+            return None;
+        }
+        self.spm
+            .piece(id.checked_sub(OFFSET)?)
+            .map(|(text, _)| text)
+    }
+
     /// Model ids of the pieces of `text`, without `<s>`/`</s>`.
     pub fn piece_ids(&self, text: &str) -> Vec<u32> {
         let unk = self.spm.unk_id();
