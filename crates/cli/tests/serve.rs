@@ -35,6 +35,25 @@ fn request(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, 
     )
 }
 
+/// The document without its wall-clock fields (`ms`), which differ between any two runs.
+fn without_timings(mut value: Value) -> Value {
+    match &mut value {
+        Value::Object(map) => {
+            map.remove("ms");
+            for v in map.values_mut() {
+                *v = without_timings(v.take());
+            }
+        }
+        Value::Array(items) => {
+            for v in items.iter_mut() {
+                *v = without_timings(v.take());
+            }
+        }
+        _ => {}
+    }
+    value
+}
+
 /// Kills the server if the test fails before stopping it, so that no orphan keeps the test
 /// harness's output pipe open.
 struct KillOnDrop(Child);
@@ -88,6 +107,22 @@ fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
             ]),
     );
     let cli: Value = serde_json::from_str(&printed).expect("json");
+    let goal = "The ship sank in the storm.";
+    let avoid = "Whales are mammals.";
+    let planned = run_ok(
+        lcm(home.path())
+            .arg("plan")
+            .arg("--model")
+            .arg(&run)
+            .arg("--store")
+            .arg(&store)
+            .arg("--encoder")
+            .arg(tiny_bert())
+            .args(["--goal", goal, "--avoid", avoid])
+            .args(["--steps", "2", "--candidates", "3", "--seed", "5"])
+            .args(["--ddim-steps", "5", "--json", prompt]),
+    );
+    let cli_plan: Value = serde_json::from_str(&planned).expect("plan json");
 
     let server = lcm(home.path())
         .arg("serve")
@@ -138,6 +173,46 @@ fn serve_generates_what_the_cli_generates_and_stops_on_sigterm() {
         "POST",
         "/generate",
         Some(&json!({ "prompt": prompt, "max_sentences": 1000 })),
+    );
+    assert_eq!(status, 413, "{refused}");
+
+    // `/plan` answers what `lcm plan --json` prints for the same case and settings.
+    let (status, served_plan) = request(
+        &addr,
+        "POST",
+        "/plan",
+        Some(&json!({
+            "prompt": prompt, "goal": goal, "avoid": [avoid],
+            "steps": 2, "candidates": 3, "seed": 5
+        })),
+    );
+    assert_eq!(status, 200, "{served_plan}");
+    assert_eq!(
+        without_timings(served_plan.clone()),
+        without_timings(cli_plan)
+    );
+    assert!(
+        served_plan["planner"].is_object() && served_plan["greedy_retrieval"].is_object(),
+        "{served_plan}"
+    );
+    let (status, refused) = request(
+        &addr,
+        "POST",
+        "/plan",
+        Some(&json!({ "prompt": prompt, "goal": "  " })),
+    );
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("goal")),
+        "{refused}"
+    );
+    let (status, refused) = request(
+        &addr,
+        "POST",
+        "/plan",
+        Some(&json!({ "prompt": prompt, "goal": goal, "candidates": 100000 })),
     );
     assert_eq!(status, 413, "{refused}");
 

@@ -125,6 +125,7 @@ pub fn app(services: Services, config: ServeConfig) -> std::io::Result<Router> {
             ("post", "/v1/embeddings") => post(routes::openai_embeddings),
             ("post", "/segment") => post(routes::segment),
             ("post", "/generate") => post(routes::generate),
+            ("post", "/plan") => post(routes::plan),
             ("get", "/info") => get(routes::info),
             ("get", "/health") => get(routes::health),
             ("get", "/metrics") => get(routes::metrics),

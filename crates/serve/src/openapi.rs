@@ -22,6 +22,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "Continue a prompt concept by concept, decoded",
     ),
     (
+        "post",
+        "/plan",
+        "Plan the next sentences toward a goal outside guardrail regions",
+    ),
+    (
         "get",
         "/info",
         "The encoder, the model and the server's limits",
@@ -78,6 +83,26 @@ fn request_schema(path: &str) -> Option<Value> {
                 "allow_prompt_sentences": { "type": "boolean", "default": false }
             }),
             &["prompt"],
+        ),
+        "/plan" => object(
+            json!({
+                "prompt": { "type": "string" },
+                "goal": { "type": "string" },
+                "avoid": { "type": "array", "items": { "type": "string" } },
+                "steps": { "type": "integer", "default": 4 },
+                "candidates": { "type": "integer", "default": 8 },
+                "neighbours": { "type": "integer", "default": 4 },
+                "beam": { "type": "integer", "default": 4 },
+                "tau": { "type": "number", "default": 0.5 },
+                "radius": { "type": "number", "default": 0.45 },
+                "steer": { "type": "number", "default": 0.0 },
+                "coherence_weight": { "type": "number", "default": 0.0 },
+                "greedy_neighbours": { "type": "integer", "default": 16 },
+                "seed": { "type": "integer", "default": 0 },
+                "guidance_scale": { "type": "number" },
+                "ddim_steps": { "type": "integer" }
+            }),
+            &["prompt", "goal"],
         ),
         _ => return None,
     })

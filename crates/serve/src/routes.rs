@@ -14,6 +14,7 @@ use base64::Engine as _;
 use lcm_concept::segment::{Segmenter, SegmenterConfig};
 use lcm_workflows::encode::Embeddings;
 use lcm_workflows::generate::StopRules;
+use lcm_workflows::planning::{PlanOptions, PlanningError, plan_in_session, prompt_case};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -95,6 +96,44 @@ pub struct GenerateRequest {
     #[serde(default)]
     allow_prompt_sentences: bool,
 }
+
+/// `POST /plan`: `lcm plan`'s single prompt; absent settings take `lcm plan`'s defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    prompt: String,
+    goal: String,
+    #[serde(default)]
+    avoid: Vec<String>,
+    #[serde(default)]
+    steps: Option<usize>,
+    #[serde(default)]
+    candidates: Option<usize>,
+    #[serde(default)]
+    neighbours: Option<usize>,
+    #[serde(default)]
+    beam: Option<usize>,
+    #[serde(default)]
+    tau: Option<f32>,
+    #[serde(default)]
+    radius: Option<f32>,
+    #[serde(default)]
+    steer: Option<f32>,
+    #[serde(default)]
+    coherence_weight: Option<f32>,
+    #[serde(default)]
+    greedy_neighbours: Option<usize>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    guidance_scale: Option<f64>,
+    #[serde(default)]
+    ddim_steps: Option<usize>,
+}
+
+/// Most candidates, beams, neighbours or avoided topics one `/plan` request may ask for: the
+/// search costs their product in model calls.
+const MAX_PLAN_WIDTH: usize = 64;
 
 /// The inputs' concepts after the limits are checked, and the tokens they cost.
 async fn embed_inputs(
@@ -259,17 +298,11 @@ pub async fn generate(
             .repetition_threshold
             .unwrap_or(defaults.repetition_threshold),
     };
-    let in_flight = &state.metrics.generations_in_flight;
-    if in_flight.fetch_add(1, Ordering::SeqCst) >= state.config.max_generations as u64 {
-        in_flight.fetch_sub(1, Ordering::SeqCst);
-        return Err(ApiError::overloaded(format!(
-            "{} generations are already running; retry later",
-            state.config.max_generations
-        )));
-    }
+    let slot = model_slot(&state)?;
     let seed = request.seed;
     let worker = Arc::clone(&session);
     let result = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         worker.generate(
             &request.prompt,
             &rules,
@@ -279,7 +312,6 @@ pub async fn generate(
         )
     })
     .await;
-    in_flight.fetch_sub(1, Ordering::SeqCst);
     let generation = result.map_err(|e| ApiError::backend(e.to_string()))??;
     let generated: Vec<Value> = generation
         .sentences
@@ -294,6 +326,112 @@ pub async fn generate(
         "decoder": session.decoder().kind(),
         "seed": seed,
     })))
+}
+
+/// Reserves one of the `max_generations` model slots that `/generate` and `/plan` share;
+/// the guard gives it back.
+fn model_slot(state: &AppState) -> Result<SlotGuard, ApiError> {
+    let in_flight = &state.metrics.generations_in_flight;
+    if in_flight.fetch_add(1, Ordering::SeqCst) >= state.config.max_generations as u64 {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::overloaded(format!(
+            "{} generations are already running; retry later",
+            state.config.max_generations
+        )));
+    }
+    Ok(SlotGuard(state.metrics.clone()))
+}
+
+struct SlotGuard(Arc<crate::metrics::Metrics>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.generations_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub async fn plan(
+    State(state): State<AppState>,
+    request: Result<Json<PlanRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(request) = request.map_err(ApiError::from_rejection)?;
+    let Some(session) = state.generator.clone() else {
+        return Err(ApiError::no_model(
+            "this server has no LCM: start it with `lcm serve --model RUN --store STORE`",
+        ));
+    };
+    let defaults = PlanOptions::default();
+    let options = PlanOptions {
+        steps: request.steps.unwrap_or(defaults.steps),
+        beam: request.beam.unwrap_or(defaults.beam),
+        candidates: request.candidates.unwrap_or(defaults.candidates),
+        neighbours: request.neighbours.unwrap_or(defaults.neighbours),
+        steer: request.steer.unwrap_or(defaults.steer),
+        proposer: defaults.proposer,
+        tau: request.tau.unwrap_or(defaults.tau),
+        radius: request.radius.unwrap_or(defaults.radius),
+        coherence_weight: request
+            .coherence_weight
+            .unwrap_or(defaults.coherence_weight),
+        greedy_neighbours: request
+            .greedy_neighbours
+            .unwrap_or(defaults.greedy_neighbours),
+        seed: request.seed,
+    };
+    if options.steps > state.config.max_generate_sentences {
+        return Err(ApiError::too_large(format!(
+            "steps {}; at most {} (--max-generate-sentences)",
+            options.steps, state.config.max_generate_sentences
+        )));
+    }
+    for (name, value) in [
+        ("candidates", options.candidates),
+        ("beam", options.beam),
+        ("neighbours", options.neighbours),
+        ("greedy_neighbours", options.greedy_neighbours),
+        ("avoid topics", request.avoid.len()),
+    ] {
+        if value > MAX_PLAN_WIDTH {
+            return Err(ApiError::too_large(format!(
+                "{name} {value}; at most {MAX_PLAN_WIDTH}"
+            )));
+        }
+    }
+    let case = prompt_case(&request.prompt, &request.goal, request.avoid, options.tau)
+        .map_err(|e| ApiError::validation(e.to_string()))?;
+    let mut settings = state.sampling.clone();
+    if let Some(g) = request.guidance_scale {
+        settings.guidance_scale = g;
+    }
+    if let Some(steps) = request.ddim_steps {
+        settings.ddim_steps = steps;
+    }
+    let sampling = settings.diffusion()?;
+    let slot = model_slot(&state)?;
+    let planned = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        plan_in_session(&session, &case, options, &sampling)
+    })
+    .await
+    .map_err(|e| ApiError::backend(e.to_string()))?;
+    // Planning refuses only what the request asked for (settings, a generative decoder).
+    let document = planned.map_err(|e| match e {
+        PlanningError::Invalid(_) => ApiError::validation(e.to_string()),
+        other => ApiError::backend(error_chain(&other)),
+    })?;
+    Ok(Json(document))
+}
+
+/// An error with its causes, `a: b: c`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 pub async fn info(State(state): State<AppState>) -> Json<Value> {

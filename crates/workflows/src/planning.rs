@@ -103,6 +103,25 @@ pub struct PlanOptions {
     pub seed: u64,
 }
 
+/// `lcm plan`'s defaults, which the server's `/plan` shares.
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            steps: 4,
+            beam: 4,
+            candidates: 8,
+            neighbours: 4,
+            steer: 0.0,
+            proposer: ProposerKind::Lcm,
+            tau: 0.5,
+            radius: 0.45,
+            coherence_weight: 0.0,
+            greedy_neighbours: 16,
+            seed: 0,
+        }
+    }
+}
+
 impl PlanOptions {
     /// Refuses settings that cannot plan (the messages name the flags).
     pub fn validate(&self) -> Result<()> {
@@ -344,6 +363,67 @@ impl ConceptProposer for BankProposer<'_> {
             })
             .collect())
     }
+}
+
+/// The one case of a prompt (split into sentences), a goal and topics to avoid: what `lcm
+/// plan PROMPT --goal …` and the server's `/plan` solve.
+pub fn prompt_case(prompt: &str, goal: &str, avoid: Vec<String>, tau: f32) -> Result<Case> {
+    let prompt = lcm_concept::segment::segment(prompt);
+    if prompt.is_empty() {
+        return Err(PlanningError::Invalid(
+            "the prompt holds no sentence; pass some text to continue".into(),
+        ));
+    }
+    if goal.trim().is_empty() {
+        return Err(PlanningError::Invalid(
+            "the goal is empty; pass the sentence or topic the plan should reach".into(),
+        ));
+    }
+    if let Some(i) = avoid.iter().position(|a| a.trim().is_empty()) {
+        return Err(PlanningError::Invalid(format!(
+            "avoid topic {i} is empty; pass the sentences or topics to stay away from"
+        )));
+    }
+    Ok(Case {
+        id: "prompt".into(),
+        prompt,
+        goal: goal.to_string(),
+        avoid,
+        tau,
+    })
+}
+
+/// Plans `case` with the model, encoder and retrieval bank a generation session holds (no
+/// classifier): the document `lcm plan --json` prints for the same case and settings.
+pub fn plan_in_session(
+    session: &crate::session::GenerationSession,
+    case: &Case,
+    options: PlanOptions,
+    sampling: &DiffusionSampling,
+) -> Result<Value> {
+    options.validate()?;
+    let crate::generate::ContinuationDecoder::Retrieval(decoder) = session.decoder() else {
+        return Err(PlanningError::Invalid(
+            "planning says sentences of a retrieval bank: load the model with a store or a \
+             bank, not a generative decoder"
+                .into(),
+        ));
+    };
+    let trained = session.trained();
+    let planning = Planning {
+        model: trained.model(),
+        normalizer: &trained.normalizer,
+        sampling,
+        decoder,
+        encoder: session.encoder(),
+        classifier: None,
+        options,
+    };
+    let result = planning.solve(case)?;
+    let sentence = |c: &Candidate| planning.sentence(c);
+    Ok(planning
+        .report(trained.label(), &sentence)
+        .single_json(case, &result))
 }
 
 /// Everything every case of a run shares: the model's pieces, the bank, the encoder, the

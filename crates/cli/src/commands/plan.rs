@@ -6,13 +6,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use lcm_concept::ConceptEncoder;
 use lcm_concept::segment::segment;
 use lcm_plan::concept::report::{ReportContext, summaries};
 use lcm_plan::concept::{Candidate, Case, read_cases};
 use lcm_workflows::TrainedLcm;
-use lcm_workflows::planning::{PlanOptions, Planning, ProposerKind as Proposer, load_classifier};
+use lcm_workflows::planning::{
+    PlanOptions, Planning, ProposerKind as Proposer, load_classifier, prompt_case,
+};
 use lcm_workflows::store::retrieval_decoder;
 
 use super::trained::{SamplingArgs, load_encoder};
@@ -55,19 +57,19 @@ pub struct Args {
     #[arg(long)]
     normalizer: Option<PathBuf>,
     /// Sentences planned, K.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = PlanOptions::default().steps)]
     steps: usize,
     /// Model samples per partial plan (diffusion models) or nearest bank sentences to the
     /// prediction (Base-LCM), N.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = PlanOptions::default().candidates)]
     candidates: usize,
     /// Bank sentences per diffusion sample: each sample is snapped to its nearest sentences.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = PlanOptions::default().neighbours)]
     neighbours: usize,
     /// Steer the planner's proposals toward the goal: each sample x is snapped from
     /// x/|x| + λ·goal instead of x (0 = the model's own samples). Unconstrained generation is
     /// never steered.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PlanOptions::default().steer)]
     steer: f32,
     /// Where the planner's candidates come from: `lcm` (the model's samples, snapped to the
     /// bank) or `bank` (the bank sentences nearest the last concept, no model: an ablation
@@ -75,20 +77,20 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ProposerKind::Lcm)]
     proposer: ProposerKind,
     /// Partial plans kept per step of the beam search.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = PlanOptions::default().beam)]
     beam: usize,
     /// Goal reached when a sentence's cosine with the goal is at least τ (a case's "tau"
     /// overrides it).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = PlanOptions::default().tau)]
     tau: f32,
     /// Cosine radius of the --avoid balls: a sentence with cos ≥ R to the topic is inside.
-    #[arg(long, default_value_t = 0.45)]
+    #[arg(long, default_value_t = PlanOptions::default().radius)]
     radius: f32,
     /// Weight of the coherence term (1 − cos between consecutive sentences) in the cost.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PlanOptions::default().coherence_weight)]
     coherence_weight: f32,
     /// Bank neighbours the greedy-retrieval baseline chooses among at each step, M.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = PlanOptions::default().greedy_neighbours)]
     greedy_neighbours: usize,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -135,21 +137,12 @@ impl Args {
         if let Some(path) = &self.cases {
             return Ok(read_cases(path, self.tau, &segment)?);
         }
-        let prompt = segment(self.prompt.as_deref().unwrap_or_default());
-        if prompt.is_empty() {
-            bail!("the prompt holds no sentence; pass some text to continue");
-        }
-        let goal = self.goal.clone().unwrap_or_default();
-        if goal.trim().is_empty() {
-            bail!("--goal is empty; pass the sentence or topic the plan should reach");
-        }
-        Ok(vec![Case {
-            id: "prompt".into(),
-            prompt,
-            goal,
-            avoid: self.avoid.clone(),
-            tau: self.tau,
-        }])
+        Ok(vec![prompt_case(
+            self.prompt.as_deref().unwrap_or_default(),
+            self.goal.as_deref().unwrap_or_default(),
+            self.avoid.clone(),
+            self.tau,
+        )?])
     }
 }
 
