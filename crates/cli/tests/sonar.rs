@@ -352,3 +352,59 @@ fn generate_reports_prompt_sentences_of_unknown_tokens_only() {
         "{stderr}"
     );
 }
+
+/// Copies the directory `from` into `to` (files and subfolders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_recorded_encoder_of_an_hf_repo_is_found_again_without_encoder() {
+    let home = tempfile::tempdir().unwrap();
+    // An HF cache holding `org/tiny-bert`, as a download leaves it.
+    let repo_dir = home.path().join("hf/hub/models--org--tiny-bert");
+    copy_dir(&tiny_bert(), &repo_dir.join("snapshots/abc123"));
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), "abc123").unwrap();
+    let store = home.path().join("store");
+    run_ok(
+        lcm(home.path())
+            .arg("prepare")
+            .arg(repo().join("fixtures/corpus/sample.jsonl"))
+            .arg("--out")
+            .arg(&store)
+            .args(["--encoder", "org/tiny-bert", "--quiet", "--limit", "20"]),
+    );
+    run_ok(
+        lcm(home.path())
+            .arg("fit-normalizer")
+            .arg(&store)
+            .arg("--out")
+            .arg(store.join("normalizer.safetensors")),
+    );
+    // The store records `tiny-bert@…`: train finds the cached repo by that name.
+    run_ok(
+        lcm(home.path())
+            .arg("train")
+            .arg(&store)
+            .args(["--model", "base", "--preset", "tiny", "--steps", "1"])
+            .args([
+                "--max-concepts",
+                "64",
+                "--valid-fraction",
+                "0.2",
+                "--quiet",
+                "--out",
+            ])
+            .arg(home.path().join("run")),
+    );
+}

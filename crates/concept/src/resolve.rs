@@ -198,6 +198,33 @@ pub fn resolve_model_in(name_or_path: &str, roots: &SearchRoots) -> Result<PathB
     })
 }
 
+/// A model folder found by the short name an encoder id records ([`model_name_for_folder`]):
+/// `$LCM_HOME/models/<name>`, else the one HF cache snapshot of a repo `<org>/<name>` (none
+/// when several orgs have such a repo). What loads the encoder a store records when the
+/// store was made from an HF repo id.
+pub fn find_by_model_name(name: &str, roots: &SearchRoots) -> Option<PathBuf> {
+    if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+        return None;
+    }
+    let local = roots.lcm_home.join("models").join(name);
+    if local.join("config.json").is_file() {
+        return Some(local);
+    }
+    let suffix = format!("--{name}");
+    let mut found = std::fs::read_dir(&roots.hf_cache)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let dir = entry.file_name().to_string_lossy().into_owned();
+            dir.starts_with("models--") && dir.ends_with(&suffix) && dir.matches("--").count() == 2
+        })
+        .filter_map(|entry| find_hf_snapshot(&entry.path()));
+    match (found.next(), found.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
+}
+
 /// The short model name used in encoder ids: the folder name, or the repo's basename when the
 /// folder is a snapshot inside the HF cache (`models--org--name/snapshots/<rev>`).
 pub fn model_name_for_folder(folder: &Path) -> String {
@@ -297,6 +324,32 @@ mod tests {
     fn touch_model(dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("config.json"), "{}").unwrap();
+    }
+
+    #[test]
+    fn recorded_names_find_their_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = roots(tmp.path());
+        let repo = r.hf_cache.join("models--org--some-model");
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc").unwrap();
+        touch_model(&repo.join("snapshots/abc"));
+        assert_eq!(
+            find_by_model_name("some-model", &r),
+            Some(repo.join("snapshots/abc"))
+        );
+        assert_eq!(find_by_model_name("other-model", &r), None);
+        touch_model(&r.lcm_home.join("models/mine"));
+        assert_eq!(
+            find_by_model_name("mine", &r),
+            Some(r.lcm_home.join("models/mine"))
+        );
+        // Two orgs with the same name: ambiguous, not guessed.
+        let second = r.hf_cache.join("models--other--some-model");
+        std::fs::create_dir_all(second.join("refs")).unwrap();
+        std::fs::write(second.join("refs/main"), "def").unwrap();
+        touch_model(&second.join("snapshots/def"));
+        assert_eq!(find_by_model_name("some-model", &r), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use candle_core::Tensor;
 use lcm_concept::bert::{BertEncoder, EncoderOptions};
 use lcm_concept::lang::{self, LanguageCoverage};
-use lcm_concept::resolve::resolve_model;
+use lcm_concept::resolve::{SearchRoots, find_by_model_name, resolve_model};
 use lcm_concept::{ConceptDecoder, ConceptEncoder, DecodeConfig, Decoded};
 use lcm_decoder::TrainedDecoder;
 use lcm_sonar::pipeline::{SonarTextDecoder, SonarTextEncoder, default_sonar_dir, is_sonar_dir};
@@ -141,6 +141,11 @@ fn encoder_folder(spec: &str) -> Result<(PathBuf, bool)> {
 /// once the folder is found reads "loading encoder from FOLDER: …".
 pub fn load_encoder(spec: &str, options: &EncoderOptions) -> Result<AnyEncoder> {
     let (folder, sonar) = encoder_folder(spec)?;
+    load_from(folder, sonar, options)
+}
+
+/// Loads the SONAR (`sonar`) or BERT-family encoder in `folder`.
+fn load_from(folder: PathBuf, sonar: bool, options: &EncoderOptions) -> Result<AnyEncoder> {
     let loaded = if sonar {
         SonarTextEncoder::open(&folder)
             .map(|e| AnyEncoder::Sonar {
@@ -212,12 +217,23 @@ pub fn load_encoder_for(
         prompt_name: Some(prompt_name.unwrap_or_default()),
         ..options.clone()
     };
-    let encoder = load_encoder(&spec, &options).map_err(|e| {
-        WorkflowError::Refused(format!(
-            "{} records the encoder `{}`, which cannot be loaded by the name `{spec}` ({e}); \
-             pass its folder with --encoder",
-            recorded.what, recorded.id
-        ))
+    // By its name, else (a store made from an HF repo id records the repo's basename) the
+    // folder of that name in $LCM_HOME/models or the HF cache.
+    let encoder = load_encoder(&spec, &options).or_else(|e| {
+        let refused = |e: WorkflowError| {
+            WorkflowError::Refused(format!(
+                "{} records the encoder `{}`, which cannot be loaded by the name `{spec}` \
+                 ({e}); pass its folder with --encoder",
+                recorded.what, recorded.id
+            ))
+        };
+        match find_by_model_name(&spec, &SearchRoots::from_env()) {
+            Some(folder) => {
+                let sonar = is_sonar_dir(&folder);
+                load_from(folder, sonar, &options).map_err(refused)
+            }
+            None => Err(refused(e)),
+        }
     })?;
     if encoder.id() != recorded.id {
         return Err(WorkflowError::Refused(format!(
