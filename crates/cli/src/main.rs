@@ -41,6 +41,9 @@ enum Command {
     Generate(commands::generate::Args),
     /// Teacher-forced evaluation (ℓ2, CA, PAR vs trivial baselines) on the held-out split.
     Eval(commands::eval::Args),
+    /// Multilingual evaluation on a parallel corpus: cross-lingual retrieval, zero-shot
+    /// next-concept prediction in languages never trained on, generation across languages.
+    EvalMultilingual(commands::eval_multilingual::Args),
     /// Plan the next sentences toward a goal, outside guardrail regions, with a trained LCM
     /// as the world model; `--cases` compares it with unconstrained generation and greedy
     /// retrieval.
@@ -94,6 +97,7 @@ fn run(command: Command) -> Result<()> {
         command,
         Command::Train(_)
             | Command::Eval(_)
+            | Command::EvalMultilingual(_)
             | Command::Generate(_)
             | Command::Plan(_)
             | Command::Wm(_)
@@ -115,6 +119,7 @@ fn run(command: Command) -> Result<()> {
         Command::Train(args) => commands::train::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::EvalMultilingual(args) => commands::eval_multilingual::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Wm(command) => commands::wm::run(command),

@@ -27,6 +27,9 @@
 //! - [`encoders`]: concept encoders and decoders by name or by the id an artifact records
 //!   (`minilm`, `e5`, `sonar`, HF repo ids, folders), languages, the unknown-token tally.
 //! - [`models`]: checking downloaded SONAR files by loading them.
+//! - [`multilingual`]: `lcm eval-multilingual` on a parallel corpus: cross-lingual
+//!   retrieval, zero-shot next-concept prediction in languages never trained on, and
+//!   generation decoded from another language's sentences.
 //! - [`planning`]: concept-space planning with the LCM as world model (the LCM- and
 //!   bank-backed proposers, the method comparison, case files and reports).
 
@@ -40,6 +43,7 @@ pub mod fused_generate;
 pub mod generate;
 pub mod load;
 pub mod models;
+pub mod multilingual;
 pub mod planning;
 pub mod session;
 pub mod store;

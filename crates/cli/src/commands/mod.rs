@@ -1,6 +1,7 @@
 pub mod decoder;
 pub mod encode;
 pub mod eval;
+pub mod eval_multilingual;
 pub mod export;
 pub mod federated;
 pub mod generate;
