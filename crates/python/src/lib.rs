@@ -352,14 +352,7 @@ impl Lcm {
 
 /// Diffusion sampling: the paper's defaults with the keywords given.
 fn sampling_settings(guidance_scale: Option<f64>, ddim_steps: Option<usize>) -> SamplingSettings {
-    let mut settings = SamplingSettings::default();
-    if let Some(g) = guidance_scale {
-        settings.guidance_scale = g;
-    }
-    if let Some(steps) = ddim_steps {
-        settings.ddim_steps = steps;
-    }
-    settings
+    SamplingSettings::default().with_overrides(guidance_scale, ddim_steps)
 }
 
 /// A 2-D float array with `dim` columns as row-major numbers; `what` names it in errors.

@@ -282,14 +282,11 @@ pub async fn generate(
             state.config.max_generate_sentences
         )));
     }
-    let mut settings = state.sampling.clone();
-    if let Some(g) = request.guidance_scale {
-        settings.guidance_scale = g;
-    }
-    if let Some(steps) = request.ddim_steps {
-        settings.ddim_steps = steps;
-    }
-    let sampling = settings.diffusion()?;
+    let sampling = state
+        .sampling
+        .clone()
+        .with_overrides(request.guidance_scale, request.ddim_steps)
+        .diffusion()?;
     let defaults = StopRules::default();
     let rules = StopRules {
         max_sentences,
@@ -399,14 +396,11 @@ pub async fn plan(
     }
     let case = prompt_case(&request.prompt, &request.goal, request.avoid, options.tau)
         .map_err(|e| ApiError::validation(e.to_string()))?;
-    let mut settings = state.sampling.clone();
-    if let Some(g) = request.guidance_scale {
-        settings.guidance_scale = g;
-    }
-    if let Some(steps) = request.ddim_steps {
-        settings.ddim_steps = steps;
-    }
-    let sampling = settings.diffusion()?;
+    let sampling = state
+        .sampling
+        .clone()
+        .with_overrides(request.guidance_scale, request.ddim_steps)
+        .diffusion()?;
     let slot = model_slot(&state)?;
     let planned = tokio::task::spawn_blocking(move || {
         let _slot = slot;

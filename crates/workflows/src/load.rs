@@ -76,16 +76,22 @@ pub fn checkpoint_space_id(path: &Path) -> Result<String> {
         return Ok(export.space_id);
     }
     let step_dir = resolve_checkpoint(path)?;
+    Ok(read_state(&step_dir)?.space_id)
+}
+
+/// The `state.json` of a step directory, without its weights.
+fn read_state(step_dir: &Path) -> Result<TrainState> {
     let state_path = step_dir.join(STATE_FILE);
     let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
         path: state_path.clone(),
         source,
     })?;
-    let state: TrainState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
-        path: step_dir.clone(),
-        reason: format!("invalid {STATE_FILE}: {e}"),
-    })?;
-    Ok(state.space_id)
+    Ok(
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
+            path: step_dir.to_path_buf(),
+            reason: format!("invalid {STATE_FILE}: {e}"),
+        })?,
+    )
 }
 
 /// Loads the model of the checkpoint at `path` (see [`resolve_checkpoint`]). With
@@ -95,15 +101,7 @@ pub fn load_model(path: &Path, expected_space: Option<&str>) -> Result<LoadedMod
         return load_exported(path, &export, expected_space);
     }
     let step_dir = resolve_checkpoint(path)?;
-    let state_path = step_dir.join(STATE_FILE);
-    let bytes = std::fs::read(&state_path).map_err(|source| TrainError::Io {
-        path: state_path.clone(),
-        source,
-    })?;
-    let peek: TrainState = serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
-        path: step_dir.clone(),
-        reason: format!("invalid {STATE_FILE}: {e}"),
-    })?;
+    let peek = read_state(&step_dir)?;
     let (kind, preset, config) = ModelConfig::from_json(&peek.model_config)?;
     let varmap = VarMap::new();
     let model = build_model(
@@ -324,6 +322,23 @@ pub struct SamplingSettings {
     pub epsilon_scaling: f64,
     /// Seed of the sampling noise.
     pub seed: u64,
+}
+
+impl SamplingSettings {
+    /// These settings with a request's guidance scale and DDIM steps where it gives them.
+    pub fn with_overrides(
+        mut self,
+        guidance_scale: Option<f64>,
+        ddim_steps: Option<usize>,
+    ) -> Self {
+        if let Some(g) = guidance_scale {
+            self.guidance_scale = g;
+        }
+        if let Some(steps) = ddim_steps {
+            self.ddim_steps = steps;
+        }
+        self
+    }
 }
 
 impl Default for SamplingSettings {
