@@ -267,6 +267,27 @@ fn sonar_prepare_train_and_generate_decode_into_the_language_asked_for() {
     // The target language is the decoder prompt's language tag: the same concepts decode
     // differently into French and German.
     assert_ne!(generate("fr"), generate("de"));
+    // The round trip of SONAR's decoder on the store's held-out sentences, next to retrieval.
+    let printed = run_ok(
+        lcm(home.path())
+            .args(["eval-decoder", "--decoder", "sonar", "--data"])
+            .arg(&store)
+            .args([
+                "--limit",
+                "3",
+                "--beam",
+                "1",
+                "--max-len",
+                "8",
+                "--lang",
+                "fr",
+            ])
+            .args(["--valid-fraction", "0.3", "--quiet"]),
+    );
+    assert!(
+        printed.contains("| sonar (") && printed.contains("SONAR decoder: greedy"),
+        "{printed}"
+    );
     // A model trained on SONAR concepts refuses another space's encoder.
     let stderr = run_err(
         lcm(home.path())

@@ -84,7 +84,18 @@ impl HeldOutSample {
             .map_err(|e| DecoderError::file(store, format!("cannot open the store: {e}")))?;
         decoder.check_space(&opened.meta.encoder_id, opened.meta.dim)?;
         drop(opened);
-        let valid_fraction = decoder.meta().valid_fraction;
+        Self::load_split(store, decoder.meta().valid_fraction, limit)
+    }
+
+    /// Up to `limit` held-out sentences of the store at `store` at the held-out fraction
+    /// `valid_fraction`: for a decoder that was not trained on the store (SONAR's), the
+    /// split `lcm train` and `lcm eval` use.
+    pub fn load_split(store: &Path, valid_fraction: f64, limit: usize) -> Result<Self> {
+        if limit == 0 {
+            return Err(DecoderError::input(
+                "a round trip needs at least one sentence (limit 0)",
+            ));
+        }
         let split = SentenceSplit::load(store, valid_fraction)?;
         if split.valid_texts.is_empty() {
             return Err(DecoderError::file(
@@ -195,12 +206,55 @@ impl RoundTripReport {
     }
 }
 
+/// The generative decoder a round trip evaluates: a trained decoder
+/// ([`Generative::trained`]) or another one, such as SONAR's.
+pub struct Generative<'a> {
+    pub decoder: &'a dyn ConceptDecoder,
+    /// How the results name it (`trained (runs/dec step 2000)`).
+    pub label: String,
+    /// How progress names it (`trained decoder`).
+    pub kind: &'static str,
+    /// Its folder, as given.
+    pub path: String,
+    /// The language it decodes into, for decoders that take one (SONAR).
+    pub lang: Option<&'a str>,
+}
+
+impl<'a> Generative<'a> {
+    pub fn trained(decoder: &'a TrainedDecoder) -> Self {
+        Self {
+            decoder,
+            label: format!(
+                "trained ({} step {})",
+                decoder.root().display(),
+                decoder.meta().step
+            ),
+            kind: "trained decoder",
+            path: decoder.root().display().to_string(),
+            lang: None,
+        }
+    }
+}
+
 /// Decodes the concepts of `sample` with `trained` and with `retrieval` (which must exclude
 /// `sample.held_out`), and scores both against the references; `encoder` (the store's)
 /// re-encodes the decoded texts.
 pub fn evaluate(
     sample: &HeldOutSample,
     trained: &TrainedDecoder,
+    retrieval: &dyn ConceptDecoder,
+    encoder: &dyn ConceptEncoder,
+    config: &RoundTripConfig,
+    progress: &mut dyn FnMut(DecodingProgress<'_>),
+) -> Result<RoundTripReport> {
+    let generative = Generative::trained(trained);
+    evaluate_with(sample, &generative, retrieval, encoder, config, progress)
+}
+
+/// [`evaluate`] for any generative decoder.
+pub fn evaluate_with(
+    sample: &HeldOutSample,
+    generative: &Generative<'_>,
     retrieval: &dyn ConceptDecoder,
     encoder: &dyn ConceptEncoder,
     config: &RoundTripConfig,
@@ -217,18 +271,25 @@ pub fn evaluate(
     let n = sample.len();
     let decode = config.decode_config();
     let concepts = Tensor::from_vec(sample.vectors.clone(), (n, sample.dim), &Device::Cpu)?;
-    let (trained_out, trained_s) =
-        decode_all("trained decoder", trained, &concepts, &decode, progress)?;
-    let (retrieval_out, retrieval_s) =
-        decode_all("retrieval decoder", retrieval, &concepts, &decode, progress)?;
+    let (trained_out, trained_s) = decode_all(
+        generative.kind,
+        generative.decoder,
+        &concepts,
+        &decode,
+        generative.lang,
+        progress,
+    )?;
+    let (retrieval_out, retrieval_s) = decode_all(
+        "retrieval decoder",
+        retrieval,
+        &concepts,
+        &decode,
+        None,
+        progress,
+    )?;
 
-    let trained_label = format!(
-        "trained ({} step {})",
-        trained.root().display(),
-        trained.meta().step
-    );
     let results = vec![
-        score(sample, encoder, &trained_label, &trained_out, trained_s)?,
+        score(sample, encoder, &generative.label, &trained_out, trained_s)?,
         score(
             sample,
             encoder,
@@ -248,7 +309,7 @@ pub fn evaluate(
         .collect();
     Ok(RoundTripReport {
         store: sample.store.clone(),
-        decoder: trained.root().display().to_string(),
+        decoder: generative.path.clone(),
         encoder_id: sample.encoder_id.clone(),
         held_out_sentences: sample.held_out.len(),
         evaluated: n,
@@ -265,6 +326,7 @@ fn decode_all(
     decoder: &dyn ConceptDecoder,
     concepts: &Tensor,
     config: &DecodeConfig,
+    lang: Option<&str>,
     progress: &mut dyn FnMut(DecodingProgress<'_>),
 ) -> Result<(Vec<Decoded>, f64)> {
     let t0 = Instant::now();
@@ -278,7 +340,7 @@ fn decode_all(
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(DECODE_CHUNK) {
         let len = DECODE_CHUNK.min(n - start);
-        out.extend(decoder.decode(&concepts.narrow(0, start, len)?, None, config)?);
+        out.extend(decoder.decode(&concepts.narrow(0, start, len)?, lang, config)?);
         progress(report(start + len));
     }
     Ok((out, t0.elapsed().as_secs_f64()))
