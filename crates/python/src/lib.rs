@@ -9,13 +9,13 @@ use std::sync::Arc;
 use lcm_concept::ConceptEncoder;
 use lcm_concept::bert::EncoderOptions;
 use lcm_concept::segment::{Segmenter, SegmenterConfig};
-use lcm_data::store::{ConceptStore as Store, DocumentIter, StoreFile, StoreMeta, shard_paths};
 use lcm_workflows::encode::encode_sentences;
 use lcm_workflows::encoders::{AnyEncoder, Recorded, load_encoder, load_encoder_for};
 use lcm_workflows::evaluate::{EvalConfig, HeldOut};
 use lcm_workflows::generate::{ContinuationDecoder, StopRules};
 use lcm_workflows::load::checkpoint_space_id;
 use lcm_workflows::session::{DecoderChoice, GenerationSession};
+use lcm_workflows::store::{ConceptStore as Store, StoreDocuments, StoreMeta};
 use lcm_workflows::vectors::{decode_vectors, next_concepts, open_decoder};
 use lcm_workflows::{SamplingSettings, eos_embedding};
 use numpy::{AllowTypeChange, PyArray1, PyArrayLike2, PyArrayMethods, PyUntypedArrayMethods};
@@ -388,8 +388,8 @@ impl ConceptStore {
         let opened = py
             .detach(|| {
                 let store = Store::open(&path)?;
-                let shards = shard_paths(&path)?;
-                Ok::<_, lcm_data::DataError>((store, shards))
+                let shards = StoreDocuments::open(&path)?.shards().to_vec();
+                Ok::<_, lcm_workflows::WorkflowError>((store, shards))
             })
             .map_err(|e| library_error(&e))?;
         let (store, shards) = opened;
@@ -442,13 +442,15 @@ impl ConceptStore {
 
     /// Documents in store order, each a dict: `id`, `source`, `sentences` (list of str) and
     /// `concepts` (float32 array `(len(sentences), dim)`).
-    fn __iter__(&self) -> Documents {
-        Documents {
-            shards: self.shards.clone(),
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Documents> {
+        let path = self.path.clone();
+        let documents = py
+            .detach(move || StoreDocuments::open(&path))
+            .map_err(|e| library_error(&e))?;
+        Ok(Documents {
             dim: self.meta.dim,
-            next_shard: 0,
-            current: std::sync::Mutex::new(None),
-        }
+            inner: std::sync::Mutex::new(documents),
+        })
     }
 
     /// The store as a `pyarrow.Table` (columns as in the Parquet shards), read by pyarrow
@@ -475,12 +477,11 @@ impl ConceptStore {
         let path = self.path.clone();
         let values = py
             .detach(move || {
-                let store = Store::open(&path)?;
                 let mut values = Vec::new();
-                for document in store.documents() {
+                for document in StoreDocuments::open(&path)? {
                     values.extend(document?.embeddings);
                 }
-                Ok::<_, lcm_data::DataError>(values)
+                Ok::<_, lcm_workflows::WorkflowError>(values)
             })
             .map_err(|e| library_error(&e))?;
         let rows = values.len() / self.meta.dim.max(1);
@@ -503,12 +504,10 @@ impl ConceptStore {
 /// The documents of a [`ConceptStore`], read shard by shard.
 #[pyclass(module = "lcm")]
 struct Documents {
-    shards: Vec<PathBuf>,
     dim: usize,
-    next_shard: usize,
     // A Parquet reader is not `Sync`, which a Python object must be; only `__next__`
     // (holding `&mut self`) touches it.
-    current: std::sync::Mutex<Option<DocumentIter>>,
+    inner: std::sync::Mutex<StoreDocuments>,
 }
 
 #[pymethods]
@@ -518,38 +517,22 @@ impl Documents {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let next = py
-            .detach(|| {
-                let current = self
-                    .current
-                    .get_mut()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                loop {
-                    if let Some(iter) = current.as_mut()
-                        && let Some(document) = iter.next()
-                    {
-                        return document.map(Some);
-                    }
-                    let Some(path) = self.shards.get(self.next_shard) else {
-                        return Ok(None);
-                    };
-                    self.next_shard += 1;
-                    *current = Some(StoreFile::open(path)?.documents()?);
-                }
-            })
-            .map_err(|e| library_error(&e))?;
-        let Some(document) = next else {
+        let documents = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(next) = py.detach(|| documents.next()) else {
             return Ok(None);
         };
+        let document = next.map_err(|e| library_error(&e))?;
         let rows = document.sentences.len();
-        let dim = self.dim;
         let dict = pyo3::types::PyDict::new(py);
         dict.set_item("id", document.id)?;
         dict.set_item("source", document.source)?;
         dict.set_item("sentences", document.sentences)?;
         dict.set_item(
             "concepts",
-            PyArray1::from_vec(py, document.embeddings).reshape([rows, dim])?,
+            PyArray1::from_vec(py, document.embeddings).reshape([rows, self.dim])?,
         )?;
         Ok(Some(dict.into_any()))
     }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use lcm_data::RetrievalDecoder;
 use lcm_data::sentence_bank::{BankReport, SentenceBank};
-use lcm_data::store::ConceptStore;
+pub use lcm_data::store::{ConceptDocument, ConceptStore, StoreMeta};
+use lcm_data::store::{DocumentIter, StoreFile, shard_paths};
 
 use crate::{Result, WorkflowError};
 
@@ -142,4 +143,47 @@ pub fn retrieval_decoder(
         path,
         source: Box::new(source),
     })
+}
+
+/// The documents of a store read shard by shard, owning what it reads (a `ConceptStore`'s
+/// own iterator borrows the store): what a binding hands out as a Python iterator.
+pub struct StoreDocuments {
+    shards: Vec<PathBuf>,
+    next_shard: usize,
+    current: Option<DocumentIter>,
+}
+
+impl StoreDocuments {
+    /// The documents of the store at `path`, in store order.
+    pub fn open(path: &Path) -> Result<Self> {
+        ConceptStore::open(path)?;
+        Ok(Self {
+            shards: shard_paths(path)?,
+            next_shard: 0,
+            current: None,
+        })
+    }
+
+    /// The Parquet shard files, in order.
+    pub fn shards(&self) -> &[PathBuf] {
+        &self.shards
+    }
+}
+
+impl Iterator for StoreDocuments {
+    type Item = Result<ConceptDocument>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(document) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(document.map_err(WorkflowError::from));
+            }
+            let path = self.shards.get(self.next_shard)?.clone();
+            self.next_shard += 1;
+            match StoreFile::open(&path).and_then(|file| file.documents()) {
+                Ok(documents) => self.current = Some(documents),
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
 }
