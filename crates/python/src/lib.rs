@@ -10,7 +10,9 @@ use lcm_concept::ConceptEncoder;
 use lcm_concept::bert::EncoderOptions;
 use lcm_concept::segment::{Segmenter, SegmenterConfig};
 use lcm_workflows::encode::encode_sentences;
-use lcm_workflows::encoders::{AnyEncoder, Recorded, load_encoder, load_encoder_for};
+use lcm_workflows::encoders::{
+    AnyEncoder, Recorded, load_encoder, load_encoder_for, resolve_language,
+};
 use lcm_workflows::evaluate::{EvalConfig, HeldOut};
 use lcm_workflows::generate::{ContinuationDecoder, StopRules};
 use lcm_workflows::load::checkpoint_space_id;
@@ -127,7 +129,10 @@ impl Encoder {
         };
         let encoder = self.inner.clone();
         let mut embeddings = py
-            .detach(move || encode_sentences(encoder.as_ref(), &sentences, lang.as_deref()))
+            .detach(move || {
+                let lang = resolve_language(lang.as_deref())?;
+                encode_sentences(encoder.as_ref(), &sentences, lang)
+            })
             .map_err(|e| library_error(&e))?;
         if normalize_embeddings {
             embeddings.l2_normalize();
@@ -538,8 +543,8 @@ impl Documents {
     }
 }
 
-/// A concept decoder on its own: retrieval over a store's (or a bank's) sentences, or a
-/// decoder trained with `lcm train-decoder`.
+/// A concept decoder on its own: retrieval over a store's (or a bank's) sentences, a decoder
+/// trained with `lcm train-decoder`, or SONAR's.
 #[pyclass(frozen, module = "lcm")]
 struct Decoder {
     inner: Arc<ContinuationDecoder>,
@@ -548,7 +553,7 @@ struct Decoder {
 #[pymethods]
 impl Decoder {
     /// `store=` or `bank=` for retrieval (the nearest sentence by cosine), or `model=` a
-    /// trained decoder's folder with `beam` beams.
+    /// trained decoder's folder, `sonar` or a folder of SONAR's files, with `beam` beams.
     #[new]
     #[pyo3(signature = (store=None, bank=None, model=None, beam=5))]
     fn new(
@@ -581,14 +586,15 @@ impl Decoder {
         })
     }
 
-    /// `"retrieval"` or `"trained"`.
+    /// `"retrieval"`, `"trained"` or `"sonar"`.
     #[getter]
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
 
-    /// Text for each row of `vectors` (float array `(n, dim)`, raw concepts); with
-    /// `with_scores`, `(text, score)` pairs (retrieval's cosine; None for generated text).
+    /// Text for each row of `vectors` (float array `(n, dim)`, raw concepts), SONAR's in the
+    /// language `lang` (SONAR or ISO 639-1 code, default English); with `with_scores`,
+    /// `(text, score)` pairs (retrieval's cosine; None for generated text).
     #[pyo3(signature = (vectors, lang=None, with_scores=false))]
     fn decode<'py>(
         &self,
@@ -601,7 +607,10 @@ impl Decoder {
         let rows: Vec<f32> = vectors.as_array().iter().copied().collect();
         let decoder = self.inner.clone();
         let decoded = py
-            .detach(move || decode_vectors(&decoder, &rows, dim, lang.as_deref(), "vectors"))
+            .detach(move || {
+                let lang = resolve_language(lang.as_deref())?;
+                decode_vectors(&decoder, &rows, dim, lang, "vectors")
+            })
             .map_err(|e| library_error(&e))?;
         if with_scores {
             let pairs: Vec<(String, Option<f32>)> =

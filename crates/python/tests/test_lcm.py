@@ -236,3 +236,34 @@ def test_a_trained_decoder_decodes_what_generate_decodes(trained: tuple[Path, Pa
     generated = model.generate(prompt, max_sentences=1, seed=7, ddim_steps=5, **NO_STOP)
     predicted = model.next_concepts(encoder.encode(lcm.segment(prompt)), seed=7, ddim_steps=5)
     assert decoder.decode(predicted[None, :]) == [generated[0][0]]
+
+
+def sonar_folder(root: Path) -> Path:
+    """A tiny random-weight SONAR folder from crates/sonar/tests/fixtures (as crates/cli/tests/sonar.rs
+    builds it): encoder, decoder and SentencePiece model under SONAR's names, 3 languages."""
+    fixtures = REPO / "crates" / "sonar" / "tests" / "fixtures"
+    folder = root / "sonar"
+    folder.mkdir()
+    for source, name in [("encoder.pt", "sonar_text_encoder.pt"), ("decoder.pt", "sonar_text_decoder.pt"),
+                         ("tiny_spm.model", "sentencepiece.source.256000.model")]:
+        (folder / name).write_bytes((fixtures / source).read_bytes())
+    (folder / "lcm-sonar.json").write_text('{"num_heads": 4, "languages": ["deu_Latn", "eng_Latn", "fra_Latn"]}')
+    return folder
+
+
+def test_sonar_encodes_and_decodes_in_the_language_asked(tmp_path: Path) -> None:
+    folder = sonar_folder(tmp_path)
+    encoder = lcm.Encoder(str(folder))
+    sentence = "Le chat dort sur le canapé."
+    vectors = encoder.encode([sentence], lang="fr")
+    printed = cli("encode", "--encoder", str(folder), "--lang", "fr", sentence, home=tmp_path)
+    np.testing.assert_allclose(vectors[0], json.loads(printed)["embedding"], atol=1e-6)
+    np.testing.assert_allclose(encoder.encode([sentence], lang="fra_Latn"), vectors, atol=0)
+
+    decoder = lcm.Decoder(model=str(folder), beam=2)
+    assert decoder.kind == "sonar"
+    french = decoder.decode(vectors, lang="fr")
+    assert french == decoder.decode(vectors, lang="fra_Latn") and len(french) == 1
+    assert decoder.decode(vectors, lang="de") != french
+    with pytest.raises(lcm.LcmError, match="fra_Latn"):
+        decoder.decode(vectors, lang="fre_Latn")

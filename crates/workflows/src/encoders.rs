@@ -341,6 +341,19 @@ impl ConceptDecoder for AnyDecoder {
 /// (`$LCM_HOME/models/sonar`), a folder holding SONAR's files, or a `lcm train-decoder --out`
 /// folder. A decoder of another space is refused. Returns it with its folder.
 pub fn load_decoder(spec: &Path, encoder_id: &str, dim: usize) -> Result<(AnyDecoder, PathBuf)> {
+    open_decoder_spec(spec, Some((encoder_id, dim)))
+}
+
+/// [`load_decoder`] in whatever space the decoder was made for: decoding vectors with no
+/// model to check them against (Python's `lcm.Decoder`).
+pub fn load_decoder_in_own_space(spec: &Path) -> Result<(AnyDecoder, PathBuf)> {
+    open_decoder_spec(spec, None)
+}
+
+fn open_decoder_spec(
+    spec: &Path,
+    expected: Option<(&str, usize)>,
+) -> Result<(AnyDecoder, PathBuf)> {
     let sonar_dir = if spec.as_os_str().eq_ignore_ascii_case(SONAR) && !spec.is_dir() {
         Some(default_sonar_dir())
     } else if spec.is_dir() && is_sonar_dir(spec) {
@@ -349,7 +362,11 @@ pub fn load_decoder(spec: &Path, encoder_id: &str, dim: usize) -> Result<(AnyDec
         None
     };
     let Some(folder) = sonar_dir else {
-        let opened = TrainedDecoder::open_expecting(spec, encoder_id, dim).map_err(|e| {
+        let opened = match expected {
+            Some((encoder_id, dim)) => TrainedDecoder::open_expecting(spec, encoder_id, dim),
+            None => TrainedDecoder::open(spec),
+        }
+        .map_err(|e| {
             WorkflowError::Refused(format!("opening the decoder {}: {e}", spec.display()))
         })?;
         let root = opened.root().to_path_buf();
@@ -360,7 +377,9 @@ pub fn load_decoder(spec: &Path, encoder_id: &str, dim: usize) -> Result<(AnyDec
         source: Box::new(e.into()),
     })?;
     let space = ConceptDecoder::id(&decoder);
-    if space != encoder_id || ConceptDecoder::dim(&decoder) != dim {
+    if let Some((encoder_id, dim)) = expected
+        && (space != encoder_id || ConceptDecoder::dim(&decoder) != dim)
+    {
         return Err(WorkflowError::Refused(format!(
             "the SONAR decoder in {} reads `{space}` concepts ({} dimensions), not the model's \
              `{encoder_id}` ({dim}); SONAR decodes only concepts of its own encoder",

@@ -5,10 +5,10 @@
 
 use candle_core::{Device, Tensor};
 use lcm_concept::Decoded;
-use lcm_decoder::TrainedDecoder;
 use lcm_model::generate::DiffusionSampling;
 use lcm_train::checkpoint::new_rng;
 
+use crate::encoders::{AnyDecoder, load_decoder_in_own_space};
 use crate::fused_generate::Generator;
 use crate::generate::{ContinuationDecoder, decode_continuation};
 use crate::load::TrainedLcm;
@@ -71,22 +71,25 @@ pub fn next_concepts(
 }
 
 /// The decoder `choice` names, in the space it was made for (no model to check it against):
-/// retrieval over a bank or a store's bank, or a trained decoder (`lcm train-decoder --out`).
+/// retrieval over a bank or a store's bank, a trained decoder (`lcm train-decoder --out`) or
+/// SONAR's (`sonar`, a SONAR folder), which decodes into the language asked for.
 pub fn open_decoder(
     choice: &DecoderChoice,
     notify: &mut dyn FnMut(BankNotice<'_>),
 ) -> Result<ContinuationDecoder> {
     match &choice.trained {
-        Some((dir, beam)) => {
-            let opened = TrainedDecoder::open(dir).map_err(|e| {
-                WorkflowError::Refused(format!("opening the decoder {}: {e}", dir.display()))
-            })?;
-            Ok(ContinuationDecoder::Trained {
-                root: opened.root().to_path_buf(),
-                decoder: Box::new(opened),
+        Some((spec, beam)) => Ok(match load_decoder_in_own_space(spec)? {
+            (AnyDecoder::Sonar(decoder), root) => ContinuationDecoder::Sonar {
+                decoder,
+                root,
                 beam: *beam,
-            })
-        }
+            },
+            (AnyDecoder::Trained(decoder), root) => ContinuationDecoder::Trained {
+                decoder,
+                root,
+                beam: *beam,
+            },
+        }),
         None => Ok(ContinuationDecoder::Retrieval(Box::new(
             retrieval_decoder_of(choice.bank.as_deref(), choice.store.as_deref(), notify)?,
         ))),

@@ -115,8 +115,9 @@ class ConceptStore:
         """The store as a pyarrow.Table (needs pyarrow)."""
 
 class Decoder:
-    """Retrieval over a store's (`store=`) or bank's (`bank=`) sentences, or a decoder trained
-    with `lcm train-decoder` (`model=`, searched with `beam` beams)."""
+    """Retrieval over a store's (`store=`) or bank's (`bank=`) sentences, a decoder trained
+    with `lcm train-decoder`, or SONAR's (`model=` its folder or "sonar"; searched with `beam`
+    beams; SONAR decodes into `lang`, a SONAR or ISO 639-1 code)."""
 
     def __init__(
         self,
