@@ -16,6 +16,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::error::{Result, SonarError};
 use crate::model::{SonarDecoderConfig, SonarEncoderConfig};
@@ -49,16 +50,7 @@ pub fn load_checkpoint(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (mut tensors, layout) = if is_safetensors {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            SonarError::file(
-                path,
-                format!(
-                    "cannot read as safetensors ({e}); the file is truncated or not a \
-                     safetensors file: re-download or re-export it"
-                ),
-            )
-        })?;
-        (tensors, CheckpointLayout::Fairseq2)
+        (read_safetensors(path)?, CheckpointLayout::Fairseq2)
     } else {
         read_torch(path)?
     };
@@ -80,6 +72,35 @@ pub fn load_checkpoint(
         ));
     }
     Ok((tensors, layout))
+}
+
+/// Reads a safetensors file through a memory map: each tensor is copied once, straight from
+/// the mapped file into its own buffer, the tensors in parallel. (candle's
+/// `safetensors::load` reads the whole file into memory first and copies every tensor out of
+/// that, two passes over several GB for SONAR.)
+fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let unreadable = |e: candle_core::Error| {
+        SonarError::file(
+            path,
+            format!(
+                "cannot read as safetensors ({e}); the file is truncated or not a safetensors \
+                 file: re-download or re-export it"
+            ),
+        )
+    };
+    // SAFETY: the map is read-only and dropped before this function returns; as with every
+    // memory-mapped reader, the file must not be truncated by another process meanwhile.
+    let mapped =
+        unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(unreadable)?;
+    mapped
+        .tensors()
+        .into_par_iter()
+        .map(|(name, view)| {
+            let tensor =
+                candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(unreadable)?;
+            Ok((name, tensor))
+        })
+        .collect()
 }
 
 /// Reads a torch zip pickle: `{"model": sd}` (fairseq2) or `{"state_dict": sd}` (fairseq1).
