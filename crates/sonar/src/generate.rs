@@ -40,7 +40,7 @@
 //! samplers in `sampling/sampler.py`) with one generation per prompt, but uses a seeded
 //! per-row RNG instead of `torch.multinomial`, so it cannot reproduce torch draws.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -260,27 +260,26 @@ fn check_inputs(
     })
 }
 
-/// Feeds one token per row and returns the logits as one host copy `[B·V]`.
+/// Feeds one token per row and writes the logits `[B·V]` into `logits` (one buffer for the
+/// whole search: at SONAR's V = 256k a fresh one per step costs page faults).
 fn decode_step<D: IncrementalDecoder>(
     decoder: &D,
     state: &mut D::State,
     tokens: Vec<u32>,
     conditioning: &Tensor,
     vocab: usize,
-) -> Result<Vec<f32>> {
+    logits: &mut Vec<f32>,
+) -> Result<()> {
     let rows = tokens.len();
     let input = Tensor::from_vec(tokens, (rows, 1), conditioning.device())?;
-    let logits = decoder.step(state, &input)?;
-    if logits.dims() != [rows, vocab] {
+    decoder.step_into(state, &input, logits)?;
+    if logits.len() != rows * vocab {
         return Err(gen_err(format!(
-            "decoder returned logits {:?}, expected [{rows}, {vocab}]",
-            logits.dims()
+            "decoder returned {} logits, expected [{rows}, {vocab}]",
+            logits.len()
         )));
     }
-    Ok(logits
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
+    Ok(())
 }
 
 /// Applies `rows` to the decoder state unless it is the identity.
@@ -434,9 +433,17 @@ pub fn beam_search<D: IncrementalDecoder>(
     // Prefill: score the shared prompt prefix with plain log_softmax. fairseq2 sums these
     // scores with a cumsum, which accumulates in double on CPU.
     let mut prefill_sum = vec![0f64; rows.len()];
+    let mut logits = Vec::new();
     for pos in 1..len.min_prompt {
         let tokens = rows.iter().map(|r| r.tokens[pos - 1]).collect();
-        let logits = decode_step(decoder, &mut state, tokens, conditioning, vocab)?;
+        decode_step(
+            decoder,
+            &mut state,
+            tokens,
+            conditioning,
+            vocab,
+            &mut logits,
+        )?;
         for (i, row) in rows.iter_mut().enumerate() {
             let x = &logits[i * vocab..(i + 1) * vocab];
             let (max, lse) = log_softmax_stats(x)?;
@@ -457,7 +464,14 @@ pub fn beam_search<D: IncrementalDecoder>(
 
     for step in len.min_prompt..len.max_seq {
         let tokens = rows.iter().map(|r| r.tokens[step - 1]).collect();
-        let logits = decode_step(decoder, &mut state, tokens, conditioning, vocab)?;
+        decode_step(
+            decoder,
+            &mut state,
+            tokens,
+            conditioning,
+            vocab,
+            &mut logits,
+        )?;
         let rule = StepRule {
             special,
             unk_penalty: cfg.unk_penalty,
@@ -776,9 +790,17 @@ pub fn sample<D: IncrementalDecoder>(
         })
         .collect();
 
+    let mut logits = Vec::new();
     for pos in 1..len.min_prompt {
         let tokens = rows.iter().map(|r| r.tokens[pos - 1]).collect();
-        let logits = decode_step(decoder, &mut state, tokens, conditioning, vocab)?;
+        decode_step(
+            decoder,
+            &mut state,
+            tokens,
+            conditioning,
+            vocab,
+            &mut logits,
+        )?;
         for (i, row) in rows.iter_mut().enumerate() {
             let probs = softmax_t(&logits[i * vocab..(i + 1) * vocab], cfg.temperature)?;
             row.logp.push(probs[row.tokens[pos] as usize].ln());
@@ -788,7 +810,14 @@ pub fn sample<D: IncrementalDecoder>(
     let mut output: Vec<Option<Hypothesis>> = vec![None; prompts.len()];
     for step in len.min_prompt..len.max_seq {
         let tokens = rows.iter().map(|r| r.tokens[step - 1]).collect();
-        let logits = decode_step(decoder, &mut state, tokens, conditioning, vocab)?;
+        decode_step(
+            decoder,
+            &mut state,
+            tokens,
+            conditioning,
+            vocab,
+            &mut logits,
+        )?;
         let force_eos = step == len.max_seq - 1;
         let block_eos = step + 1 < len.min_seq;
 

@@ -42,6 +42,23 @@ pub trait IncrementalDecoder {
     /// and returns the float32 logits `[B, V]` of the **last** fed position.
     fn step(&self, state: &mut Self::State, tokens: &Tensor) -> Result<Tensor>;
 
+    /// [`IncrementalDecoder::step`] writing the logits row-major (`[B·V]`) into `logits`,
+    /// whose allocation the search reuses from step to step. The default copies `step`'s
+    /// tensor; a decoder that can write its output projection in place overrides it.
+    fn step_into(
+        &self,
+        state: &mut Self::State,
+        tokens: &Tensor,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let t = self.step(state, tokens)?;
+        *logits = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(())
+    }
+
     /// Keeps row `rows[i]` of the old state as row `i` of the new one (`rows` is a u32
     /// tensor `[B']`; rows may repeat, e.g. to expand a prompt into beams).
     fn reorder(&self, state: &mut Self::State, rows: &Tensor) -> Result<()>;

@@ -28,6 +28,7 @@
 
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SonarError};
@@ -646,44 +647,197 @@ impl DecoderLayer {
         })
     }
 
-    /// `x: [B, T, D]` at absolute positions `P..P+T`; `cross: [B, 1, D]` (see
-    /// [`SonarAttention::single_key_output`]); `cache` holds the `P` previous keys and
-    /// values `[B, H, P, Dh]` and receives the new ones; `bias: [T, P+T]` causal (none for T=1).
+    /// Teacher forcing: `x: [B, T, D]` at positions `0..T`; `cross: [B, 1, D]` (see
+    /// [`SonarAttention::single_key_output`]); `bias: [T, T]` causal.
     fn forward(
         &self,
         x: &Tensor,
         cross: &Tensor,
-        cache: Option<&mut KvCache>,
         bias: Option<&Tensor>,
         mode: Mode,
     ) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x, mode)?;
         let (k, v) = self.self_attn.keys_values(&h)?;
-        let (k, v) = match cache {
-            Some(cache) => cache.append(k, v)?,
-            None => (k, v),
-        };
         let x = (x + self.self_attn.attend(&h, &k, &v, bias, mode)?)?;
+        self.cross_and_ffn(&x, cross, mode)
+    }
+
+    /// `x + cross`, then the feed-forward block.
+    fn cross_and_ffn(&self, x: &Tensor, cross: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = x.broadcast_add(cross)?;
         let h = self.ffn_layer_norm.forward(&x, mode)?;
         Ok((&x + self.ffn.forward(&h)?)?)
     }
+
+    /// Incremental step: `x: [B, T, D]` at positions `P..P+T` where `P = cache.len`; the new
+    /// keys and values are written into `cache` in place and the queries attend over the
+    /// cache (query `i` sees positions `≤ P + i`).
+    fn step(&self, x: &Tensor, cross: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let attn = &self.self_attn;
+        let h = self.self_attn_layer_norm.forward(x, Mode::Infer)?;
+        // q·kᵀ/√Dh with the scale folded into q, as in `attend`.
+        let scale = 1.0 / (attn.head_dim as f64).sqrt();
+        let q = (attn.q_proj.forward(&h)? * scale)?;
+        let k = attn.k_proj.forward(&h)?;
+        let v = attn.v_proj.forward(&h)?;
+        with_f32(&k, |k| with_f32(&v, |v| cache.append(k, v, b, t, d)))???;
+        let ctx = with_f32(&q, |q| cache.attend(q, t, attn.num_heads))?;
+        let ctx = Tensor::from_vec(ctx, (b, t, d), x.device())?;
+        let x = (x + attn.output_proj.forward(&ctx)?)?;
+        self.cross_and_ffn(&x, cross, Mode::Infer)
+    }
 }
 
-/// Self-attention keys and values of the positions fed so far, `[B, H, P, Dh]`.
-#[derive(Debug, Clone, Default)]
+/// Runs `f` on the f32 elements of `t` (row-major; copied only when `t` is a strided view).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            let data = cpu.as_slice::<f32>()?;
+            let start = layout.start_offset();
+            Ok(f(&data[start..start + t.elem_count()]))
+        }
+        _ => Err(SonarError::Input(
+            "incremental decoding runs on the CPU with f32 weights".into(),
+        )),
+    }
+}
+
+/// Self-attention keys and values of the positions fed so far, written in place: per row a
+/// block of `cap` positions × `D` (heads side by side), of which the first `len` are filled.
+/// Reordering copies the filled part of the kept rows into a second pair of buffers, which
+/// are then swapped in; neither pair is reallocated unless rows or positions outgrow it.
+#[derive(Clone, Default)]
 struct KvCache {
-    kv: Option<(Tensor, Tensor)>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    spare_k: Vec<f32>,
+    spare_v: Vec<f32>,
+    rows: usize,
+    cap: usize,
+    len: usize,
+    dim: usize,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("rows", &self.rows)
+            .field("len", &self.len)
+            .field("cap", &self.cap)
+            .finish()
+    }
 }
 
 impl KvCache {
-    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let kv = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        self.kv = Some(kv.clone());
-        Ok(kv)
+    /// Appends `T` positions of `rows` rows: `k, v` row-major `[rows, T, D]`.
+    fn append(&mut self, k: &[f32], v: &[f32], rows: usize, t: usize, dim: usize) -> Result<()> {
+        if self.len == 0 {
+            self.rows = rows;
+            self.dim = dim;
+        }
+        if rows != self.rows || dim != self.dim || k.len() != rows * t * dim || v.len() != k.len() {
+            return Err(SonarError::Input(format!(
+                "decoder step: {rows} rows of dim {dim} for a cache of {} rows of dim {}",
+                self.rows, self.dim
+            )));
+        }
+        if self.len + t > self.cap {
+            self.grow((2 * self.cap).max(self.len + t).max(16));
+        }
+        let (cap, len) = (self.cap, self.len);
+        for (buf, src) in [(&mut self.k, k), (&mut self.v, v)] {
+            for (r, chunk) in src.chunks_exact(t * dim).enumerate() {
+                buf[(r * cap + len) * dim..][..t * dim].copy_from_slice(chunk);
+            }
+        }
+        self.len += t;
+        Ok(())
+    }
+
+    /// Room for `cap` positions per row, keeping the filled ones.
+    fn grow(&mut self, cap: usize) {
+        let (rows, dim, used) = (self.rows, self.dim, self.len * self.dim);
+        for buf in [&mut self.k, &mut self.v] {
+            let mut next = vec![0f32; rows * cap * dim];
+            if self.cap > 0 {
+                for (dst, src) in next
+                    .chunks_exact_mut(cap * dim)
+                    .zip(buf.chunks_exact(self.cap * dim))
+                {
+                    dst[..used].copy_from_slice(&src[..used]);
+                }
+            }
+            *buf = next;
+        }
+        self.cap = cap;
+    }
+
+    /// Row `i` becomes old row `rows[i]` (indices checked by the caller).
+    fn reorder(&mut self, rows: &[u32]) {
+        if self.cap == 0 {
+            self.rows = rows.len();
+            return;
+        }
+        let block = self.cap * self.dim;
+        let used = self.len * self.dim;
+        for (buf, spare) in [
+            (&mut self.k, &mut self.spare_k),
+            (&mut self.v, &mut self.spare_v),
+        ] {
+            spare.resize(rows.len() * block, 0.0);
+            let src = &*buf;
+            spare.par_chunks_mut(block).zip(rows).for_each(|(dst, &r)| {
+                dst[..used].copy_from_slice(&src[r as usize * block..][..used]);
+            });
+            std::mem::swap(buf, spare);
+        }
+        self.rows = rows.len();
+    }
+
+    /// Attention of queries `q: [rows, T, D]` (already scaled by `1/√Dh`), the last `T`
+    /// positions of the cache, over the cached keys and values: query `i` sees positions
+    /// `≤ len − T + i`. Per head: softmax of the scores (max-shifted), then the weighted sum
+    /// of values. Returns `[rows, T, D]`.
+    fn attend(&self, q: &[f32], t: usize, heads: usize) -> Vec<f32> {
+        let (dim, cap, len) = (self.dim, self.cap, self.len);
+        let dh = dim / heads;
+        let mut ctx = vec![0f32; self.rows * t * dim];
+        ctx.par_chunks_mut(t * dim)
+            .enumerate()
+            .for_each(|(r, out)| {
+                let keys = &self.k[r * cap * dim..][..len * dim];
+                let values = &self.v[r * cap * dim..][..len * dim];
+                let mut scores = vec![0f32; len];
+                for i in 0..t {
+                    let visible = len - t + i + 1;
+                    for h in 0..heads {
+                        let qh = &q[(r * t + i) * dim + h * dh..][..dh];
+                        let mut max = f32::NEG_INFINITY;
+                        for (p, s) in scores[..visible].iter_mut().enumerate() {
+                            let kh = &keys[p * dim + h * dh..][..dh];
+                            *s = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
+                            max = max.max(*s);
+                        }
+                        let mut sum = 0f32;
+                        for s in &mut scores[..visible] {
+                            *s = (*s - max).exp();
+                            sum += *s;
+                        }
+                        let o = &mut out[i * dim + h * dh..][..dh];
+                        for (p, &e) in scores[..visible].iter().enumerate() {
+                            let w = e / sum;
+                            let vh = &values[p * dim + h * dh..][..dh];
+                            for (o, &v) in o.iter_mut().zip(vh) {
+                                *o += w * v;
+                            }
+                        }
+                    }
+                }
+            });
+        ctx
     }
 }
 
@@ -791,6 +945,51 @@ impl SonarDecoder {
         Ok(logits.reshape(dims)?)
     }
 
+    /// `logits = h · Eᵀ` for normalised rows `h: [B, D]`, into `logits` (`[B·V]`, row-major).
+    /// The product is the one `project` asks candle for (same operands, strides and thread
+    /// count, so the same numbers), written into the caller's buffer: at V = 256k the output
+    /// is ~1 MB per row, and a fresh one per step costs page faults.
+    fn project_into(&self, h: &Tensor, logits: &mut Vec<f32>) -> Result<()> {
+        let (rows, d) = h.dims2()?;
+        let vocab = self.cfg.vocab_size;
+        logits.resize(rows * vocab, 0.0);
+        let threads = rayon::current_num_threads();
+        with_f32(h, |h| {
+            with_f32(&self.frontend.embed, |e| {
+                // SAFETY: `h` is `rows × d` row-major, `e` is `V × d` row-major (read as its
+                // transpose `d × V`: row stride 1, column stride d), `logits` holds
+                // `rows × V`; every index gemm forms stays inside these slices.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        vocab,
+                        d,
+                        logits.as_mut_ptr(),
+                        1,
+                        vocab as isize,
+                        false,
+                        h.as_ptr(),
+                        1,
+                        d as isize,
+                        e.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        if threads > 1 {
+                            gemm::Parallelism::Rayon(threads)
+                        } else {
+                            gemm::Parallelism::None
+                        },
+                    );
+                }
+            })
+        })?
+    }
+
     /// Teacher-forced logits of every position.
     fn forward_mode(&self, conditioning: &Tensor, prev_ids: &Tensor, mode: Mode) -> Result<Tensor> {
         check_ids(prev_ids, self.cfg.vocab_size, "decoder")?;
@@ -807,7 +1006,7 @@ impl SonarDecoder {
         // [T, T]
         let bias = causal_bias(t, 0, x.dtype(), x.device())?;
         for (layer, cross) in self.layers.iter().zip(&cross) {
-            x = layer.forward(&x, cross, None, Some(&bias), mode)?;
+            x = layer.forward(&x, cross, Some(&bias), mode)?;
         }
         self.project(&x, mode)
     }
@@ -844,6 +1043,22 @@ impl IncrementalDecoder for SonarDecoder {
     }
 
     fn step(&self, state: &mut DecoderState, tokens: &Tensor) -> Result<Tensor> {
+        let mut logits = Vec::new();
+        self.step_into(state, tokens, &mut logits)?;
+        let rows = logits.len() / self.cfg.vocab_size.max(1);
+        Ok(Tensor::from_vec(
+            logits,
+            (rows, self.cfg.vocab_size),
+            self.frontend.embed.device(),
+        )?)
+    }
+
+    fn step_into(
+        &self,
+        state: &mut DecoderState,
+        tokens: &Tensor,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         check_ids(tokens, self.cfg.vocab_size, "decoder step")?;
         let (b, t) = tokens.dims2()?;
         if b != state.rows {
@@ -855,25 +1070,31 @@ impl IncrementalDecoder for SonarDecoder {
         if t == 0 {
             return Err(SonarError::Input("decoder step: no tokens".into()));
         }
+        let embed = &self.frontend.embed;
+        if embed.dtype() != DType::F32 || !embed.device().is_cpu() {
+            return Err(SonarError::Input(format!(
+                "decoder step: incremental decoding runs on the CPU with f32 weights, the \
+                 decoder has {:?} weights on {:?}",
+                embed.dtype(),
+                embed.device()
+            )));
+        }
         // [B, T, D] at positions step..step+T
         let mut x = self.frontend.forward(tokens, state.step)?;
-        let bias = if t > 1 {
-            Some(causal_bias(t, state.step, x.dtype(), x.device())?)
-        } else {
-            None
-        };
         for ((layer, cross), cache) in self
             .layers
             .iter()
             .zip(&state.cross)
             .zip(state.caches.iter_mut())
         {
-            x = layer.forward(&x, cross, Some(cache), bias.as_ref(), Mode::Infer)?;
+            x = layer.step(&x, cross, cache)?;
         }
         state.step += t;
-        // Only the last position: [B, D] -> [B, V]
-        let last = x.i((.., t - 1, ..))?;
-        Ok(self.project(&last, Mode::Infer)?.to_dtype(DType::F32)?)
+        // Only the last position: [B, D] -> [B, V], written into `logits`.
+        let h = self
+            .layer_norm
+            .forward(&x.i((.., t - 1, ..))?, Mode::Infer)?;
+        self.project_into(&h, logits)
     }
 
     fn reorder(&self, state: &mut DecoderState, rows: &Tensor) -> Result<()> {
@@ -889,9 +1110,7 @@ impl IncrementalDecoder for SonarDecoder {
             *cross = cross.index_select(&rows, 0)?;
         }
         for cache in state.caches.iter_mut() {
-            if let Some((k, v)) = cache.kv.take() {
-                cache.kv = Some((k.index_select(&rows, 0)?, v.index_select(&rows, 0)?));
-            }
+            cache.reorder(&idx);
         }
         state.rows = idx.len();
         Ok(())
