@@ -404,6 +404,29 @@ impl Frontend {
     }
 }
 
+impl Frontend {
+    /// Packed sequences: `ids` of the sequences of `lens` one after the other, each starting
+    /// at position 0 → `[Σ lens, D]`.
+    fn forward_packed(&self, ids: &[u32], lens: &[usize]) -> Result<Tensor> {
+        let max = self.positions.dim(0)?;
+        if let Some(&long) = lens.iter().find(|&&l| l > max) {
+            return Err(SonarError::Input(format!(
+                "sequence of {long} tokens exceeds the model's maximum of {max}"
+            )));
+        }
+        let device = self.embed.device();
+        let positions: Vec<u32> = lens.iter().flat_map(|&l| 0..l as u32).collect();
+        let n = ids.len();
+        let x = self
+            .embed
+            .index_select(&Tensor::from_slice(ids, n, device)?, 0)?;
+        let pos = self
+            .positions
+            .index_select(&Tensor::from_vec(positions, n, device)?, 0)?;
+        Ok(((x * self.scale)? + pos)?)
+    }
+}
+
 /// Host copy of `ids: [N, T]` u32, each checked against the vocabulary.
 fn check_ids(ids: &Tensor, vocab_size: usize, what: &str) -> Result<Vec<Vec<u32>>> {
     if ids.dtype() != DType::U32 || ids.rank() != 2 {
@@ -466,14 +489,65 @@ impl EncoderLayer {
         })
     }
 
-    /// `x: [N, S, D]`, `key_bias: [N, 1, 1, S]` (or none when nothing is padded).
-    fn forward(&self, x: &Tensor, key_bias: Option<&Tensor>, mode: Mode) -> Result<Tensor> {
-        let h = self.self_attn_layer_norm.forward(x, mode)?;
-        let (k, v) = self.self_attn.keys_values(&h)?;
-        let x = (x + self.self_attn.attend(&h, &k, &v, key_bias, mode)?)?;
-        let h = self.ffn_layer_norm.forward(&x, mode)?;
+    /// Packed: `x: [total, D]`, the tokens of the sequences `starts[i]..starts[i + 1]` one
+    /// after the other (no padding); attention stays within each sequence.
+    fn forward_packed(&self, x: &Tensor, starts: &[usize]) -> Result<Tensor> {
+        let (total, d) = x.dims2()?;
+        let attn = &self.self_attn;
+        let h = self.self_attn_layer_norm.forward(x, Mode::Infer)?;
+        let scale = 1.0 / (attn.head_dim as f64).sqrt();
+        let q = (attn.q_proj.forward(&h)? * scale)?;
+        let k = attn.k_proj.forward(&h)?;
+        let v = attn.v_proj.forward(&h)?;
+        let ctx = with_f32(&q, |q| {
+            with_f32(&k, |k| {
+                with_f32(&v, |v| packed_attention(q, k, v, starts, d, attn.num_heads))
+            })
+        })????;
+        let ctx = Tensor::from_vec(ctx, (total, d), x.device())?;
+        let x = (x + attn.output_proj.forward(&ctx)?)?;
+        let h = self.ffn_layer_norm.forward(&x, Mode::Infer)?;
         Ok((&x + self.ffn.forward(&h)?)?)
     }
+}
+
+/// Self-attention of packed sequences: `q, k, v: [total, D]` (q already scaled), sequence
+/// `i` being rows `starts[i]..starts[i + 1]`; every token attends to all tokens of its own
+/// sequence. Returns `[total, D]`, tokens in parallel.
+fn packed_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    starts: &[usize],
+    dim: usize,
+    heads: usize,
+) -> Result<Vec<f32>> {
+    let total = starts.last().copied().unwrap_or(0);
+    if q.len() != total * dim || k.len() != q.len() || v.len() != q.len() {
+        return Err(SonarError::Input(format!(
+            "encoder: packed attention over {} values for {total} tokens of dim {dim}",
+            q.len()
+        )));
+    }
+    let mut ctx = vec![0f32; total * dim];
+    ctx.par_chunks_mut(dim)
+        .enumerate()
+        .for_each_init(Vec::new, |scores, (tok, out)| {
+            // The sequence holding token `tok` (empty sequences hold none).
+            let seq = starts.partition_point(|&s| s <= tok) - 1;
+            let (a, b) = (starts[seq], starts[seq + 1]);
+            scores.resize(b - a, 0.0);
+            attend_row(
+                &q[tok * dim..][..dim],
+                &k[a * dim..b * dim],
+                &v[a * dim..b * dim],
+                b - a,
+                heads,
+                scores,
+                out,
+            );
+        });
+    Ok(ctx)
 }
 
 /// SONAR text encoder: token ids → per-token states and a mean-pooled sentence embedding.
@@ -545,38 +619,59 @@ impl SonarEncoder {
                 )));
             }
         }
-        let device = self.frontend.embed.device();
-        let dtype = self.frontend.embed.dtype();
-        let flat: Vec<u32> = rows.into_iter().flatten().collect();
-        let ids = Tensor::from_vec(flat, (n, s), device)?;
-
-        // 1 for valid tokens, 0 for padding: [N, S]
-        let valid: Vec<f32> = seq_lens
-            .iter()
-            .flat_map(|&len| (0..s).map(move |j| if j < len { 1.0 } else { 0.0 }))
-            .collect();
-        let valid = Tensor::from_vec(valid, (n, s), device)?.to_dtype(dtype)?;
-        // Keys past a row's length get MASK_NEG: [N, 1, 1, S]. Padded queries then see the
-        // valid keys instead of only the padded ones as in fairseq2; their rows are
-        // meaningless either way and never reach a valid row or the pooled embedding.
-        let key_bias = if seq_lens.iter().all(|&l| l == s) {
-            None
-        } else {
-            Some(((1.0 - &valid)? * MASK_NEG)?.reshape((n, 1, 1, s))?)
-        };
-
-        // [N, S, D]
-        let mut x = self.frontend.forward(&ids, 0)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, key_bias.as_ref(), Mode::Infer)?;
+        let embed = &self.frontend.embed;
+        if embed.dtype() != DType::F32 || !embed.device().is_cpu() {
+            return Err(SonarError::Input(format!(
+                "encoder: runs on the CPU with f32 weights, the encoder has {:?} weights on {:?}",
+                embed.dtype(),
+                embed.device()
+            )));
         }
-        let states = self.layer_norm.forward(&x, Mode::Infer)?;
+        let d = self.cfg.model_dim;
+        // Packed: the valid tokens of every row one after the other, no padding.
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0);
+        for &len in seq_lens {
+            starts.push(starts[starts.len() - 1] + len);
+        }
+        let total = starts[n];
+        let packed = if total == 0 {
+            Vec::new()
+        } else {
+            let ids: Vec<u32> = rows
+                .iter()
+                .zip(seq_lens)
+                .flat_map(|(row, &len)| row[..len].iter().copied())
+                .collect();
+            let mut x = self.frontend.forward_packed(&ids, seq_lens)?;
+            for layer in &self.layers {
+                x = layer.forward_packed(&x, &starts)?;
+            }
+            let h = self.layer_norm.forward(&x, Mode::Infer)?;
+            with_f32(&h, <[f32]>::to_vec)?
+        };
+        // Back to [N, S, D]; rows past a sequence's length are zero.
+        let mut padded = vec![0f32; n * s * d];
+        for (i, w) in starts.windows(2).enumerate() {
+            padded[i * s * d..][..(w[1] - w[0]) * d].copy_from_slice(&packed[w[0] * d..w[1] * d]);
+        }
+        let states = Tensor::from_vec(padded, (n, s, d), embed.device())?;
 
         // Mean over valid tokens: Σ h / (len + 1e-7), the divisor rounded as float32.
-        let sums = states.broadcast_mul(&valid.unsqueeze(2)?)?.sum(1)?;
-        let denom: Vec<f32> = seq_lens.iter().map(|&l| l as f32 + 1e-7).collect();
-        let denom = Tensor::from_vec(denom, (n, 1), device)?.to_dtype(dtype)?;
-        let embeddings = sums.broadcast_div(&denom)?;
+        let mut pooled = vec![0f32; n * d];
+        for (i, w) in starts.windows(2).enumerate() {
+            let out = &mut pooled[i * d..][..d];
+            for tok in packed[w[0] * d..w[1] * d].chunks_exact(d) {
+                for (o, &h) in out.iter_mut().zip(tok) {
+                    *o += h;
+                }
+            }
+            let denom = seq_lens[i] as f32 + 1e-7;
+            for o in out.iter_mut() {
+                *o /= denom;
+            }
+        }
+        let embeddings = Tensor::from_vec(pooled, (n, d), embed.device())?;
         Ok((states, embeddings))
     }
 
@@ -799,11 +894,9 @@ impl KvCache {
 
     /// Attention of queries `q: [rows, T, D]` (already scaled by `1/√Dh`), the last `T`
     /// positions of the cache, over the cached keys and values: query `i` sees positions
-    /// `≤ len − T + i`. Per head: softmax of the scores (max-shifted), then the weighted sum
-    /// of values. Returns `[rows, T, D]`.
+    /// `≤ len − T + i`. Returns `[rows, T, D]`.
     fn attend(&self, q: &[f32], t: usize, heads: usize) -> Vec<f32> {
         let (dim, cap, len) = (self.dim, self.cap, self.len);
-        let dh = dim / heads;
         let mut ctx = vec![0f32; self.rows * t * dim];
         ctx.par_chunks_mut(t * dim)
             .enumerate()
@@ -811,34 +904,72 @@ impl KvCache {
                 let keys = &self.k[r * cap * dim..][..len * dim];
                 let values = &self.v[r * cap * dim..][..len * dim];
                 let mut scores = vec![0f32; len];
-                for i in 0..t {
+                for (i, out) in out.chunks_exact_mut(dim).enumerate() {
                     let visible = len - t + i + 1;
-                    for h in 0..heads {
-                        let qh = &q[(r * t + i) * dim + h * dh..][..dh];
-                        let mut max = f32::NEG_INFINITY;
-                        for (p, s) in scores[..visible].iter_mut().enumerate() {
-                            let kh = &keys[p * dim + h * dh..][..dh];
-                            *s = qh.iter().zip(kh).map(|(a, b)| a * b).sum();
-                            max = max.max(*s);
-                        }
-                        let mut sum = 0f32;
-                        for s in &mut scores[..visible] {
-                            *s = (*s - max).exp();
-                            sum += *s;
-                        }
-                        let o = &mut out[i * dim + h * dh..][..dh];
-                        for (p, &e) in scores[..visible].iter().enumerate() {
-                            let w = e / sum;
-                            let vh = &values[p * dim + h * dh..][..dh];
-                            for (o, &v) in o.iter_mut().zip(vh) {
-                                *o += w * v;
-                            }
-                        }
-                    }
+                    let q = &q[(r * t + i) * dim..][..dim];
+                    attend_row(q, keys, values, visible, heads, &mut scores, out);
                 }
             });
         ctx
     }
+}
+
+/// One query's multi-head attention: `q: [D]` (already scaled by `1/√Dh`) over the first
+/// `visible` positions of `keys, values` (row-major, `D` per position, heads side by side).
+/// Per head: scores, softmax shifted by the row max (as candle's `softmax_last_dim`), then
+/// the probability-weighted sum of values, accumulated into `out: [D]` (zero on entry).
+/// Masked keys never enter the sum, which equals adding `MASK_NEG` to them: its `exp` is 0.
+fn attend_row(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    visible: usize,
+    heads: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let dim = q.len();
+    let dh = dim / heads;
+    let scores = &mut scores[..visible];
+    for h in 0..heads {
+        let qh = &q[h * dh..][..dh];
+        let mut max = f32::NEG_INFINITY;
+        for (p, s) in scores.iter_mut().enumerate() {
+            *s = dot(qh, &keys[p * dim + h * dh..][..dh]);
+            max = max.max(*s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let o = &mut out[h * dh..][..dh];
+        for (p, &e) in scores.iter().enumerate() {
+            let w = e / sum;
+            for (o, &v) in o.iter_mut().zip(&values[p * dim + h * dh..][..dh]) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
+/// `a · b` with eight partial sums (so that it vectorises; the rounding differs from a
+/// sequential sum by the order of additions only).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// SONAR text decoder: sentence embedding + previous tokens → next-token logits.

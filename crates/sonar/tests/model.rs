@@ -589,3 +589,65 @@ fn in_place_kv_cache_grows_and_reorders_like_the_full_forward() {
     assert_eq!(state.len(), t_max);
     assert_eq!(state.rows(), 6);
 }
+
+/// Packed encoding: a ragged batch (lengths 1 to the width, garbage in the padding, a width
+/// past the longest row) gives every row the states and embedding it gets alone, and zero
+/// states past its length; attention never crosses from one sequence into another.
+#[test]
+fn packed_encoding_equals_each_sequence_alone() {
+    let dev = Device::Cpu;
+    let cfg = lcm_sonar::model::SonarEncoderConfig {
+        vocab_size: 23,
+        model_dim: 16,
+        num_layers: 2,
+        num_heads: 4,
+        ffn_inner_dim: 24,
+        max_seq_len: 32,
+        pad_idx: 1,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let enc = SonarEncoder::new(&cfg, vb).unwrap();
+    {
+        let data = varmap.data().lock().unwrap();
+        for var in data.values() {
+            let noise = Tensor::randn(0f32, 0.5, var.shape(), &dev).unwrap();
+            var.set(&noise).unwrap();
+        }
+    }
+    let seq_lens = [1usize, 7, 3, 12, 5];
+    let width = 14;
+    let seqs: Vec<Vec<u32>> = seq_lens
+        .iter()
+        .enumerate()
+        .map(|(r, &l)| (0..l).map(|t| ((5 * r + 3 * t + 1) % 23) as u32).collect())
+        .collect();
+    let mut flat = Vec::new();
+    for s in &seqs {
+        flat.extend_from_slice(s);
+        // Padding: any value, even outside the vocabulary.
+        flat.extend((s.len()..width).map(|t| 1000 + t as u32));
+    }
+    let ids = Tensor::from_vec(flat, (seqs.len(), width), &dev).unwrap();
+    let (states, pooled) = enc.forward(&ids, &seq_lens).unwrap();
+    assert_eq!(states.dims(), [seqs.len(), width, cfg.model_dim]);
+    let mut worst = 0f32;
+    for (i, s) in seqs.iter().enumerate() {
+        let one = Tensor::from_vec(s.clone(), (1, s.len()), &dev).unwrap();
+        let (alone_states, alone_pooled) = enc.forward(&one, &[s.len()]).unwrap();
+        let got = states.i((i, 0..s.len())).unwrap();
+        worst = worst.max(max_abs_diff(&got, &alone_states.i(0).unwrap()));
+        worst = worst.max(max_abs_diff(&pooled.i(i..i + 1).unwrap(), &alone_pooled));
+        if s.len() < width {
+            let pad = states.i((i, s.len()..width)).unwrap();
+            assert_eq!(max_abs_diff(&pad, &pad.zeros_like().unwrap()), 0.0);
+        }
+    }
+    eprintln!("packed batch vs alone: {worst:.3e}");
+    // Rounding only: a product over fewer rows may take the other operand order (FEW_ROWS
+    // in model.rs); a token seeing another sequence would differ by O(1).
+    assert!(worst <= 1e-5, "packed batch differs by {worst}");
+    // `encode` (unpadded input) agrees with `forward` exactly: the same packed tokens.
+    let encoded = enc.encode(&seqs).unwrap();
+    assert_eq!(max_abs_diff(&encoded, &pooled), 0.0);
+}
