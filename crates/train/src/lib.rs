@@ -21,7 +21,7 @@ pub mod tensorboard;
 pub use checkpoint::{
     CheckpointManager, DataPosition, NormalizerRef, RngState, TrainRng, TrainState, new_rng,
 };
-pub use optim::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
+pub use optim::{AdamW, AdamWConfig, ParamState, UpdateRule, clip_grad_norm, default_decay_filter};
 pub use run::{Cadence, Identity, RunDir, RunSpec, RunSummary, Step, Trainer};
 pub use schedule::LrSchedule;
 

@@ -1,4 +1,5 @@
-//! AdamW with PyTorch's exact update order, plus global gradient-norm clipping.
+//! AdamW with PyTorch's exact update order (and plain SGD, `UpdateRule::Sgd`, for the
+//! equivalences federated training is tested by), plus global gradient-norm clipping.
 //!
 //! The element-wise update is one fused loop over `f32` slices rather than a
 //! chain of candle ops: on CPU a chain of ~10 tensor ops per parameter allocates
@@ -22,6 +23,21 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// AdamW, or plain SGD (`w ← w − lr·g`: no moments, no weight decay).
+    #[serde(default)]
+    pub rule: UpdateRule,
+}
+
+/// How a step turns gradients into an update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateRule {
+    #[default]
+    AdamW,
+    /// Plain stochastic gradient descent: FedAvg of sites taking one SGD step each is
+    /// synchronous data-parallel SGD, which makes it the reference federated training is
+    /// checked against.
+    Sgd,
 }
 
 impl Default for AdamWConfig {
@@ -32,6 +48,7 @@ impl Default for AdamWConfig {
             beta2: 0.95,
             eps: 1e-5,
             weight_decay: 0.1,
+            rule: UpdateRule::AdamW,
         }
     }
 }
@@ -231,6 +248,7 @@ impl AdamW {
             beta2,
             eps,
             weight_decay,
+            rule,
         } = self.cfg;
         for p in &mut self.params {
             let Some(g) = gradient(&p.var, &p.state.name) else {
@@ -250,6 +268,22 @@ impl AdamW {
             }
 
             p.state.step += 1;
+            if rule == UpdateRule::Sgd {
+                let g = match g {
+                    Gradient::Tensor(t) => host_f32(t)?,
+                    Gradient::Slice(s) => s.to_vec(),
+                };
+                let var_t = p.var.as_tensor();
+                let mut w = host_f32(var_t)?;
+                let lr = lr as f32;
+                for (wi, gi) in w.iter_mut().zip(&g) {
+                    *wi -= lr * gi;
+                }
+                let new =
+                    Tensor::from_vec(w, var_t.shape(), var_t.device())?.to_dtype(var_t.dtype())?;
+                p.var.set(&new)?;
+                continue;
+            }
             let t = p.state.step as i32;
             // Scalars in f64 then rounded once, as PyTorch computes them in Python floats.
             let k = AdamScalars {

@@ -1,5 +1,5 @@
 use candle_core::{Device, Tensor, Var};
-use lcm_train::{AdamW, AdamWConfig, ParamState, clip_grad_norm, default_decay_filter};
+use lcm_train::{AdamW, AdamWConfig, ParamState, UpdateRule, clip_grad_norm, default_decay_filter};
 
 /// loss = Σ w·c has gradient exactly c, which lets a test choose the gradients.
 fn grads_for(vars: &[(&Var, &[f64])]) -> candle_core::backprop::GradStore {
@@ -324,4 +324,40 @@ fn flat_gradients_step_and_clip_exactly_like_a_grad_store() {
             .collect::<Vec<_>>()
     };
     assert_eq!(steps(&store_opt), steps(&flat_opt));
+}
+
+#[test]
+fn sgd_steps_by_lr_times_gradient_on_candle_and_flat_gradients() {
+    let cfg = AdamWConfig {
+        lr: 0.25,
+        rule: UpdateRule::Sgd,
+        ..AdamWConfig::default()
+    };
+    let w0 = [0.5f32, -1.25, 2.0, 0.75];
+    let w = Var::from_vec(w0.to_vec(), (2, 2), &Device::Cpu).unwrap();
+    let mut opt = AdamW::new(
+        vec![("layer.weight".into(), w.clone())],
+        cfg,
+        default_decay_filter,
+    )
+    .unwrap();
+    // No weight decay and no moments: exactly w − lr·g, step after step.
+    let g = [1.0, -2.0, 0.5, 4.0];
+    opt.step(&grads_for(&[(&w, &g)])).unwrap();
+    let expected: Vec<f32> = w0
+        .iter()
+        .zip(&g)
+        .map(|(w, g)| w - 0.25 * *g as f32)
+        .collect();
+    assert_eq!(values(&w), expected);
+    let flat = [0.5f32, 0.5, -1.0, 0.0];
+    opt.step_flat(|name| (name == "layer.weight").then_some(&flat[..]))
+        .unwrap();
+    let expected: Vec<f32> = expected
+        .iter()
+        .zip(&flat)
+        .map(|(w, g)| w - 0.25 * g)
+        .collect();
+    assert_eq!(values(&w), expected);
+    assert_eq!(opt.step_count(), 2);
 }

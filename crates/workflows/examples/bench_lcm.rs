@@ -473,7 +473,9 @@ fn bench_training(
                     .map_err(|why| anyhow::anyhow!("{name}: {why}"))?;
                 time_steps(args.warmup, args.steps, &label, || {
                     // The trainer's sequence: loss, finiteness check, clip, AdamW.
-                    let loss = fused.loss_and_gradients(&x, &lengths, CFG_DROPOUT, &mut rng)?;
+                    let loss = fused
+                        .loss_and_gradients(&x, &lengths, CFG_DROPOUT, &mut rng)?
+                        .mean();
                     if !loss.is_finite() {
                         bail!("non-finite loss {loss}");
                     }

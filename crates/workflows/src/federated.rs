@@ -327,7 +327,8 @@ pub struct FedStepRequest<'a> {
 /// the site's data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FedStepReport {
-    /// Real concepts trained on this round (the weight of this site's update).
+    /// Concepts predicted this round, the loss terms its steps averaged over (the weight of
+    /// this site's update).
     pub examples: u64,
     /// Mean training loss of the round's steps.
     pub loss: f64,
@@ -443,7 +444,12 @@ pub fn fed_step(request: &FedStepRequest<'_>) -> Result<FedStepReport> {
     let metrics = round_metrics(&request.state_dir.join(METRICS_FILE), from_step, to_step)?;
     let steps = metrics.len().max(1) as f64;
     Ok(FedStepReport {
-        examples: metrics.iter().map(|m| m.concepts as u64).sum(),
+        // Loss terms, so that averaging by examples averages the sites' gradients as one
+        // batch of their union would (concepts in metrics written before they were counted).
+        examples: metrics
+            .iter()
+            .map(|m| if m.predictions > 0 { m.predictions } else { m.concepts } as u64)
+            .sum(),
         loss: metrics.iter().map(|m| m.loss).sum::<f64>() / steps,
         valid_loss: metrics.iter().rev().find_map(|m| m.valid_loss),
         seconds: started.elapsed().as_secs_f64(),

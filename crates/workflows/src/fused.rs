@@ -214,8 +214,8 @@ impl FusedLcm {
         lengths: &[usize],
         cfg_p: f64,
         rng: &mut R,
-    ) -> Result<f64> {
-        Ok(self.run(x, lengths, cfg_p, rng, true)?.mean())
+    ) -> Result<SummedLoss> {
+        self.run(x, lengths, cfg_p, rng, true)
     }
 
     /// Clips the gradients of the last [`Self::loss_and_gradients`] to global norm `clip`

@@ -29,6 +29,7 @@ use lcm_model::builder::{ModelConfig, ModelKind, build_model};
 use lcm_model::generate::Lcm;
 use lcm_train::TrainError;
 use lcm_train::checkpoint::{DataPosition, NormalizerRef, TrainRng, new_rng};
+pub use lcm_train::optim::UpdateRule;
 use lcm_train::optim::{AdamW, AdamWConfig, default_decay_filter};
 use lcm_train::run::{
     Cadence, Identity, RunSpec, Step, Trainer, seeded_init, settings_without_budget,
@@ -99,6 +100,14 @@ pub struct TrainConfig {
     /// existed read as the default, `fused`).
     #[serde(default)]
     pub engine: Engine,
+    /// The update rule: AdamW (the default, left out of the recorded settings so that runs
+    /// from before the choice existed still resume) or plain SGD.
+    #[serde(default, skip_serializing_if = "is_adamw")]
+    pub optimizer: UpdateRule,
+}
+
+fn is_adamw(rule: &UpdateRule) -> bool {
+    *rule == UpdateRule::AdamW
 }
 
 impl Default for TrainConfig {
@@ -123,6 +132,7 @@ impl Default for TrainConfig {
             stop_at: None,
             max_seconds: None,
             engine: Engine::default(),
+            optimizer: UpdateRule::AdamW,
         }
     }
 }
@@ -184,6 +194,11 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     /// Real (unpadded) concepts in the batch.
     pub concepts: usize,
+    /// Loss terms (predicted concepts) the step's loss and gradient average over: the
+    /// weight of a site's update in federated averaging (0 in metrics written before it
+    /// was recorded).
+    #[serde(default)]
+    pub predictions: usize,
     pub concepts_per_s: f64,
     /// The engine that computed the step: `fused` or `candle` (empty in metrics written
     /// before the engine existed).
@@ -337,17 +352,18 @@ impl Trainer for LcmTrainer<'_> {
                 step.index + 1
             ))
         };
-        let (loss_value, grad_norm) = if let Some(fused) = &mut self.fused {
+        let (loss_value, predictions, grad_norm) = if let Some(fused) = &mut self.fused {
             let loss = fused.loss_and_gradients(
                 &batch.x,
                 &batch.lengths,
                 self.config.cfg_dropout,
                 step.rng,
             )?;
+            let (loss, predictions) = (loss.mean(), loss.count as usize);
             if !loss.is_finite() {
                 return Err(non_finite(loss).into());
             }
-            (loss, fused.step(step.opt, self.config.clip)?)
+            (loss, predictions, fused.step(step.opt, self.config.clip)?)
         } else {
             let loss = model_loss(
                 &self.net,
@@ -356,6 +372,7 @@ impl Trainer for LcmTrainer<'_> {
                 self.config.cfg_dropout,
                 step.rng,
             )?;
+            let predictions = loss.count as usize;
             let mean = loss.mean()?;
             let loss = mean.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss.is_finite() {
@@ -364,7 +381,7 @@ impl Trainer for LcmTrainer<'_> {
             let mut grads = mean.backward()?;
             let grad_norm = step.opt.clip_grad_norm(&mut grads, self.config.clip)?;
             step.opt.step(&grads)?;
-            (loss, grad_norm)
+            (loss, predictions, grad_norm)
         };
         let concepts = batch.num_concepts();
         self.concepts += concepts as u64;
@@ -376,6 +393,7 @@ impl Trainer for LcmTrainer<'_> {
             lr: step.lr,
             grad_norm,
             concepts,
+            predictions,
             concepts_per_s: concepts as f64 / elapsed,
             engine: if self.fused.is_some() {
                 Engine::Fused
@@ -564,6 +582,7 @@ pub(crate) fn train_from(
         &varmap,
         AdamWConfig {
             lr: config.lr,
+            rule: config.optimizer,
             ..AdamWConfig::default()
         },
         default_decay_filter,

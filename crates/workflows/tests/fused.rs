@@ -37,7 +37,8 @@ fn loss_and_gradient(kind: ModelKind, replicas: usize) -> (f64, Vec<f32>) {
     let mut draws = new_rng(4);
     let loss = fused
         .loss_and_gradients(&x, &lengths, 0.3, &mut draws)
-        .unwrap();
+        .unwrap()
+        .mean();
     (loss, fused.gradients().1.to_vec())
 }
 

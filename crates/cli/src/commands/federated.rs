@@ -11,6 +11,7 @@ use lcm_workflows::fused::Engine;
 use lcm_workflows::train::{TrainConfig, TrainingInputs};
 
 use super::EncoderArgs;
+use super::train::OptimizerArg;
 
 #[derive(clap::Args)]
 pub struct InitArgs {
@@ -51,6 +52,10 @@ pub struct InitArgs {
     /// Training engine: fused or candle.
     #[arg(long, default_value = "fused")]
     engine: String,
+    /// Update rule of every site's inner steps: `adamw` or plain `sgd` (FedAvg of one SGD
+    /// step per site is synchronous data-parallel SGD).
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerArg,
 }
 
 pub fn init(args: InitArgs) -> Result<()> {
@@ -71,6 +76,7 @@ pub fn init(args: InitArgs) -> Result<()> {
         seed: args.seed,
         valid_fraction: args.valid_fraction,
         engine: Engine::parse(&args.engine)?,
+        optimizer: args.optimizer.rule(),
         ..TrainConfig::default()
     };
     let report = init_global(&config, &args.store, &inputs.normalizer, &args.out)

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use lcm_model::builder::ModelKind;
 use lcm_workflows::eos_embedding;
 use lcm_workflows::fused::Engine;
-use lcm_workflows::train::{TrainConfig, TrainingInputs, train};
+use lcm_workflows::train::{TrainConfig, TrainingInputs, UpdateRule, train};
 
 use super::EncoderArgs;
 use crate::progress::Progress;
@@ -23,6 +23,24 @@ enum Model {
 enum EngineArg {
     Fused,
     Candle,
+}
+
+/// `--optimizer`: the update rule of the inner steps.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OptimizerArg {
+    /// AdamW with PyTorch's update order (the LCM recipe).
+    Adamw,
+    /// Plain SGD (`w ← w − lr·g`), the reference federated averaging is checked against.
+    Sgd,
+}
+
+impl OptimizerArg {
+    pub fn rule(self) -> UpdateRule {
+        match self {
+            OptimizerArg::Adamw => UpdateRule::AdamW,
+            OptimizerArg::Sgd => UpdateRule::Sgd,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -83,6 +101,9 @@ pub struct Args {
     /// reference).
     #[arg(long, value_enum, default_value = "fused")]
     engine: EngineArg,
+    /// Update rule: `adamw` or plain `sgd`.
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: OptimizerArg,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -122,6 +143,7 @@ pub fn run(args: Args) -> Result<()> {
             EngineArg::Fused => Engine::Fused,
             EngineArg::Candle => Engine::Candle,
         },
+        optimizer: args.optimizer.rule(),
         ..TrainConfig::default()
     };
 

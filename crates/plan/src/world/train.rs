@@ -409,6 +409,7 @@ pub fn train_world_model(
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: cfg.weight_decay,
+            ..AdamWConfig::default()
         },
         default_decay_filter,
     )?;
