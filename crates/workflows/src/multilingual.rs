@@ -577,8 +577,8 @@ pub struct ZeroShotConfig {
     pub train_sentences: usize,
     /// Most held-out documents evaluated per side.
     pub eval_docs: usize,
-    /// Training documents of every other side added for the comparison model (0: no
-    /// comparison model).
+    /// Training documents of every side in another language than the pivot added for the
+    /// comparison model (0: no comparison model).
     pub mix_docs: usize,
     /// Documents with fewer sentences are left out.
     pub min_sentences: usize,
@@ -714,6 +714,13 @@ pub fn zero_shot(
                 .filter(|&i| split_of(&docs[i].id, vf) == Split::Valid)
                 .take(config.eval_docs)
                 .collect();
+            // Another version in the pivot language (the KJV next to the WEB) is scored
+            // but never mixed in: the comparison model adds other languages only.
+            let mix = if side.lang == config.pivot_lang {
+                0
+            } else {
+                config.mix_docs
+            };
             let train: Vec<usize> = order
                 .iter()
                 .copied()
@@ -721,7 +728,7 @@ pub fn zero_shot(
                     split_of(&docs[i].id, vf) == Split::Train
                         && split_of(&mixed_id(side, &docs[i].id), vf) == Split::Train
                 })
-                .take(config.mix_docs)
+                .take(mix)
                 .collect();
             pivot_held.extend(held_out.iter().map(|&i| docs[i].id.clone()));
             others.push(SidePlan {
