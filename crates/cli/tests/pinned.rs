@@ -162,7 +162,9 @@ fn wm_eval_output_is_pinned() {
             .arg(&run)
             .args(["--agents", "oracle-cem,oracle-constrained-cem,jepa-cem,jepa-mppi,jepa-constrained-cem,jepa-aug-lag,jepa-gradient,random"])
             .args(["--hazards", "--episodes", "2", "--seed", "3", "--horizon", "4"])
-            .args(["--population", "16", "--iterations", "2", "--json"]),
+            .args(["--population", "16", "--iterations", "2", "--json"])
+            .args(["--oracle-horizon", "4", "--oracle-population", "16"])
+            .args(["--oracle-iterations", "2"]),
     );
     check("wm-eval", home.path(), &table);
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use lcm_plan::evaluation::{
-    self, EvalSettings, RowResult, opposite_room_pairs, plot_agent, run_agent_episodes, summarise,
+    self, EvalSettings, RowResult, SearchSize, opposite_room_pairs, plot_agent, run_agent_episodes,
+    summarise,
 };
 use lcm_plan::world::learned::LearnedWorld;
 use lcm_plan::world::load::load_world_model;
@@ -17,6 +18,10 @@ pub enum Agent {
     OracleCem,
     /// Feasible-first CEM on the true simulator.
     OracleConstrainedCem,
+    /// MPPI with PLDM's σ and λ on the true simulator.
+    OracleMppi,
+    /// Augmented-Lagrangian CEM on the true simulator.
+    OracleAugLag,
     JepaCem,
     JepaMppi,
     JepaConstrainedCem,
@@ -31,6 +36,8 @@ impl From<Agent> for evaluation::Agent {
         match agent {
             Agent::OracleCem => evaluation::Agent::OracleCem,
             Agent::OracleConstrainedCem => evaluation::Agent::OracleConstrainedCem,
+            Agent::OracleMppi => evaluation::Agent::OracleMppi,
+            Agent::OracleAugLag => evaluation::Agent::OracleAugLag,
             Agent::JepaCem => evaluation::Agent::JepaCem,
             Agent::JepaMppi => evaluation::Agent::JepaMppi,
             Agent::JepaConstrainedCem => evaluation::Agent::JepaConstrainedCem,
@@ -53,12 +60,18 @@ pub struct Args {
     /// The guardrail variant: one hazard square per room, a hard guardrail for every planner.
     #[arg(long)]
     hazards: bool,
+    /// With --hazards: place the two hazard squares by this seed (a held-out layout) instead
+    /// of the fixed default squares the planners were tuned on.
+    #[arg(long)]
+    hazard_seed: Option<u64>,
     #[arg(long, default_value_t = 50)]
     episodes: usize,
-    /// Seed of the start/goal pairs (and, offset per episode, of the planners).
-    #[arg(long, default_value_t = 0)]
+    /// Seed of the start/goal pairs (and, offset per episode, of the planners). The planners
+    /// were tuned on seed 0; --eval-seed 1000 (planner seeds 1000–1049 for 50 episodes) is
+    /// the held-out evaluation range.
+    #[arg(long, visible_alias = "eval-seed", default_value_t = 0)]
     seed: u64,
-    /// Planner actions per plan; each is held for --repeat real steps.
+    /// JEPA planner actions per plan; each is held for --repeat real steps.
     #[arg(long, default_value_t = 12)]
     horizon: usize,
     #[arg(long, default_value_t = 5)]
@@ -66,11 +79,21 @@ pub struct Args {
     /// Real steps executed per planning call (default: one whole held action, --repeat).
     #[arg(long)]
     steps_per_call: Option<usize>,
-    /// Candidates per iteration (CEM, MPPI).
+    /// JEPA planner candidates per iteration (CEM, MPPI).
     #[arg(long, default_value_t = 300)]
     population: usize,
+    /// JEPA planner iterations per planning call.
     #[arg(long, default_value_t = 5)]
     iterations: usize,
+    /// Oracle planner actions per plan (default 19: 95 steps of look-ahead).
+    #[arg(long, default_value_t = SearchSize::ORACLE.horizon)]
+    oracle_horizon: usize,
+    /// Oracle planner candidates per iteration.
+    #[arg(long, default_value_t = SearchSize::ORACLE.population)]
+    oracle_population: usize,
+    /// Oracle planner iterations per planning call.
+    #[arg(long, default_value_t = SearchSize::ORACLE.iterations)]
+    oracle_iterations: usize,
     /// Safety buffer (px) subtracted from the hazard margin; for the JEPA it covers the
     /// position probe's error.
     #[arg(long, default_value_t = 2.5)]
@@ -92,6 +115,7 @@ impl Args {
     fn settings(&self) -> EvalSettings {
         EvalSettings {
             hazards: self.hazards,
+            hazard_seed: self.hazard_seed,
             episodes: self.episodes,
             seed: self.seed,
             horizon: self.horizon,
@@ -99,14 +123,33 @@ impl Args {
             steps_per_call: self.steps_per_call,
             population: self.population,
             iterations: self.iterations,
+            oracle: SearchSize {
+                horizon: self.oracle_horizon,
+                population: self.oracle_population,
+                iterations: self.oracle_iterations,
+            },
             hazard_buffer: self.hazard_buffer,
         }
     }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.episodes == 0 || args.horizon == 0 || args.repeat == 0 || args.population < 2 {
-        bail!("--episodes, --horizon, --repeat must be > 0 and --population ≥ 2");
+    if args.episodes == 0
+        || args.horizon == 0
+        || args.repeat == 0
+        || args.population < 2
+        || args.oracle_horizon == 0
+        || args.oracle_population < 2
+        || args.iterations == 0
+        || args.oracle_iterations == 0
+    {
+        bail!(
+            "--episodes, --horizon, --oracle-horizon, --repeat, --iterations and \
+             --oracle-iterations must be > 0, --population and --oracle-population ≥ 2"
+        );
+    }
+    if args.hazard_seed.is_some() && !args.hazards {
+        bail!("--hazard-seed places the hazard squares of the --hazards variant: add --hazards");
     }
     let settings = args.settings();
     let env_cfg = settings.env_config();

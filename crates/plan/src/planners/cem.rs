@@ -103,6 +103,9 @@ fn compare(ranking: Ranking, a: &Evaluation, b: &Evaluation) -> Ordering {
 pub struct Cem {
     cfg: CemConfig,
     ranking: Ranking,
+    /// Under a Lagrangian ranking, return the cheapest feasible candidate seen rather than
+    /// an infeasible best (set by [`AugLagConfig::feasible_fallback`]).
+    keep_feasible: bool,
     rng: ChaCha12Rng,
     warm: Option<Vec<f32>>,
 }
@@ -112,6 +115,7 @@ impl Cem {
         cfg.validate()?;
         Ok(Cem {
             ranking: Ranking::Penalty(cfg.hard_penalty),
+            keep_feasible: false,
             rng: ChaCha12Rng::seed_from_u64(cfg.seed),
             warm: None,
             cfg,
@@ -133,6 +137,9 @@ impl Cem {
         let mut mean = warm_start(&self.warm, len);
         let mut std = vec![c.init_std; len];
         let mut best: Option<Candidate<M::Latent>> = None;
+        // The cheapest feasible candidate seen, for rankings that can put an infeasible
+        // candidate first (the Lagrangian's): a hard guardrail must not be traded away.
+        let mut best_feasible: Option<Candidate<M::Latent>> = None;
         let mut feasible_candidates = 0;
         for _ in 0..c.iterations {
             let seqs = sample_sequences(
@@ -163,6 +170,24 @@ impl Cem {
                 mean[i] = mu;
                 std[i] = var.sqrt().max(c.min_std);
             }
+            if self.keep_feasible
+                && matches!(self.ranking, Ranking::Lagrangian { .. })
+                && let Some(i) = cands
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.eval.feasible)
+                    .min_by(|(_, a), (_, b)| a.eval.total().total_cmp(&b.eval.total()))
+                    .map(|(i, _)| i)
+                && best_feasible
+                    .as_ref()
+                    .is_none_or(|b| cands[i].eval.total() < b.eval.total())
+            {
+                best_feasible = Some(Candidate {
+                    actions: cands[i].actions.clone(),
+                    predicted: cands[i].predicted.clone(),
+                    eval: cands[i].eval.clone(),
+                });
+            }
             // Keep the best candidate across iterations (for FeasibleFirst this is what makes
             // "never infeasible once a feasible one was seen" hold even if the refit drifts).
             let top = cands.swap_remove(0);
@@ -175,7 +200,12 @@ impl Cem {
         }
         // iterations > 0 and population > 0 (validated), so a best candidate exists; the
         // fallback only keeps this total without a panic path.
-        let best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
+        let mut best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
+        if !best.eval.feasible
+            && let Some(f) = best_feasible
+        {
+            best = f;
+        }
         self.warm = Some(best.actions.clone());
         to_plan(best, cost, c.action_dim, feasible_candidates)
     }
@@ -247,6 +277,11 @@ pub struct AugLagConfig {
     pub rho: f32,
     pub rho_growth: f32,
     pub rho_max: f32,
+    /// Return the cheapest feasible candidate sampled in any iteration when the Lagrangian's
+    /// best is infeasible, so a hard guardrail is never traded for objective once a feasible
+    /// plan was seen (as [`ConstrainedCem`]). Off, a round's Lagrangian best is kept even
+    /// if infeasible (the behaviour the JEPA rows of EVALUATION.md were measured with).
+    pub feasible_fallback: bool,
 }
 
 impl Default for AugLagConfig {
@@ -260,6 +295,7 @@ impl Default for AugLagConfig {
             rho: 1.0,
             rho_growth: 4.0,
             rho_max: 1.0e4,
+            feasible_fallback: true,
         }
     }
 }
@@ -285,8 +321,10 @@ impl AugLagCem {
         if !ok {
             return Err(PlanError::Config(format!("{cfg:?}")));
         }
+        let mut inner = Cem::new(cfg.cem.clone())?;
+        inner.keep_feasible = cfg.feasible_fallback;
         Ok(AugLagCem {
-            inner: Cem::new(cfg.cem.clone())?,
+            inner,
             cfg,
             lambda: 0.0,
         })

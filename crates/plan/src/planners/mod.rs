@@ -12,7 +12,10 @@
 //!
 //! - [`AugLagCem`]: augmented-Lagrangian planning (as stable-worldmodel's `LagrangianSolver`):
 //!   CEM minimises `J + λ·v + ρ/2·v²` for the total hard violation `v`, then the multiplier
-//!   rises by `ρ·v`; repeated a few times per call, the best feasible plan of any round wins.
+//!   rises by `ρ·v`; repeated a few times per call, the best feasible plan of any round wins,
+//!   and (with [`AugLagConfig::feasible_fallback`], the default) the cheapest feasible
+//!   candidate sampled in any iteration is returned rather than an infeasible one, so like
+//!   [`ConstrainedCem`] it never returns an infeasible plan once a feasible one was sampled.
 //! - [`RandomPolicy`]: the random baseline (a fresh random action every step).
 //! - Gradient-based planning through a learned model: [`GradientPlanner`].
 //!

@@ -119,6 +119,48 @@ impl TwoRoomsConfig {
         }
     }
 
+    /// The guardrail variant with its hazard squares placed by a seeded generator (held-out
+    /// layouts for evaluation): one 8×8 px square per room, uniformly placed with its whole
+    /// area at least 2 px inside the room and at least 8 px from the door's opening, so the
+    /// door and a way around each square stay open. The same seed gives the same layout.
+    pub fn with_seeded_hazards(seed: u64) -> Self {
+        use rand::SeedableRng;
+        let mut cfg = Self::default();
+        let g = cfg.geometry();
+        let side = 8.0;
+        let inset = 2.0;
+        let door = Rect {
+            x0: g.wall_lo,
+            y0: g.door_lo,
+            x1: g.wall_hi,
+            y1: g.door_hi,
+        };
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
+        cfg.hazards = [
+            (g.border_lo + inset, g.wall_lo - inset - side),
+            (g.wall_hi + inset, g.border_hi - inset - side),
+        ]
+        .into_iter()
+        .map(|(x_lo, x_hi)| {
+            let y_lo = g.border_lo + inset;
+            let y_hi = g.border_hi - inset - side;
+            // Rejection from the room; the door clearance leaves most of the room to draw
+            // from, so this ends after a few draws.
+            loop {
+                let r = Rect::square(
+                    rng.random_range(x_lo..=x_hi),
+                    rng.random_range(y_lo..=y_hi),
+                    side,
+                );
+                if rect_gap(&r, &door) >= 8.0 {
+                    return r;
+                }
+            }
+        })
+        .collect();
+        cfg
+    }
+
     /// The derived solid geometry.
     pub fn geometry(&self) -> Geometry {
         Geometry {
@@ -326,6 +368,13 @@ fn segment_box_entry(p: Vec2, a: Vec2, lo: Vec2, hi: Vec2) -> Option<(Contact, f
         },
         surface,
     ))
+}
+
+/// Euclidean gap between two closed rectangles (0 when they touch or overlap).
+fn rect_gap(a: &Rect, b: &Rect) -> f32 {
+    let dx = (a.x0 - b.x1).max(b.x0 - a.x1).max(0.0);
+    let dy = (a.y0 - b.y1).max(b.y0 - a.y1).max(0.0);
+    (dx * dx + dy * dy).sqrt()
 }
 
 /// Scales `a` down to norm `max` if it is longer (direction preserved).
