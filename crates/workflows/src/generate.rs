@@ -18,6 +18,7 @@ use lcm_model::generate::{DiffusionSampling, row_cosines};
 use lcm_train::checkpoint::new_rng;
 use serde_json::{Value, json};
 
+use crate::encoders::AnyDecoder;
 use crate::fused_generate::Generator;
 use crate::load::TrainedLcm;
 use crate::store::{BankNotice, retrieval_decoder};
@@ -193,6 +194,22 @@ pub enum ContinuationDecoder {
 }
 
 impl ContinuationDecoder {
+    /// A generative decoder (trained or SONAR's, from `root`) searching with `beam` beams.
+    pub fn generative(decoder: AnyDecoder, root: PathBuf, beam: usize) -> Self {
+        match decoder {
+            AnyDecoder::Sonar(decoder) => ContinuationDecoder::Sonar {
+                decoder,
+                root,
+                beam,
+            },
+            AnyDecoder::Trained(decoder) => ContinuationDecoder::Trained {
+                decoder,
+                root,
+                beam,
+            },
+        }
+    }
+
     /// The retrieval decoder over `bank`, else over the bank of `store` (built on first
     /// use), for concepts of `encoder_id` / `dim`; it never returns a sentence of
     /// `exclude` (the prompt's, unless the caller allows them).

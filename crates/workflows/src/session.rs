@@ -13,7 +13,7 @@ use lcm_concept::{ConceptEncoder, Decoded};
 use lcm_model::generate::DiffusionSampling;
 
 use crate::Result;
-use crate::encoders::{AnyDecoder, load_decoder};
+use crate::encoders::load_decoder;
 use crate::generate::{
     ContinuationDecoder, Stop, StopRules, continue_prompt, decode_continuation, encode_prompt_in,
     prompt_sentences,
@@ -70,18 +70,10 @@ impl GenerationSession {
         trained.check_encoder(encoder.as_ref(), requested)?;
         let eos = eos_embedding(encoder.as_ref())?;
         let decoder = match &decoder.trained {
-            Some((dir, beam)) => match load_decoder(dir, trained.encoder_id(), encoder.dim())? {
-                (AnyDecoder::Sonar(decoder), root) => ContinuationDecoder::Sonar {
-                    decoder,
-                    root,
-                    beam: *beam,
-                },
-                (AnyDecoder::Trained(decoder), root) => ContinuationDecoder::Trained {
-                    decoder,
-                    root,
-                    beam: *beam,
-                },
-            },
+            Some((dir, beam)) => {
+                let (decoder, root) = load_decoder(dir, trained.encoder_id(), encoder.dim())?;
+                ContinuationDecoder::generative(decoder, root, *beam)
+            }
             None => ContinuationDecoder::retrieval(
                 decoder.bank.as_deref(),
                 decoder.store.as_deref(),

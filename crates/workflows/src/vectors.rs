@@ -8,7 +8,7 @@ use lcm_concept::Decoded;
 use lcm_model::generate::DiffusionSampling;
 use lcm_train::checkpoint::new_rng;
 
-use crate::encoders::{AnyDecoder, load_decoder_in_own_space};
+use crate::encoders::load_decoder_in_own_space;
 use crate::fused_generate::Generator;
 use crate::generate::{ContinuationDecoder, decode_continuation};
 use crate::load::TrainedLcm;
@@ -78,18 +78,10 @@ pub fn open_decoder(
     notify: &mut dyn FnMut(BankNotice<'_>),
 ) -> Result<ContinuationDecoder> {
     match &choice.trained {
-        Some((spec, beam)) => Ok(match load_decoder_in_own_space(spec)? {
-            (AnyDecoder::Sonar(decoder), root) => ContinuationDecoder::Sonar {
-                decoder,
-                root,
-                beam: *beam,
-            },
-            (AnyDecoder::Trained(decoder), root) => ContinuationDecoder::Trained {
-                decoder,
-                root,
-                beam: *beam,
-            },
-        }),
+        Some((spec, beam)) => {
+            let (decoder, root) = load_decoder_in_own_space(spec)?;
+            Ok(ContinuationDecoder::generative(decoder, root, *beam))
+        }
         None => Ok(ContinuationDecoder::Retrieval(Box::new(
             retrieval_decoder_of(choice.bank.as_deref(), choice.store.as_deref(), notify)?,
         ))),
