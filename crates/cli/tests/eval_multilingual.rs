@@ -147,6 +147,17 @@ fn eval_multilingual_runs_retrieval_zero_shot_and_generation() {
         assert!(r["mean_concept"]["l2"].as_f64().is_some(), "{r}");
     }
     assert!(zero["mixed_extra_documents"].as_u64().unwrap() > 0);
+    // The KJV is English like the pivot WEB: scored, never mixed into the comparison model's
+    // training, so its store holds its held-out chapters only.
+    let kjv = rows
+        .iter()
+        .find(|r| r["side"] == "en-kjv")
+        .expect("an en-kjv row");
+    let kjv_docs = std::fs::read_to_string(out.join("docs/bible-en-kjv.jsonl")).unwrap();
+    assert_eq!(
+        kjv_docs.lines().count() as u64,
+        kjv["documents"].as_u64().unwrap()
+    );
     // The English-only model never saw a non-English document; the comparison did.
     let docs = |name: &str| -> Vec<String> {
         let text = std::fs::read_to_string(out.join("docs").join(format!("{name}.jsonl"))).unwrap();
