@@ -44,8 +44,13 @@ pub struct GuardrailTerm<L> {
     pub severity: Severity,
 }
 
-/// Distance between two latents (the objective's building block).
+/// Distance between two latents (the objective's building block): a plain function; a
+/// [`Cost`] also takes closures, e.g. the path length over a map
+/// ([`Geometry::path_length`](crate::env::two_rooms::Geometry::path_length)).
 pub type Distance<L> = fn(&L, &L) -> f32;
+
+/// A boxed distance, as a [`Cost`] holds it.
+pub type BoxedDistance<L> = Box<dyn Fn(&L, &L) -> f32>;
 
 /// Euclidean distance between positions (the oracle latent). Not squared, so the cost is in
 /// pixels and temperatures / penalty weights keep an intuitive scale.
@@ -56,7 +61,8 @@ pub fn euclidean(a: &Vec2, b: &Vec2) -> f32 {
 /// Objective plus guardrails for one goal.
 pub struct Cost<L> {
     pub goal: L,
-    pub distance: Distance<L>,
+    /// Distance from a predicted latent to the goal (a [`Distance`] or a closure).
+    pub distance: BoxedDistance<L>,
     /// Weight of the mean distance over all predicted latents (rewards getting there early).
     pub stage_weight: f32,
     /// Weight of the distance of the final predicted latent.
@@ -91,10 +97,10 @@ impl Evaluation {
 
 impl<L> Cost<L> {
     /// A pure objective with `stage_weight = 0.1`, `terminal_weight = 1` and no guardrails.
-    pub fn new(goal: L, distance: Distance<L>) -> Self {
+    pub fn new(goal: L, distance: impl Fn(&L, &L) -> f32 + 'static) -> Self {
         Cost {
             goal,
-            distance,
+            distance: Box::new(distance),
             stage_weight: 0.1,
             terminal_weight: 1.0,
             guardrails: Vec::new(),

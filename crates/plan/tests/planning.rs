@@ -6,7 +6,9 @@
 use lcm_plan::Environment;
 use lcm_plan::cost::{Cost, Guardrail, HazardGuardrail, Severity, euclidean, rect_signed_distance};
 use lcm_plan::env::two_rooms::{Rect, TwoRooms, TwoRoomsConfig, Vec2};
-use lcm_plan::evaluation::{Agent, EpisodeSummary, EvalSettings, SearchSize, run_agent_episodes};
+use lcm_plan::evaluation::{
+    Agent, EpisodeSummary, EvalSettings, OracleCost, SearchSize, run_agent_episodes,
+};
 use lcm_plan::planners::{
     AugLagCem, AugLagConfig, Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, Planner, mpc_episode,
 };
@@ -309,6 +311,7 @@ fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings
         population: 300,
         iterations: 5,
         oracle,
+        oracle_cost: OracleCost::Distance,
         hazard_buffer: 2.5,
     }
 }
@@ -427,16 +430,20 @@ fn oracle_agents_give_the_same_trajectory_for_the_same_seed() -> Result<(), Plan
         iterations: 2,
     };
     let pairs = [FAR_ROOM, ([20.0, 20.0], [50.0, 30.0])];
-    for agent in [
-        Agent::OracleCem,
-        Agent::OracleConstrainedCem,
-        Agent::OracleMppi,
-        Agent::OracleAugLag,
+    for (agent, cost) in [
+        (Agent::OracleCem, OracleCost::Distance),
+        (Agent::OracleConstrainedCem, OracleCost::PathLength),
+        (Agent::OracleMppi, OracleCost::PathLength),
+        (Agent::OracleAugLag, OracleCost::Distance),
     ] {
         let hazards = agent != Agent::OracleCem;
-        let a = oracle_run(agent, &oracle_settings(hazards, small, 7), &pairs)?;
-        let b = oracle_run(agent, &oracle_settings(hazards, small, 7), &pairs)?;
-        let c = oracle_run(agent, &oracle_settings(hazards, small, 8), &pairs)?;
+        let settings = |seed| EvalSettings {
+            oracle_cost: cost,
+            ..oracle_settings(hazards, small, seed)
+        };
+        let a = oracle_run(agent, &settings(7), &pairs)?;
+        let b = oracle_run(agent, &settings(7), &pairs)?;
+        let c = oracle_run(agent, &settings(8), &pairs)?;
         for i in 0..pairs.len() {
             assert_eq!(a[i].positions, b[i].positions, "{agent:?} episode {i}");
             assert_eq!(a[i].success, b[i].success);
@@ -489,4 +496,83 @@ fn seeded_hazard_layouts_are_reproducible_and_keep_the_door_open() {
     });
     layouts.dedup();
     assert!(layouts.len() > 40, "seeds should give different layouts");
+}
+
+#[test]
+fn path_length_goes_through_the_door() {
+    let g = TwoRoomsConfig::default().geometry();
+    let d = |a: Vec2, b: Vec2| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    // Same room, and straight through the door: the straight line.
+    assert_eq!(
+        g.path_length([8.0, 30.0], [27.0, 50.0]),
+        d([8.0, 30.0], [27.0, 50.0])
+    );
+    assert_eq!(g.path_length([20.0, 10.0], [45.0, 10.0]), 25.0);
+    // Low in opposite rooms: around the lower door corners (31.5, 14.5) and (34.5, 14.5).
+    let (p, q) = FAR_ROOM;
+    let expected = d(p, [31.5, 14.5]) + 3.0 + d([34.5, 14.5], q);
+    assert!((g.path_length(p, q) - expected).abs() < 1e-3);
+    assert!((g.path_length(q, p) - expected).abs() < 1e-3);
+    // High in opposite rooms: around the upper corners.
+    let (p, q) = ([10.0, 4.5], [50.0, 4.5]);
+    let expected = d(p, [31.5, 5.5]) + 3.0 + d([34.5, 5.5], q);
+    assert!((g.path_length(p, q) - expected).abs() < 1e-3);
+    // Along the wall there is no dip: from any point against the wall's lower left face,
+    // moving up (toward the door) shortens the path to a goal low in the other room.
+    for y in (20..58).map(|y| y as f32) {
+        let here = g.path_length([31.0, y], FAR_ROOM.1);
+        let up = g.path_length([31.0, y - 1.0], FAR_ROOM.1);
+        assert!(up < here, "y {y}: {up} !< {here}");
+    }
+}
+
+#[test]
+fn path_length_cost_reaches_the_far_room_with_the_small_search() -> Result<(), PlanError> {
+    // The search that stays stuck behind the wall on the straight-line distance (60 steps,
+    // 300 candidates) gets there when the cost is the path length.
+    let small = SearchSize {
+        horizon: 12,
+        population: 300,
+        iterations: 5,
+    };
+    let settings = EvalSettings {
+        oracle_cost: OracleCost::PathLength,
+        ..oracle_settings(false, small, 0)
+    };
+    let e = &oracle_run(Agent::OracleCem, &settings, &[FAR_ROOM])?[0];
+    assert!(e.success, "{:?}", e.positions.last());
+    Ok(())
+}
+
+#[test]
+fn constrained_planners_on_path_length_keep_out_of_seeded_hazards() -> Result<(), PlanError> {
+    // A held-out layout; start above the left square, goal below the right one.
+    let settings = EvalSettings {
+        oracle_cost: OracleCost::PathLength,
+        hazard_seed: Some(3),
+        ..oracle_settings(true, SearchSize::ORACLE, 0)
+    };
+    let cfg = settings.env_config();
+    let (l, r) = (cfg.hazards[0], cfg.hazards[1]);
+    let start = [(l.x0 + l.x1) / 2.0, l.y0 - 4.0];
+    let goal = [(r.x0 + r.x1) / 2.0, r.y1 + 4.0];
+    let (start, goal) = if start[1] > 6.0 && goal[1] < 57.0 {
+        (start, goal)
+    } else {
+        (
+            [(l.x0 + l.x1) / 2.0, l.y1 + 4.0],
+            [(r.x0 + r.x1) / 2.0, r.y0 - 4.0],
+        )
+    };
+    for agent in [Agent::OracleConstrainedCem, Agent::OracleAugLag] {
+        let e = &oracle_run(agent, &settings, &[(start, goal)])?[0];
+        assert!(
+            e.success,
+            "{agent:?}: {start:?} -> {goal:?}: {:?}",
+            e.positions.last()
+        );
+        assert_eq!(e.violations, 0, "{agent:?}");
+        assert_eq!(e.infeasible_plans, 0, "{agent:?}");
+    }
+    Ok(())
 }

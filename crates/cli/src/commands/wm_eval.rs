@@ -48,6 +48,24 @@ impl From<Agent> for evaluation::Agent {
     }
 }
 
+/// What the oracle planners minimise.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OracleCost {
+    /// Straight-line distance to the goal (local minimum against the wall).
+    Distance,
+    /// Length of the shortest free path to the goal, through the door.
+    PathLength,
+}
+
+impl From<OracleCost> for evaluation::OracleCost {
+    fn from(cost: OracleCost) -> Self {
+        match cost {
+            OracleCost::Distance => evaluation::OracleCost::Distance,
+            OracleCost::PathLength => evaluation::OracleCost::PathLength,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A world-model run directory (`lcm wm train --out`); needed by the JEPA agents.
@@ -94,6 +112,9 @@ pub struct Args {
     /// Oracle planner iterations per planning call.
     #[arg(long, default_value_t = SearchSize::ORACLE.iterations)]
     oracle_iterations: usize,
+    /// The oracle planners' objective.
+    #[arg(long, value_enum, default_value_t = OracleCost::PathLength)]
+    oracle_cost: OracleCost,
     /// Safety buffer (px) subtracted from the hazard margin; for the JEPA it covers the
     /// position probe's error.
     #[arg(long, default_value_t = 2.5)]
@@ -128,6 +149,7 @@ impl Args {
                 population: self.oracle_population,
                 iterations: self.oracle_iterations,
             },
+            oracle_cost: self.oracle_cost.into(),
             hazard_buffer: self.hazard_buffer,
         }
     }

@@ -97,6 +97,27 @@ impl SearchSize {
     };
 }
 
+/// What the oracle planners minimise on the way to the goal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OracleCost {
+    /// Straight-line distance to the goal (what the JEPA's latent distance stands for). It
+    /// has a local minimum against the wall for goals low in the other room.
+    Distance,
+    /// Length of the shortest free path to the goal, through the door
+    /// ([`Geometry::path_length`](crate::env::two_rooms::Geometry::path_length)): the door
+    /// as a geometric waypoint, with no local minimum behind the wall.
+    PathLength,
+}
+
+impl OracleCost {
+    pub fn name(self) -> &'static str {
+        match self {
+            OracleCost::Distance => "distance",
+            OracleCost::PathLength => "path length",
+        }
+    }
+}
+
 /// The settings every row shares.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalSettings {
@@ -118,6 +139,8 @@ pub struct EvalSettings {
     pub iterations: usize,
     /// The oracle planners' search.
     pub oracle: SearchSize,
+    /// The oracle planners' objective.
+    pub oracle_cost: OracleCost,
     /// Safety buffer (px) subtracted from the JEPA's probed hazard margin.
     pub hazard_buffer: f32,
 }
@@ -174,7 +197,7 @@ impl EvalSettings {
             _ => String::new(),
         };
         format!(
-            "Two-Rooms{}{layout}, {} episodes (seed {}), held actions of {} steps; JEPA: horizon {}, population {}, {} iterations; oracle: horizon {}, population {}, {} iterations\n\n{}",
+            "Two-Rooms{}{layout}, {} episodes (seed {}), held actions of {} steps; JEPA: horizon {}, population {}, {} iterations; oracle: horizon {}, population {}, {} iterations, cost {}\n\n{}",
             if self.hazards { " with hazards" } else { "" },
             self.episodes,
             self.seed,
@@ -185,6 +208,7 @@ impl EvalSettings {
             self.oracle.horizon,
             self.oracle.population,
             self.oracle.iterations,
+            self.oracle_cost.name(),
             markdown_table(rows)
         )
     }
@@ -222,8 +246,14 @@ fn oracle_episodes(
         inner: OracleTwoRooms::new(env_cfg),
         repeat: settings.repeat,
     };
+    let geom = env_cfg.geometry();
     let build = |goal: Vec2| -> Result<Cost<Vec2>, PlanError> {
-        let mut cost = Cost::new(goal, euclidean);
+        let mut cost = match settings.oracle_cost {
+            OracleCost::Distance => Cost::new(goal, euclidean),
+            OracleCost::PathLength => {
+                Cost::new(goal, move |a: &Vec2, b: &Vec2| geom.path_length(*a, *b))
+            }
+        };
         if settings.hazards {
             cost = cost.with_guardrail(
                 HazardGuardrail::new(env_cfg.hazards.clone()).with_buffer(0.5),

@@ -15,7 +15,9 @@
 
 mod agents;
 
-pub use agents::{Agent, EVAL_SEED, EvalSettings, SearchSize, plot_agent, run_agent_episodes};
+pub use agents::{
+    Agent, EVAL_SEED, EvalSettings, OracleCost, SearchSize, plot_agent, run_agent_episodes,
+};
 
 use std::path::Path;
 

@@ -263,6 +263,49 @@ impl Geometry {
         }
     }
 
+    /// Length of the shortest free path from `p` to `q` (the agent is a point): the straight
+    /// segment when it misses the wall, else the taut path through the door around its
+    /// corners (at most one corner on each side). The free space is two convex rooms joined
+    /// by the door's rectangle, so this is exact. Hazards are guardrails, not walls: a path
+    /// may cross them (the planner's guardrail keeps the agent out).
+    ///
+    /// As a planning cost it has no local minimum behind the wall, where the straight-line
+    /// distance has one for goals low in the other room.
+    pub fn path_length(&self, p: Vec2, q: Vec2) -> f32 {
+        let dist = |a: Vec2, b: Vec2| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+        if self.sees(p, q) {
+            return dist(p, q);
+        }
+        let corners = [
+            [self.wall_lo, self.door_lo],
+            [self.wall_hi, self.door_lo],
+            [self.wall_lo, self.door_hi],
+            [self.wall_hi, self.door_hi],
+        ];
+        // The door's four corners see each other across its opening.
+        let from_p = corners.map(|c| self.sees(p, c).then(|| dist(p, c)));
+        let to_q = corners.map(|c| self.sees(c, q).then(|| dist(c, q)));
+        let mut best = f32::INFINITY;
+        for (i, a) in corners.iter().enumerate() {
+            let Some(pa) = from_p[i] else { continue };
+            for (j, b) in corners.iter().enumerate() {
+                if let Some(bq) = to_q[j] {
+                    best = best.min(pa + dist(*a, *b) + bq);
+                }
+            }
+        }
+        // Every free point sees a door corner; the fallback only keeps this total.
+        if best.is_finite() { best } else { dist(p, q) }
+    }
+
+    /// The segment `a → b` does not pass through the inside of a wall block (touching a
+    /// block's surface or corner is allowed: taut paths do).
+    fn sees(&self, a: Vec2, b: Vec2) -> bool {
+        self.wall_blocks()
+            .iter()
+            .all(|&(lo, hi)| !segment_crosses_interior(a, b, lo, hi))
+    }
+
     /// The two wall blocks as (lower corner, upper corner).
     fn wall_blocks(&self) -> [(Vec2, Vec2); 2] {
         [
@@ -368,6 +411,25 @@ fn segment_box_entry(p: Vec2, a: Vec2, lo: Vec2, hi: Vec2) -> Option<(Contact, f
         },
         surface,
     ))
+}
+
+/// Whether the segment `a → b` runs through the open box `(lo, hi)` for a positive length.
+fn segment_crosses_interior(a: Vec2, b: Vec2, lo: Vec2, hi: Vec2) -> bool {
+    let d = [b[0] - a[0], b[1] - a[1]];
+    let (mut t0, mut t1) = (0.0f32, 1.0f32);
+    for axis in 0..2 {
+        if d[axis] == 0.0 {
+            if a[axis] <= lo[axis] || a[axis] >= hi[axis] {
+                return false;
+            }
+        } else {
+            let u = (lo[axis] - a[axis]) / d[axis];
+            let v = (hi[axis] - a[axis]) / d[axis];
+            t0 = t0.max(u.min(v));
+            t1 = t1.min(u.max(v));
+        }
+    }
+    t1 - t0 > 1e-6
 }
 
 /// Euclidean gap between two closed rectangles (0 when they touch or overlap).
