@@ -279,3 +279,81 @@ fn e5_finds_translations_in_the_sample() {
         assert!(acc >= 0.75, "{p}");
     }
 }
+
+/// `home/models/sonar`: the tiny random-weight SONAR encoder, decoder and SentencePiece model
+/// of `crates/sonar/tests/fixtures` under SONAR's published names (as `tests/sonar.rs` builds
+/// it), made for deu_Latn, eng_Latn and fra_Latn.
+fn sonar_home() -> tempfile::TempDir {
+    let fixtures = repo().join("crates/sonar/tests/fixtures");
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("models/sonar");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to) in [
+        ("encoder.pt", "sonar_text_encoder.pt"),
+        ("decoder.pt", "sonar_text_decoder.pt"),
+        ("tiny_spm.model", "sentencepiece.source.256000.model"),
+    ] {
+        std::fs::copy(fixtures.join(from), dir.join(to)).unwrap();
+    }
+    std::fs::write(
+        dir.join("lcm-sonar.json"),
+        r#"{"num_heads": 4, "languages": ["deu_Latn", "eng_Latn", "fra_Latn"]}"#,
+    )
+    .unwrap();
+    home
+}
+
+#[test]
+fn retrieval_runs_with_the_tiny_sonar() {
+    let home = sonar_home();
+    // The Debian en/fr/de part of the sample (the languages the tiny SONAR was made with).
+    let corpus = home.path().join("en-fr-de.jsonl");
+    let lines: Vec<String> = records()
+        .into_iter()
+        .filter(|r| {
+            r["source"] == "debian-ddtp"
+                && ["en", "fr", "de"].contains(&r["lang"].as_str().unwrap())
+        })
+        .map(|r| r.to_string())
+        .collect();
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    let out = home.path().join("ml");
+    let printed = run_ok(
+        lcm(home.path())
+            .arg("eval-multilingual")
+            .arg(&corpus)
+            .args([
+                "--encoder",
+                "sonar",
+                "--tasks",
+                "retrieval",
+                "--json",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let report: Value = serde_json::from_str(&printed).unwrap();
+    assert!(
+        report["encoder"].as_str().unwrap().starts_with("sonar"),
+        "{report}"
+    );
+    let pairs: Vec<(String, String, u64)> = report["retrieval"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["a"].as_str().unwrap().to_string(),
+                p["b"].as_str().unwrap().to_string(),
+                p["candidates"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("en".into(), "fr".into(), 12),
+            ("en".into(), "de".into(), 12)
+        ]
+    );
+}

@@ -5,6 +5,7 @@
 //!   family (a side is one language or one translation: `en`, `fr`, `en-web`, `es-rv1909`),
 //!   accuracy@1 of finding a unit's translation among all candidates by cosine, and the
 //!   xsim error rate (LASER's margin criterion, [`retrieval_scores`]), both directions;
+//!   each side is encoded in its language (SONAR needs it; e5 and MiniLM ignore it);
 //! - **zero-shot next-concept prediction** ([`zero_shot`]): a Base-LCM trained only on the
 //!   pivot language's (English) documents, scored teacher-forced (ℓ2, CA, PAR next to the
 //!   trivial baselines, `lcm_eval`) on held-out documents of every other side, next to its
@@ -353,11 +354,16 @@ pub fn retrieval_scores(
     })
 }
 
-/// Encodes `texts` in chunks (the encoder batches inside), row-major `[n, dim]`.
-fn encode_all(encoder: &dyn ConceptEncoder, texts: &[&str]) -> Result<Vec<f32>> {
+/// Encodes `texts` in chunks (the encoder batches inside), row-major `[n, dim]`, in
+/// `lang` (a SONAR code; encoders without language input ignore it).
+fn encode_all(
+    encoder: &dyn ConceptEncoder,
+    texts: &[&str],
+    lang: Option<&str>,
+) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(texts.len() * encoder.dim());
     for chunk in texts.chunks(512) {
-        let t = encoder.encode(chunk, None)?;
+        let t = encoder.encode(chunk, lang)?;
         out.extend(t.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)
@@ -419,7 +425,21 @@ pub fn cross_lingual_retrieval(
             ));
             let keys: Vec<&str> = keys.iter().copied().collect();
             let texts: Vec<&str> = keys.iter().map(|k| units[side][k]).collect();
-            let encoded = encode_all(encoder, &texts)?;
+            let lang = sides
+                .iter()
+                .find(|s| s.name == *side)
+                .map(|s| s.lang.as_str())
+                .unwrap_or_default();
+            // The side's language as a SONAR code (`pt_BR` → `por_Latn`): SONAR reads it, the
+            // BERT-family encoders ignore it. An unknown tag encodes in the default language.
+            let code = lcm_concept::lang::resolve(lang).ok();
+            if code.is_none() {
+                progress(&format!(
+                    "retrieval: language `{lang}` of {family}-{side} is unknown; encoding it \
+                     in the encoder's default language"
+                ));
+            }
+            let encoded = encode_all(encoder, &texts, code)?;
             for (k, row) in keys.iter().zip(encoded.chunks_exact(dim)) {
                 vectors.insert((*side, *k), row.to_vec());
             }
