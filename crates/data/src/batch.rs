@@ -79,6 +79,8 @@ pub fn split_of(id: &str, valid_fraction: f64) -> Split {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConceptSequence {
     pub doc_id: String,
+    /// The document's source (the corpus it came from), what mixtures weigh.
+    pub source: String,
     /// Index of this chunk within its document (0 for the first `max_seq_len` concepts).
     pub chunk: usize,
     /// Whether this is the document's last chunk, i.e. it ends with the EOS concept.
@@ -209,6 +211,7 @@ impl SequenceDataset {
         for (chunk, rows) in values.chunks(self.max_seq_len * dim).enumerate() {
             self.sequences.push(ConceptSequence {
                 doc_id: document.id.clone(),
+                source: document.source.clone(),
                 chunk,
                 ends_document: chunk + 1 == chunks,
                 data: rows.to_vec(),
@@ -408,6 +411,76 @@ pub struct Batcher {
     dataset: SequenceDataset,
     config: BatcherConfig,
     device: Device,
+    /// With a mixture: the sequences of each weighted source and its share of an epoch.
+    mixture: Option<Vec<SourceDraw>>,
+}
+
+/// One source of a mixture: its sequences and the number an epoch draws from them.
+#[derive(Debug, Clone)]
+struct SourceDraw {
+    sequences: Vec<usize>,
+    per_epoch: usize,
+}
+
+/// Sampling weights by document source (`source=weight`, the reference's data-card
+/// weights): an epoch holds as many sequences as the dataset, each source's share
+/// proportional to its weight — small sources repeated, large ones subsampled, a source of
+/// weight 0 left out. `*` weighs every source not named.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceMixture {
+    pub weights: std::collections::BTreeMap<String, f64>,
+}
+
+impl SourceMixture {
+    /// Parses `web=0.2,brown=1,*=0.5`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut weights = std::collections::BTreeMap::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (source, weight) = part.split_once('=').ok_or_else(|| {
+                DataError::Invalid(format!(
+                    "mixture entry `{part}` is not SOURCE=WEIGHT (e.g. `web=0.2,brown=1,*=0.5`)"
+                ))
+            })?;
+            let weight: f64 = weight.trim().parse().map_err(|_| {
+                DataError::Invalid(format!(
+                    "mixture weight `{weight}` of `{source}` is not a number"
+                ))
+            })?;
+            if !(weight.is_finite() && weight >= 0.0) {
+                return Err(DataError::Invalid(format!(
+                    "mixture weight of `{source}` must be a finite number ≥ 0, got {weight}"
+                )));
+            }
+            if weights.insert(source.trim().to_string(), weight).is_some() {
+                return Err(DataError::Invalid(format!(
+                    "mixture names `{source}` twice"
+                )));
+            }
+        }
+        if weights.is_empty() {
+            return Err(DataError::Invalid("the mixture names no source".into()));
+        }
+        Ok(Self { weights })
+    }
+
+    /// The weight of `source`: its own, else `*`'s.
+    fn weight(&self, source: &str) -> Option<f64> {
+        self.weights
+            .get(source)
+            .or_else(|| self.weights.get("*"))
+            .copied()
+    }
+}
+
+impl std::fmt::Display for SourceMixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .weights
+            .iter()
+            .map(|(s, w)| format!("{s}={w}"))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
 }
 
 /// SplitMix64 finaliser, to derive well-spread per-epoch seeds.
@@ -435,6 +508,95 @@ impl Batcher {
             dataset,
             config,
             device,
+            mixture: None,
+        })
+    }
+
+    /// Draws each epoch by `mixture`'s source weights. Refused: a source of the data the
+    /// mixture does not weigh (and no `*`), a named source the data lacks, all weights 0.
+    pub fn with_mixture(mut self, mixture: &SourceMixture) -> Result<Self> {
+        let mut by_source: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, sequence) in self.dataset.sequences.iter().enumerate() {
+            by_source
+                .entry(sequence.source.as_str())
+                .or_default()
+                .push(i);
+        }
+        let present: Vec<&str> = by_source.keys().copied().collect();
+        if let Some(missing) = mixture
+            .weights
+            .keys()
+            .find(|s| *s != "*" && !by_source.contains_key(s.as_str()))
+        {
+            return Err(DataError::Invalid(format!(
+                "the mixture weighs source `{missing}`, which the training data lacks (its \
+                 sources: {})",
+                present.join(", ")
+            )));
+        }
+        let mut weighted = Vec::new();
+        for (source, sequences) in by_source {
+            let weight = mixture.weight(source).ok_or_else(|| {
+                DataError::Invalid(format!(
+                    "the mixture gives source `{source}` no weight; name it or add `*=WEIGHT` \
+                     (the data's sources: {})",
+                    present.join(", ")
+                ))
+            })?;
+            weighted.push((weight, sequences));
+        }
+        let total: f64 = weighted.iter().map(|(w, _)| w).sum();
+        if total <= 0.0 {
+            return Err(DataError::Invalid(
+                "every source of the mixture has weight 0".into(),
+            ));
+        }
+        // Largest remainders: the shares add up to exactly one epoch's sequences.
+        let epoch = self.dataset.len();
+        let exact: Vec<f64> = weighted
+            .iter()
+            .map(|(w, _)| w / total * epoch as f64)
+            .collect();
+        let mut counts: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+        let mut by_remainder: Vec<usize> = (0..exact.len()).collect();
+        by_remainder.sort_by(|&a, &b| {
+            (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor()))
+        });
+        let short = epoch.saturating_sub(counts.iter().sum());
+        for &i in by_remainder
+            .iter()
+            .filter(|&&i| weighted[i].0 > 0.0)
+            .take(short)
+        {
+            counts[i] += 1;
+        }
+        self.mixture = Some(
+            weighted
+                .into_iter()
+                .zip(counts)
+                .map(|((_, sequences), per_epoch)| SourceDraw {
+                    sequences,
+                    per_epoch,
+                })
+                .collect(),
+        );
+        Ok(self)
+    }
+
+    /// Sequences per source in an epoch of the mixture (`None` without one), by source.
+    pub fn mixture_counts(&self) -> Option<Vec<(String, usize)>> {
+        self.mixture.as_ref().map(|draws| {
+            draws
+                .iter()
+                .map(|d| {
+                    let source = d
+                        .sequences
+                        .first()
+                        .map(|&i| self.dataset.sequences[i].source.clone())
+                        .unwrap_or_default();
+                    (source, d.per_epoch)
+                })
+                .collect()
         })
     }
 
@@ -456,7 +618,23 @@ impl Batcher {
     /// `(seed, epoch)` and the dataset.
     pub fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
         let mut rng = StdRng::seed_from_u64(mix(self.config.seed ^ mix(epoch)));
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        let mut order: Vec<usize> = match &self.mixture {
+            None => (0..self.dataset.len()).collect(),
+            Some(draws) => draws
+                .iter()
+                .flat_map(|draw| {
+                    // Whole shuffled passes over the source, then a random part of one more.
+                    let mut picked = Vec::with_capacity(draw.per_epoch);
+                    while picked.len() < draw.per_epoch {
+                        let mut pass = draw.sequences.clone();
+                        pass.shuffle(&mut rng);
+                        let take = (draw.per_epoch - picked.len()).min(pass.len());
+                        picked.extend_from_slice(&pass[..take]);
+                    }
+                    picked
+                })
+                .collect(),
+        };
         order.shuffle(&mut rng);
         let lens: Vec<usize> = self.dataset.sequences.iter().map(|s| s.len).collect();
         for window in order.chunks_mut(self.sort_window()) {

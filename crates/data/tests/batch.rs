@@ -3,8 +3,8 @@ use std::collections::{HashMap, HashSet};
 use candle_core::Device;
 use lcm_concept::normalizer::RobustNormalizer;
 use lcm_data::batch::{
-    Batch, BatchPosition, Batcher, BatcherConfig, DatasetConfig, SequenceDataset, Split,
-    SplitDataset, fnv1a64, load_split, split_of,
+    Batch, BatchPosition, Batcher, BatcherConfig, DatasetConfig, SequenceDataset, SourceMixture,
+    Split, SplitDataset, fnv1a64, load_split, split_of,
 };
 use lcm_data::store::{ConceptDocument, StoreDType, StoreMeta, write_shard};
 use rand::rngs::StdRng;
@@ -397,4 +397,92 @@ fn loads_a_store_and_refuses_another_space() {
     let mut other = normalizer();
     other.encoder_id = "another-encoder".into();
     assert!(load_split(dir.path(), &other, eos(), config).is_err());
+}
+
+/// `count` documents of `source`, each short enough to be one sequence.
+fn sourced(source: &str, count: usize) -> Vec<ConceptDocument> {
+    (0..count)
+        .map(|i| ConceptDocument {
+            source: source.into(),
+            ..document(&format!("{source}-{i}"), 3 + i % 5)
+        })
+        .collect()
+}
+
+/// Sequences per source in the plan of `epoch`.
+fn drawn(batcher: &Batcher, epoch: u64) -> HashMap<String, usize> {
+    let sources: Vec<&str> = batcher
+        .dataset()
+        .sequences()
+        .iter()
+        .map(|s| s.source.as_str())
+        .collect();
+    let mut counts = HashMap::new();
+    for batch in batcher.plan(epoch) {
+        for i in batch {
+            *counts.entry(sources[i].to_string()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_mixture_draws_each_epoch_by_source_weight() {
+    // 30 Bible documents drown 6 of Austen and 4 of Brown in the store's own proportions.
+    let docs: Vec<_> = [
+        sourced("web", 30),
+        sourced("austen", 6),
+        sourced("brown", 4),
+    ]
+    .concat();
+    let plain = batcher(docs.clone(), 64, 3);
+    assert_eq!(drawn(&plain, 0)["web"], 30);
+
+    let equal = SourceMixture::parse("web=1, austen=1, brown=1").unwrap();
+    let mixed = batcher(docs.clone(), 64, 3).with_mixture(&equal).unwrap();
+    for epoch in 0..3 {
+        let counts = drawn(&mixed, epoch);
+        // 40 sequences an epoch, a third each (largest remainder: 14 + 13 + 13).
+        assert_eq!(counts.values().sum::<usize>(), 40);
+        for source in ["web", "austen", "brown"] {
+            assert!((13..=14).contains(&counts[source]), "{counts:?}");
+        }
+    }
+    // A pure function of (seed, epoch): resuming mid-epoch sees the same plan.
+    assert_eq!(mixed.plan(1), mixed.plan(1));
+    assert_ne!(mixed.plan(1), mixed.plan(2));
+    // Upsampled sources are repeated whole passes first: every Brown document appears.
+    let brown: HashSet<usize> = mixed
+        .plan(0)
+        .into_iter()
+        .flatten()
+        .filter(|&i| mixed.dataset().sequences()[i].source == "brown")
+        .collect();
+    assert_eq!(brown.len(), 4);
+
+    let no_bible = SourceMixture::parse("web=0,*=1").unwrap();
+    let counts = drawn(
+        &batcher(docs.clone(), 64, 3)
+            .with_mixture(&no_bible)
+            .unwrap(),
+        0,
+    );
+    assert_eq!(
+        (counts.get("web"), counts["austen"] + counts["brown"]),
+        (None, 40)
+    );
+
+    let error = |text: &str| {
+        batcher(docs.clone(), 64, 3)
+            .with_mixture(&SourceMixture::parse(text).unwrap())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(error("web=1,austen=1").contains("`brown`"));
+    assert!(error("web=1,*=1,poetry=2").contains("`poetry`"));
+    assert!(error("*=0").contains("weight 0"));
+    for bad in ["web", "web=x", "web=-1", "web=1,web=2", ""] {
+        assert!(SourceMixture::parse(bad).is_err(), "{bad:?} parsed");
+    }
+    assert_eq!(equal.to_string(), "austen=1,brown=1,web=1");
 }

@@ -21,7 +21,7 @@ use lcm_concept::ConceptEncoder;
 use lcm_concept::normalizer::RobustNormalizer;
 use lcm_data::batch::{
     BatchIter, BatchPosition, Batcher, BatcherConfig, DEFAULT_MAX_SEQ_LEN, DatasetConfig, EOS_TEXT,
-    SplitDataset,
+    SourceMixture, SplitDataset,
 };
 use lcm_data::store::ConceptStore;
 use lcm_model::base_lcm::SummedLoss;
@@ -104,6 +104,10 @@ pub struct TrainConfig {
     /// from before the choice existed still resume) or plain SGD.
     #[serde(default, skip_serializing_if = "is_adamw")]
     pub optimizer: UpdateRule,
+    /// Sampling weights of the training data by document source (none: the store's own
+    /// proportions; left out of the recorded settings then, so older runs still resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<SourceMixture>,
 }
 
 fn is_adamw(rule: &UpdateRule) -> bool {
@@ -133,6 +137,7 @@ impl Default for TrainConfig {
             max_seconds: None,
             engine: Engine::default(),
             optimizer: UpdateRule::AdamW,
+            mixture: None,
         }
     }
 }
@@ -568,7 +573,14 @@ pub(crate) fn train_from(
     let valid = (!split.valid.is_empty())
         .then(|| Batcher::new(split.valid, batcher_cfg, device.clone()))
         .transpose()?;
-    let train_batcher = Batcher::new(split.train, batcher_cfg, device.clone())?;
+    let mut train_batcher = Batcher::new(split.train, batcher_cfg, device.clone())?;
+    if let Some(mixture) = &config.mixture {
+        train_batcher = train_batcher.with_mixture(mixture)?;
+        if let Some(counts) = train_batcher.mixture_counts() {
+            let shares: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            tracing::info!(mixture = %mixture, "sequences per epoch by source: {}", shares.join(", "));
+        }
+    }
 
     let varmap = VarMap::new();
     let net = build_model(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use lcm_data::batch::SourceMixture;
 use lcm_model::builder::ModelKind;
 use lcm_workflows::eos_embedding;
 use lcm_workflows::fused::Engine;
@@ -101,6 +102,11 @@ pub struct Args {
     /// reference).
     #[arg(long, value_enum, default_value = "fused")]
     engine: EngineArg,
+    /// Sampling weights by document source, `SOURCE=WEIGHT,…` (`*` for every source not
+    /// named): each epoch draws the sources in these proportions, repeating small ones and
+    /// subsampling large ones (default: the store's own proportions).
+    #[arg(long, value_parser = parse_mixture)]
+    mix: Option<SourceMixture>,
     /// Update rule: `adamw` or plain `sgd`.
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: OptimizerArg,
@@ -109,6 +115,10 @@ pub struct Args {
     quiet: bool,
     #[command(flatten)]
     encoder: EncoderArgs,
+}
+
+fn parse_mixture(text: &str) -> std::result::Result<SourceMixture, String> {
+    SourceMixture::parse(text).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -144,6 +154,7 @@ pub fn run(args: Args) -> Result<()> {
             EngineArg::Candle => Engine::Candle,
         },
         optimizer: args.optimizer.rule(),
+        mixture: args.mix.clone(),
         ..TrainConfig::default()
     };
 
