@@ -74,12 +74,132 @@ pub fn load_checkpoint(
     Ok((tensors, layout))
 }
 
-/// Reads a safetensors file through a memory map: each tensor is copied once, straight from
-/// the mapped file into its own buffer, the tensors in parallel. (candle's
-/// `safetensors::load` reads the whole file into memory first and copies every tensor out of
-/// that, two passes over several GB for SONAR.)
+/// Largest safetensors header accepted (the format's own limit is 100 MB).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads a safetensors file straight into the tensors' own buffers: one positioned read per
+/// tensor (the tensors in parallel), each f32 buffer advised onto huge pages before it is
+/// filled. That is one copy from the page cache, like copying out of a memory map, without
+/// the map's page faults on the file or the file counting in the resident set; and no whole
+/// file held in memory as candle's `safetensors::load` does. Other dtypes go through candle's
+/// conversion and are cast to f32 by the caller.
+#[cfg(unix)]
 fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let unreadable = |e: candle_core::Error| {
+    use std::os::unix::fs::FileExt;
+
+    let bad = |why: String| {
+        SonarError::file(
+            path,
+            format!(
+                "cannot read as safetensors ({why}); the file is truncated or not a safetensors \
+                 file: re-download or re-export it"
+            ),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0)
+        .map_err(|e| bad(format!("header size: {e}")))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || 8 + n > file_len {
+        return Err(bad(format!("header of {n} bytes in a file of {file_len}")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|e| bad(format!("header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let data_start = 8 + n;
+
+    struct Entry {
+        name: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        offset: u64,
+        bytes: usize,
+    }
+    let mut entries = Vec::with_capacity(header.len());
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |key: &str| {
+            info.get(key)
+                .ok_or_else(|| bad(format!("tensor `{name}` has no `{key}`")))
+        };
+        let dtype = match field("dtype")?.as_str() {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}"))),
+        };
+        let numbers = |key: &str| -> Result<Vec<u64>> {
+            field(key)?
+                .as_array()
+                .and_then(|a| a.iter().map(serde_json::Value::as_u64).collect())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "tensor `{name}`: `{key}` is not a list of integers"
+                    ))
+                })
+        };
+        let shape: Vec<usize> = numbers("shape")?.into_iter().map(|d| d as usize).collect();
+        let (begin, end) = match numbers("data_offsets")?[..] {
+            [b, e] if b <= e => (b, e),
+            _ => return Err(bad(format!("tensor `{name}`: bad data_offsets"))),
+        };
+        let bytes = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if end - begin != bytes as u64 || data_start + end > file_len {
+            return Err(bad(format!(
+                "tensor `{name}`: {bytes} bytes for shape {shape:?} at {begin}..{end} of a \
+                 data section of {}",
+                file_len - data_start
+            )));
+        }
+        entries.push(Entry {
+            name,
+            dtype,
+            shape,
+            offset: data_start + begin,
+            bytes,
+        });
+    }
+    // Largest first, so that the two halves of a parallel read end together.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.bytes));
+    entries
+        .into_par_iter()
+        .map(|e| {
+            let read = |buf: &mut [u8]| {
+                file.read_exact_at(buf, e.offset)
+                    .map_err(|err| bad(format!("tensor `{}`: {err}", e.name)))
+            };
+            let tensor = if e.dtype == DType::F32 && cfg!(target_endian = "little") {
+                let mut values = vec![0f32; e.bytes / 4];
+                lcm_util::memory::advise_huge_pages(&mut values);
+                // SAFETY: the byte view covers exactly the f32 buffer, which it borrows
+                // mutably; every byte pattern is a valid f32, and safetensors stores
+                // little-endian values, which this target reads natively.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), e.bytes)
+                };
+                read(bytes)?;
+                Tensor::from_vec(values, e.shape, &Device::Cpu)?
+            } else {
+                let mut bytes = vec![0u8; e.bytes];
+                read(&mut bytes)?;
+                Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, &Device::Cpu)?
+            };
+            Ok((e.name, tensor))
+        })
+        .collect()
+}
+
+/// Elsewhere: candle's reader (the whole file in memory, then a copy per tensor).
+#[cfg(not(unix))]
+fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
         SonarError::file(
             path,
             format!(
@@ -87,20 +207,7 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
                  file: re-download or re-export it"
             ),
         )
-    };
-    // SAFETY: the map is read-only and dropped before this function returns; as with every
-    // memory-mapped reader, the file must not be truncated by another process meanwhile.
-    let mapped =
-        unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(unreadable)?;
-    mapped
-        .tensors()
-        .into_par_iter()
-        .map(|(name, view)| {
-            let tensor =
-                candle_core::safetensors::Load::load(&view, &Device::Cpu).map_err(unreadable)?;
-            Ok((name, tensor))
-        })
-        .collect()
+    })
 }
 
 /// Reads a torch zip pickle: `{"model": sd}` (fairseq2) or `{"state_dict": sd}` (fairseq1).

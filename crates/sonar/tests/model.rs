@@ -391,6 +391,51 @@ fn truncated_pt_is_reported() {
     );
 }
 
+/// The direct safetensors reader: truncated data, a header larger than the file and garbage
+/// are errors naming the file; f64 tensors load (cast to f32) like the f32 file.
+#[test]
+fn safetensors_reader_refuses_damage_and_casts_other_dtypes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("encoder.safetensors")).unwrap();
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("truncated.safetensors", bytes[..bytes.len() - 100].to_vec()),
+        ("header.safetensors", {
+            let mut b = bytes.clone();
+            b[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+            b
+        }),
+        (
+            "garbage.safetensors",
+            b"not a safetensors file at all".to_vec(),
+        ),
+    ];
+    for (name, data) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        let err = load_checkpoint(&path, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(name) && err.contains("truncated"),
+            "{name}: {err}"
+        );
+    }
+
+    let (f32s, _) = load_checkpoint(&fixture("encoder.safetensors"), &Device::Cpu).unwrap();
+    let f64s: HashMap<String, Tensor> = f32s
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_dtype(DType::F64).unwrap()))
+        .collect();
+    let path = dir.path().join("f64.safetensors");
+    candle_core::safetensors::save(&f64s, &path).unwrap();
+    let (back, _) = load_checkpoint(&path, &Device::Cpu).unwrap();
+    assert_eq!(back.len(), f32s.len());
+    for (k, v) in &f32s {
+        assert_eq!(back[k].dtype(), DType::F32);
+        assert_eq!(max_abs_diff(&back[k], v), 0.0, "{k}");
+    }
+}
+
 #[test]
 fn safetensors_missing_a_key_names_it() {
     let dir = tempfile::tempdir().unwrap();

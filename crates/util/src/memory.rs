@@ -37,8 +37,50 @@ pub fn retain_freed_memory() -> bool {
     }
 }
 
+/// Asks the kernel to back `buf` with transparent huge pages (Linux `madvise(MADV_HUGEPAGE)`,
+/// for the whole 4 KiB pages inside it). Call it on a fresh, untouched buffer that is about to
+/// be filled, such as a multi-GB checkpoint being read: it then faults in 2 MiB at a time
+/// instead of 4 KiB, which cuts the kernel's page-fault work several-fold. Advice only:
+/// returns whether the kernel accepted it, and does nothing elsewhere.
+pub fn advise_huge_pages<T>(buf: &mut [T]) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(buf);
+        let first = start.div_ceil(PAGE) * PAGE;
+        let last = end / PAGE * PAGE;
+        if last <= first {
+            return false;
+        }
+        // SAFETY: [first, last) lies within `buf`, which this function borrows mutably;
+        // MADV_HUGEPAGE changes how the kernel backs the pages, never their contents.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            ) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = buf;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn huge_page_advice_keeps_the_contents() {
+        let mut buf = vec![7u8; 8 << 20];
+        super::advise_huge_pages(&mut buf);
+        assert!(buf.iter().all(|&b| b == 7));
+        // Too small to hold a whole page: nothing to advise.
+        assert!(!super::advise_huge_pages(&mut [0u8; 16][..]));
+    }
+
     #[test]
     fn applies_exactly_where_glibc_is_the_allocator() {
         assert_eq!(
