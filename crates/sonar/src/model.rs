@@ -26,7 +26,7 @@
 //! used as loaded (no transposed copies), so a decoder trained through a `VarMap` decodes
 //! with its current weights; `gemm` packs transposed operands itself.
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -763,25 +763,6 @@ impl DecoderLayer {
         let h = self.ffn_layer_norm.forward(&x, mode)?;
         Ok((&x + self.ffn.forward(&h)?)?)
     }
-
-    /// Incremental step: `x: [B, T, D]` at positions `P..P+T` where `P = cache.len`; the new
-    /// keys and values are written into `cache` in place and the queries attend over the
-    /// cache (query `i` sees positions `≤ P + i`).
-    fn step(&self, x: &Tensor, cross: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let attn = &self.self_attn;
-        let h = self.self_attn_layer_norm.forward(x, Mode::Infer)?;
-        // q·kᵀ/√Dh with the scale folded into q, as in `attend`.
-        let scale = 1.0 / (attn.head_dim as f64).sqrt();
-        let q = (attn.q_proj.forward(&h)? * scale)?;
-        let k = attn.k_proj.forward(&h)?;
-        let v = attn.v_proj.forward(&h)?;
-        with_f32(&k, |k| with_f32(&v, |v| cache.append(k, v, b, t, d)))???;
-        let ctx = with_f32(&q, |q| cache.attend(q, t, attn.num_heads))?;
-        let ctx = Tensor::from_vec(ctx, (b, t, d), x.device())?;
-        let x = (x + attn.output_proj.forward(&ctx)?)?;
-        self.cross_and_ffn(&x, cross, Mode::Infer)
-    }
 }
 
 /// Runs `f` on the f32 elements of `t` (row-major; copied only when `t` is a strided view).
@@ -894,10 +875,10 @@ impl KvCache {
 
     /// Attention of queries `q: [rows, T, D]` (already scaled by `1/√Dh`), the last `T`
     /// positions of the cache, over the cached keys and values: query `i` sees positions
-    /// `≤ len − T + i`. Returns `[rows, T, D]`.
-    fn attend(&self, q: &[f32], t: usize, heads: usize) -> Vec<f32> {
+    /// `≤ len − T + i`. Writes `ctx: [rows, T, D]`.
+    fn attend_into(&self, q: &[f32], t: usize, heads: usize, ctx: &mut [f32]) {
         let (dim, cap, len) = (self.dim, self.cap, self.len);
-        let mut ctx = vec![0f32; self.rows * t * dim];
+        ctx.fill(0.0);
         ctx.par_chunks_mut(t * dim)
             .enumerate()
             .for_each(|(r, out)| {
@@ -910,7 +891,6 @@ impl KvCache {
                     attend_row(q, keys, values, visible, heads, &mut scores, out);
                 }
             });
-        ctx
     }
 }
 
@@ -972,6 +952,253 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+// ---------------------------------------------------------------------------------------------
+// Incremental decoding over flat buffers
+// ---------------------------------------------------------------------------------------------
+
+/// The f32 elements of a contiguous CPU tensor, borrowed while the view lives.
+struct View<G> {
+    guard: G,
+    start: usize,
+    len: usize,
+}
+
+impl View<()> {
+    #[allow(clippy::new_ret_no_self)]
+    fn new(t: &Tensor) -> Result<View<impl std::ops::Deref<Target = candle_core::Storage> + '_>> {
+        if !t.is_contiguous() || t.dtype() != DType::F32 {
+            return Err(SonarError::Input(format!(
+                "decoder step: needs contiguous f32 weights, got {:?} {:?}",
+                t.dtype(),
+                t.dims()
+            )));
+        }
+        let (guard, layout) = t.storage_and_layout();
+        let start = layout.start_offset();
+        Ok(View {
+            guard,
+            start,
+            len: t.elem_count(),
+        })
+    }
+}
+
+impl<G: std::ops::Deref<Target = candle_core::Storage>> View<G> {
+    fn get(&self) -> Result<&[f32]> {
+        match &*self.guard {
+            candle_core::Storage::Cpu(cpu) => Ok(&cpu.as_slice::<f32>()?[self.start..][..self.len]),
+            _ => Err(SonarError::Input(
+                "decoder step: incremental decoding runs on the CPU".into(),
+            )),
+        }
+    }
+}
+
+/// `dst = x · Wᵀ + b` for `x: [rows, in]` and `W: [out, in]`, both row-major, into `dst:
+/// [rows, out]` row-major. The product is candle's few-row order (see `weight_product`):
+/// `W · xᵀ` into `scratch` as `[out, rows]` (the layout gemm runs fastest here), then
+/// transposed while the bias is added, as the candle path's `broadcast_add` does.
+fn linear_into(
+    dst: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    rows: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let out = bias.len();
+    let in_dim = x.len() / rows.max(1);
+    assert!(
+        dst.len() == rows * out && x.len() == rows * in_dim && w.len() == out * in_dim,
+        "linear_into shapes"
+    );
+    if rows == 0 || out == 0 {
+        return;
+    }
+    scratch.resize(rows * out, 0.0);
+    let threads = rayon::current_num_threads();
+    // SAFETY: gemm reads W (out × in, row-major), xᵀ (in × rows: row stride 1, column
+    // stride in) and writes scratch (out × rows, row-major); the assert and the resize above
+    // keep every index inside the three slices.
+    unsafe {
+        gemm::gemm(
+            out,
+            rows,
+            in_dim,
+            scratch.as_mut_ptr(),
+            1,
+            rows as isize,
+            false,
+            w.as_ptr(),
+            1,
+            in_dim as isize,
+            x.as_ptr(),
+            in_dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+    }
+    // dst[r, o] = scratch[o, r] + b[o].
+    let scratch = &scratch[..];
+    dst.par_chunks_mut(out).enumerate().for_each(|(r, row)| {
+        for (o, (v, &b)) in row.iter_mut().zip(bias).enumerate() {
+            *v = scratch[o * rows + r] + b;
+        }
+    });
+}
+
+impl Linear {
+    /// `dst = x Wᵀ + b` over flat rows (`x: [rows, in]`).
+    fn forward_into(
+        &self,
+        dst: &mut [f32],
+        x: &[f32],
+        rows: usize,
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let w = View::<()>::new(&self.weight)?;
+        let b = View::<()>::new(&self.bias)?;
+        linear_into(dst, x, w.get()?, b.get()?, rows, scratch);
+        Ok(())
+    }
+}
+
+impl LayerNorm {
+    /// candle's fused layer norm (`candle_nn::ops::layer_norm`, f32 sums, the variance as
+    /// `E[x²] − mean²`) over flat rows of `x`, into `out`.
+    fn forward_rows(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let w = View::<()>::new(&self.weight)?;
+        let b = View::<()>::new(&self.bias)?;
+        let (w, b) = (w.get()?, b.get()?);
+        let d = w.len();
+        let eps = LAYER_NORM_EPS as f32;
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(dst, src)| {
+                let mut sum = 0f32;
+                let mut sum2 = 0f32;
+                for &v in src {
+                    sum += v;
+                    sum2 += v * v;
+                }
+                let mean = sum / d as f32;
+                let var = sum2 / d as f32 - mean * mean;
+                let inv_std = (var + eps).sqrt().recip();
+                for ((o, &s), (&a, &c)) in dst.iter_mut().zip(src).zip(w.iter().zip(b)) {
+                    *o = (s - mean) * inv_std * a + c;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Buffers of one incremental step, kept in the [`DecoderState`] and reused from step to
+/// step (grown when rows grow, never shrunk).
+#[derive(Clone, Default)]
+struct StepBuffers {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    ffn: Vec<f32>,
+    /// Products before their transpose (see `linear_into`).
+    scratch: Vec<f32>,
+}
+
+impl std::fmt::Debug for StepBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepBuffers")
+            .field("rows_x_dim", &self.x.len())
+            .finish()
+    }
+}
+
+impl StepBuffers {
+    fn resize(&mut self, rows: usize, d: usize, ffn: usize) {
+        for buf in [
+            &mut self.x,
+            &mut self.h,
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+        ] {
+            buf.resize(rows * d, 0.0);
+        }
+        self.ffn.resize(rows * ffn, 0.0);
+    }
+}
+
+impl DecoderLayer {
+    /// The incremental step of [`DecoderLayer::step`] over flat buffers: `buf.x` (`[B·T, D]`,
+    /// row `r` = hypothesis `r / T`, position `P + r % T`) is updated in place; `cross` is
+    /// `[B, D]`. Every operation mirrors the candle path, in the same order.
+    fn step_flat(
+        &self,
+        buf: &mut StepBuffers,
+        cross: &[f32],
+        cache: &mut KvCache,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
+        let attn = &self.self_attn;
+        let d = cross.len() / b.max(1);
+        let rows = b * t;
+        self.self_attn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
+        attn.q_proj
+            .forward_into(&mut buf.q, &buf.h, rows, &mut buf.scratch)?;
+        let scale = (1.0 / (attn.head_dim as f64).sqrt()) as f32;
+        for v in buf.q.iter_mut() {
+            *v *= scale;
+        }
+        attn.k_proj
+            .forward_into(&mut buf.k, &buf.h, rows, &mut buf.scratch)?;
+        attn.v_proj
+            .forward_into(&mut buf.v, &buf.h, rows, &mut buf.scratch)?;
+        cache.append(&buf.k, &buf.v, b, t, d)?;
+        cache.attend_into(&buf.q, t, attn.num_heads, &mut buf.h);
+        attn.output_proj
+            .forward_into(&mut buf.o, &buf.h, rows, &mut buf.scratch)?;
+        // x = (x + attn) + cross
+        for (r, (x, o)) in buf
+            .x
+            .chunks_exact_mut(d)
+            .zip(buf.o.chunks_exact(d))
+            .enumerate()
+        {
+            let c = &cross[(r / t) * d..][..d];
+            for ((x, &o), &c) in x.iter_mut().zip(o).zip(c) {
+                *x = (*x + o) + c;
+            }
+        }
+        self.ffn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
+        self.ffn
+            .inner_proj
+            .forward_into(&mut buf.ffn, &buf.h, rows, &mut buf.scratch)?;
+        for v in buf.ffn.iter_mut() {
+            *v = v.max(0.0);
+        }
+        self.ffn
+            .output_proj
+            .forward_into(&mut buf.o, &buf.ffn, rows, &mut buf.scratch)?;
+        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
+            *x += o;
+        }
+        Ok(())
+    }
+}
+
 /// SONAR text decoder: sentence embedding + previous tokens → next-token logits.
 #[derive(Debug, Clone)]
 pub struct SonarDecoder {
@@ -990,6 +1217,10 @@ pub struct DecoderState {
     cross: Vec<Tensor>,
     /// Per layer.
     caches: Vec<KvCache>,
+    /// Activations of a step, reused.
+    buffers: StepBuffers,
+    /// Final-norm rows of the last positions `[B, D]`, reused.
+    last: Vec<f32>,
     /// Positions fed so far.
     step: usize,
     rows: usize,
@@ -1080,45 +1311,50 @@ impl SonarDecoder {
     /// The product is the one `project` asks candle for (same operands, strides and thread
     /// count, so the same numbers), written into the caller's buffer: at V = 256k the output
     /// is ~1 MB per row, and a fresh one per step costs page faults.
-    fn project_into(&self, h: &Tensor, logits: &mut Vec<f32>) -> Result<()> {
-        let (rows, d) = h.dims2()?;
+    fn project_into(&self, h: &[f32], rows: usize, logits: &mut Vec<f32>) -> Result<()> {
+        let d = self.cfg.model_dim;
         let vocab = self.cfg.vocab_size;
+        if h.len() != rows * d {
+            return Err(SonarError::Input(format!(
+                "decoder: {} values for {rows} rows of dim {d}",
+                h.len()
+            )));
+        }
         logits.resize(rows * vocab, 0.0);
         let threads = rayon::current_num_threads();
-        with_f32(h, |h| {
-            with_f32(&self.frontend.embed, |e| {
-                // SAFETY: `h` is `rows × d` row-major, `e` is `V × d` row-major (read as its
-                // transpose `d × V`: row stride 1, column stride d), `logits` holds
-                // `rows × V`; every index gemm forms stays inside these slices.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        vocab,
-                        d,
-                        logits.as_mut_ptr(),
-                        1,
-                        vocab as isize,
-                        false,
-                        h.as_ptr(),
-                        1,
-                        d as isize,
-                        e.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        if threads > 1 {
-                            gemm::Parallelism::Rayon(threads)
-                        } else {
-                            gemm::Parallelism::None
-                        },
-                    );
-                }
-            })
-        })?
+        let e = View::<()>::new(&self.frontend.embed)?;
+        let e = e.get()?;
+        // SAFETY: `h` is `rows × d` row-major, `e` is `V × d` row-major (read as its
+        // transpose `d × V`: row stride 1, column stride d), `logits` holds `rows × V`;
+        // every index gemm forms stays inside these slices.
+        unsafe {
+            gemm::gemm(
+                rows,
+                vocab,
+                d,
+                logits.as_mut_ptr(),
+                1,
+                vocab as isize,
+                false,
+                h.as_ptr(),
+                1,
+                d as isize,
+                e.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Teacher-forced logits of every position.
@@ -1164,10 +1400,16 @@ impl IncrementalDecoder for SonarDecoder {
     }
 
     fn start(&self, conditioning: &Tensor) -> Result<DecoderState> {
-        let cross = self.cross_outputs(conditioning)?;
+        let cross = self
+            .cross_outputs(conditioning)?
+            .into_iter()
+            .map(|c| c.contiguous())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(DecoderState {
             rows: conditioning.dim(0)?,
             caches: vec![KvCache::default(); self.layers.len()],
+            buffers: StepBuffers::default(),
+            last: Vec::new(),
             cross,
             step: 0,
         })
@@ -1210,22 +1452,55 @@ impl IncrementalDecoder for SonarDecoder {
                 embed.device()
             )));
         }
-        // [B, T, D] at positions step..step+T
-        let mut x = self.frontend.forward(tokens, state.step)?;
+        let ids = check_ids(tokens, self.cfg.vocab_size, "decoder step")?;
+        let d = self.cfg.model_dim;
+        let max = self.frontend.positions.dim(0)?;
+        if state.step + t > max {
+            return Err(SonarError::Input(format!(
+                "sequence of {} tokens exceeds the model's maximum of {max}",
+                state.step + t
+            )));
+        }
+        let buf = &mut state.buffers;
+        buf.resize(b * t, d, self.cfg.ffn_inner_dim);
+        {
+            // x = √D · E[id] + P[position]: [B·T, D] at positions step..step+T.
+            let e = View::<()>::new(embed)?;
+            let p = View::<()>::new(&self.frontend.positions)?;
+            let (e, p) = (e.get()?, p.get()?);
+            let scale = self.frontend.scale as f32;
+            for (r, (x, &id)) in buf
+                .x
+                .chunks_exact_mut(d)
+                .zip(ids.iter().flatten())
+                .enumerate()
+            {
+                let row = &e[id as usize * d..][..d];
+                let pos = &p[(state.step + r % t) * d..][..d];
+                for ((x, &e), &p) in x.iter_mut().zip(row).zip(pos) {
+                    *x = e * scale + p;
+                }
+            }
+        }
         for ((layer, cross), cache) in self
             .layers
             .iter()
             .zip(&state.cross)
             .zip(state.caches.iter_mut())
         {
-            x = layer.step(&x, cross, cache)?;
+            let cross = View::<()>::new(cross)?;
+            layer.step_flat(buf, cross.get()?, cache, b, t)?;
         }
         state.step += t;
-        // Only the last position: [B, D] -> [B, V], written into `logits`.
-        let h = self
-            .layer_norm
-            .forward(&x.i((.., t - 1, ..))?, Mode::Infer)?;
-        self.project_into(&h, logits)
+        // Only the last position of every row: [B, D] -> [B, V], written into `logits`.
+        let rows_last: Vec<f32> = buf
+            .x
+            .chunks_exact(t * d)
+            .flat_map(|r| r[(t - 1) * d..].iter().copied())
+            .collect();
+        state.last.resize(b * d, 0.0);
+        self.layer_norm.forward_rows(&rows_last, &mut state.last)?;
+        self.project_into(&state.last, b, logits)
     }
 
     fn reorder(&self, state: &mut DecoderState, rows: &Tensor) -> Result<()> {
