@@ -406,24 +406,27 @@ impl Frontend {
 
 impl Frontend {
     /// Packed sequences: `ids` of the sequences of `lens` one after the other, each starting
-    /// at position 0 → `[Σ lens, D]`.
-    fn forward_packed(&self, ids: &[u32], lens: &[usize]) -> Result<Tensor> {
+    /// at position 0, into `x: [Σ lens, D]` (`√D · E[id] + P[position]`, as `forward`).
+    fn forward_packed(&self, ids: &[u32], lens: &[usize], x: &mut [f32]) -> Result<()> {
         let max = self.positions.dim(0)?;
         if let Some(&long) = lens.iter().find(|&&l| l > max) {
             return Err(SonarError::Input(format!(
                 "sequence of {long} tokens exceeds the model's maximum of {max}"
             )));
         }
-        let device = self.embed.device();
-        let positions: Vec<u32> = lens.iter().flat_map(|&l| 0..l as u32).collect();
-        let n = ids.len();
-        let x = self
-            .embed
-            .index_select(&Tensor::from_slice(ids, n, device)?, 0)?;
-        let pos = self
-            .positions
-            .index_select(&Tensor::from_vec(positions, n, device)?, 0)?;
-        Ok(((x * self.scale)? + pos)?)
+        let e = View::<()>::new(&self.embed)?;
+        let p = View::<()>::new(&self.positions)?;
+        let (e, p) = (e.get()?, p.get()?);
+        let d = self.embed.dim(1)?;
+        let scale = self.scale as f32;
+        let positions = lens.iter().flat_map(|&l| 0..l);
+        for ((x, &id), pos) in x.chunks_exact_mut(d).zip(ids).zip(positions) {
+            let row = &e[id as usize * d..][..d];
+            for ((x, &e), &p) in x.iter_mut().zip(row).zip(&p[pos * d..][..d]) {
+                *x = e * scale + p;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -489,47 +492,68 @@ impl EncoderLayer {
         })
     }
 
-    /// Packed: `x: [total, D]`, the tokens of the sequences `starts[i]..starts[i + 1]` one
-    /// after the other (no padding); attention stays within each sequence.
-    fn forward_packed(&self, x: &Tensor, starts: &[usize]) -> Result<Tensor> {
-        let (total, d) = x.dims2()?;
+    /// Packed, over flat buffers: `buf.x` (`[total, D]`, the tokens of the sequences
+    /// `starts[i]..starts[i + 1]` one after the other, no padding) is updated in place;
+    /// attention stays within each sequence. The operations and their order are those of
+    /// the candle layers (the decoder's `forward` without cross-attention).
+    fn forward_packed(&self, buf: &mut StepBuffers, starts: &[usize]) -> Result<()> {
         let attn = &self.self_attn;
-        let h = self.self_attn_layer_norm.forward(x, Mode::Infer)?;
-        let scale = 1.0 / (attn.head_dim as f64).sqrt();
-        let q = (attn.q_proj.forward(&h)? * scale)?;
-        let k = attn.k_proj.forward(&h)?;
-        let v = attn.v_proj.forward(&h)?;
-        let ctx = with_f32(&q, |q| {
-            with_f32(&k, |k| {
-                with_f32(&v, |v| packed_attention(q, k, v, starts, d, attn.num_heads))
-            })
-        })????;
-        let ctx = Tensor::from_vec(ctx, (total, d), x.device())?;
-        let x = (x + attn.output_proj.forward(&ctx)?)?;
-        let h = self.ffn_layer_norm.forward(&x, Mode::Infer)?;
-        Ok((&x + self.ffn.forward(&h)?)?)
+        let d = attn.num_heads * attn.head_dim;
+        let rows = buf.x.len() / d;
+        self.self_attn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
+        attn.q_proj
+            .forward_into(&mut buf.q, &buf.h, rows, &mut buf.scratch)?;
+        let scale = (1.0 / (attn.head_dim as f64).sqrt()) as f32;
+        for v in buf.q.iter_mut() {
+            *v *= scale;
+        }
+        attn.k_proj
+            .forward_into(&mut buf.k, &buf.h, rows, &mut buf.scratch)?;
+        attn.v_proj
+            .forward_into(&mut buf.v, &buf.h, rows, &mut buf.scratch)?;
+        packed_attention(&buf.q, &buf.k, &buf.v, starts, attn.num_heads, &mut buf.h)?;
+        attn.output_proj
+            .forward_into(&mut buf.o, &buf.h, rows, &mut buf.scratch)?;
+        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
+            *x += o;
+        }
+        self.ffn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
+        self.ffn
+            .inner_proj
+            .forward_into(&mut buf.ffn, &buf.h, rows, &mut buf.scratch)?;
+        for v in buf.ffn.iter_mut() {
+            *v = v.max(0.0);
+        }
+        self.ffn
+            .output_proj
+            .forward_into(&mut buf.o, &buf.ffn, rows, &mut buf.scratch)?;
+        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
+            *x += o;
+        }
+        Ok(())
     }
 }
 
 /// Self-attention of packed sequences: `q, k, v: [total, D]` (q already scaled), sequence
 /// `i` being rows `starts[i]..starts[i + 1]`; every token attends to all tokens of its own
-/// sequence. Returns `[total, D]`, tokens in parallel.
+/// sequence. Writes `ctx: [total, D]`, tokens in parallel.
 fn packed_attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     starts: &[usize],
-    dim: usize,
     heads: usize,
-) -> Result<Vec<f32>> {
+    ctx: &mut [f32],
+) -> Result<()> {
     let total = starts.last().copied().unwrap_or(0);
-    if q.len() != total * dim || k.len() != q.len() || v.len() != q.len() {
+    let dim = q.len() / total.max(1);
+    if q.len() != total * dim || k.len() != q.len() || v.len() != q.len() || ctx.len() != q.len() {
         return Err(SonarError::Input(format!(
-            "encoder: packed attention over {} values for {total} tokens of dim {dim}",
+            "encoder: packed attention over {} values for {total} tokens",
             q.len()
         )));
     }
-    let mut ctx = vec![0f32; total * dim];
+    ctx.fill(0.0);
     ctx.par_chunks_mut(dim)
         .enumerate()
         .for_each_init(Vec::new, |scores, (tok, out)| {
@@ -547,7 +571,7 @@ fn packed_attention(
                 out,
             );
         });
-    Ok(ctx)
+    Ok(())
 }
 
 /// SONAR text encoder: token ids → per-token states and a mean-pooled sentence embedding.
@@ -643,12 +667,15 @@ impl SonarEncoder {
                 .zip(seq_lens)
                 .flat_map(|(row, &len)| row[..len].iter().copied())
                 .collect();
-            let mut x = self.frontend.forward_packed(&ids, seq_lens)?;
+            let mut buf = StepBuffers::default();
+            buf.resize(total, d, self.cfg.ffn_inner_dim);
+            self.frontend.forward_packed(&ids, seq_lens, &mut buf.x)?;
             for layer in &self.layers {
-                x = layer.forward_packed(&x, &starts)?;
+                layer.forward_packed(&mut buf, &starts)?;
             }
-            let h = self.layer_norm.forward(&x, Mode::Infer)?;
-            with_f32(&h, <[f32]>::to_vec)?
+            let mut packed = vec![0f32; total * d];
+            self.layer_norm.forward_rows(&buf.x, &mut packed)?;
+            packed
         };
         // Back to [N, S, D]; rows past a sequence's length are zero.
         let mut padded = vec![0f32; n * s * d];
@@ -762,22 +789,6 @@ impl DecoderLayer {
         let x = x.broadcast_add(cross)?;
         let h = self.ffn_layer_norm.forward(&x, mode)?;
         Ok((&x + self.ffn.forward(&h)?)?)
-    }
-}
-
-/// Runs `f` on the f32 elements of `t` (row-major; copied only when `t` is a strided view).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => {
-            let data = cpu.as_slice::<f32>()?;
-            let start = layout.start_offset();
-            Ok(f(&data[start..start + t.elem_count()]))
-        }
-        _ => Err(SonarError::Input(
-            "incremental decoding runs on the CPU with f32 weights".into(),
-        )),
     }
 }
 
@@ -1015,8 +1026,48 @@ fn linear_into(
     if rows == 0 || out == 0 {
         return;
     }
-    scratch.resize(rows * out, 0.0);
     let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    if rows > FEW_ROWS {
+        // candle's plain order `x · Wᵀ`, straight into dst, then the bias.
+        // SAFETY: x is rows × in row-major, Wᵀ is in × out (row stride 1, column stride
+        // in), dst is rows × out row-major; the assert keeps every index inside them.
+        unsafe {
+            gemm::gemm(
+                rows,
+                out,
+                in_dim,
+                dst.as_mut_ptr(),
+                1,
+                out as isize,
+                false,
+                x.as_ptr(),
+                1,
+                in_dim as isize,
+                w.as_ptr(),
+                in_dim as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        dst.par_chunks_mut(out).for_each(|row| {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        });
+        return;
+    }
+    scratch.resize(rows * out, 0.0);
+
     // SAFETY: gemm reads W (out × in, row-major), xᵀ (in × rows: row stride 1, column
     // stride in) and writes scratch (out × rows, row-major); the assert and the resize above
     // keep every index inside the three slices.
@@ -1040,11 +1091,7 @@ fn linear_into(
             false,
             false,
             false,
-            if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            },
+            parallelism,
         );
     }
     // dst[r, o] = scratch[o, r] + b[o].
