@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Full-size SONAR text encoder and decoder, random weights: lcm (Rust) vs fairseq2 (PyTorch CPU).
 
-    /work/py/sonar-venv/bin/python bench/sonar_vs_fairseq2.py [--threads 2] [--sentences 256]
+    python3 bench/sonar_vs_fairseq2.py [--threads 2] [--sentences 256]
         [--vectors 32] [--beam 5] [--max-gen-len 32] [--batch-size 32] [--skip-build]
+
+The peer installs itself: run with any Python 3 that lacks fairseq2, the script creates (or
+completes) the pinned venv `target/bench/sonar-venv` with `scripts/sonar/setup-venv.sh`
+(torch 2.8.0, fairseq2 0.5.2, sonar-space 0.5.0, from PyPI) and re-runs itself there.
 
 What it does, in one run:
 1. Builds the SONAR `basic` encoder (24 layers, d 1024, 16 heads, FFN 8192, vocab 256206) and
@@ -41,6 +45,26 @@ LCM_HOME = Path(os.environ.get("LCM_HOME", Path.home() / ".lcm"))
 OUT = ROOT / "target" / "bench" / "sonar-random"
 VOCAB = 256206
 ENG, FRA, EOS = 256047, 256057, 3
+
+
+VENV = ROOT / "target" / "bench" / "sonar-venv"
+
+
+def ensure_peer() -> None:
+    """Re-runs this script in the pinned fairseq2 venv, creating it first if needed."""
+    try:
+        import fairseq2  # noqa: F401
+        import sonar  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    python = VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        sys.exit(f"fairseq2/sonar-space do not import in {VENV}: delete it and run again")
+    subprocess.run(["bash", str(ROOT / "scripts" / "sonar" / "setup-venv.sh")],
+                   env={**os.environ, "SONAR_VENV": str(VENV)}, check=True)
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
 def cpu_model() -> str:
@@ -215,6 +239,9 @@ def main() -> None:
         (OUT / "torch.json").write_text(json.dumps(run_torch(args)))
         return
 
+    weights = (OUT / "encoder.safetensors").exists() and (OUT / "decoder.safetensors").exists()
+    if args.only != "lcm" or not weights:
+        ensure_peer()
     OUT.mkdir(parents=True, exist_ok=True)
     build_weights(args)
     (OUT / "inputs.json").write_text(json.dumps(make_inputs(args)))
