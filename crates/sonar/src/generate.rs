@@ -327,19 +327,21 @@ impl TopK {
         }
     }
 
+    /// Offers an entry; returns whether it was kept.
     #[inline]
-    fn push(&mut self, score: f32, index: u32) {
+    fn push(&mut self, score: f32, index: u32) -> bool {
         if self.items.len() == self.k {
             // A later index with an equal score never displaces an earlier one.
             match self.items.last() {
                 Some(&(worst, _)) if score > worst => {
                     self.items.pop();
                 }
-                _ => return,
+                _ => return false,
             }
         }
         let at = self.items.partition_point(|&(s, _)| s >= score);
         self.items.insert(at, (score, index));
+        true
     }
 }
 
@@ -495,9 +497,30 @@ pub fn beam_search<D: IncrementalDecoder>(
                     return Ok(vec![(prev + lp, t)]);
                 }
                 let mut top = TopK::new(n_cand);
+                // Once the list is full and its worst entry is an ordinary token w, an
+                // ordinary token t with x[t] ≤ x[w] cannot enter: its score is computed by
+                // the same monotone f32 operations from a smaller or equal logit, so it is
+                // ≤ the worst score, and an equal score never displaces. Skipping those
+                // leaves the result bit for bit the same.
+                let ordinary = |t: u32| t != special.pad && t != special.unk && t != special.eos;
+                let mut cut: Option<f32> = None;
                 for (t, &xv) in x.iter().enumerate() {
-                    let lp = rule.apply(t as u32, (xv - max) - lse);
-                    top.push(lp + prev, t as u32);
+                    let t = t as u32;
+                    if let Some(c) = cut
+                        && xv <= c
+                        && ordinary(t)
+                    {
+                        continue;
+                    }
+                    let lp = rule.apply(t, (xv - max) - lse);
+                    if top.push(lp + prev, t) {
+                        cut = match top.items.last() {
+                            Some(&(_, w)) if top.items.len() == n_cand && ordinary(w) => {
+                                Some(x[w as usize])
+                            }
+                            _ => None,
+                        };
+                    }
                 }
                 Ok(top.items)
             })
