@@ -74,6 +74,9 @@ pub fn load_checkpoint(
     Ok((tensors, layout))
 }
 
+/// Bytes per positioned read of a tensor's data.
+const READ_CHUNK: usize = 16 << 20;
+
 /// Largest safetensors header accepted (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100_000_000;
 
@@ -171,8 +174,14 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     entries
         .into_par_iter()
         .map(|e| {
+            // In chunks, in parallel: one large tensor (the 1 GB embedding) would otherwise
+            // keep one thread busy while the other runs out of work.
             let read = |buf: &mut [u8]| {
-                file.read_exact_at(buf, e.offset)
+                buf.par_chunks_mut(READ_CHUNK)
+                    .enumerate()
+                    .try_for_each(|(i, chunk)| {
+                        file.read_exact_at(chunk, e.offset + (i * READ_CHUNK) as u64)
+                    })
                     .map_err(|err| bad(format!("tensor `{}`: {err}", e.name)))
             };
             let tensor = if e.dtype == DType::F32 && cfg!(target_endian = "little") {
