@@ -238,6 +238,24 @@ impl FeedForward {
         self.output_proj
             .forward(&self.inner_proj.forward(x)?.relu()?)
     }
+
+    /// The pre-norm feed-forward sublayer over flat buffers, shared by the encoder's packed
+    /// layers and the decoder's incremental step: `buf.x += FFN(norm(buf.x))` on `rows` rows,
+    /// through `buf.h`, `buf.ffn` and `buf.o`.
+    fn residual_flat(&self, norm: &LayerNorm, buf: &mut StepBuffers, rows: usize) -> Result<()> {
+        norm.forward_rows(&buf.x, &mut buf.h)?;
+        self.inner_proj
+            .forward_into(&mut buf.ffn, &buf.h, rows, &mut buf.scratch)?;
+        for v in buf.ffn.iter_mut() {
+            *v = v.max(0.0);
+        }
+        self.output_proj
+            .forward_into(&mut buf.o, &buf.ffn, rows, &mut buf.scratch)?;
+        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
+            *x += o;
+        }
+        Ok(())
+    }
 }
 
 /// Multi-head scaled dot-product attention with biased q/k/v/output projections.
@@ -517,20 +535,7 @@ impl EncoderLayer {
         for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
             *x += o;
         }
-        self.ffn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
-        self.ffn
-            .inner_proj
-            .forward_into(&mut buf.ffn, &buf.h, rows, &mut buf.scratch)?;
-        for v in buf.ffn.iter_mut() {
-            *v = v.max(0.0);
-        }
-        self.ffn
-            .output_proj
-            .forward_into(&mut buf.o, &buf.ffn, rows, &mut buf.scratch)?;
-        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
-            *x += o;
-        }
-        Ok(())
+        self.ffn.residual_flat(&self.ffn_layer_norm, buf, rows)
     }
 }
 
@@ -1229,20 +1234,7 @@ impl DecoderLayer {
                 *x = (*x + o) + c;
             }
         }
-        self.ffn_layer_norm.forward_rows(&buf.x, &mut buf.h)?;
-        self.ffn
-            .inner_proj
-            .forward_into(&mut buf.ffn, &buf.h, rows, &mut buf.scratch)?;
-        for v in buf.ffn.iter_mut() {
-            *v = v.max(0.0);
-        }
-        self.ffn
-            .output_proj
-            .forward_into(&mut buf.o, &buf.ffn, rows, &mut buf.scratch)?;
-        for (x, &o) in buf.x.iter_mut().zip(&buf.o) {
-            *x += o;
-        }
-        Ok(())
+        self.ffn.residual_flat(&self.ffn_layer_norm, buf, rows)
     }
 }
 
