@@ -17,6 +17,23 @@ use rand::{Rng, SeedableRng};
 const DIM: usize = 16;
 const ENCODER: &str = "synthetic-encoder";
 
+/// A document of `len` concepts on a smooth, learnable trajectory starting at `phase`.
+fn trajectory_document(id: &str, len: usize, phase: f32) -> ConceptDocument {
+    ConceptDocument {
+        id: id.into(),
+        source: "synthetic".into(),
+        sentences: (0..len).map(|k| format!("sentence {k}")).collect(),
+        embeddings: (0..len)
+            .flat_map(|k| {
+                (0..DIM).map(move |j| {
+                    let a = phase + 0.4 * k as f32 + j as f32 * 0.7;
+                    if j % 2 == 0 { a.sin() } else { a.cos() }
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Documents on a smooth, learnable trajectory (as in `tests/train.rs`), encoded by
 /// `encoder`, with the normaliser fitted on them.
 fn write_store(dir: &Path, encoder: &str, seed: u64) -> RobustNormalizer {
@@ -25,20 +42,7 @@ fn write_store(dir: &Path, encoder: &str, seed: u64) -> RobustNormalizer {
         .map(|i| {
             let len = rng.random_range(4..=12);
             let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
-            let embeddings = (0..len)
-                .flat_map(|k| {
-                    (0..DIM).map(move |j| {
-                        let a = phase + 0.4 * k as f32 + j as f32 * 0.7;
-                        if j % 2 == 0 { a.sin() } else { a.cos() }
-                    })
-                })
-                .collect();
-            ConceptDocument {
-                id: format!("doc-{i}"),
-                source: "synthetic".into(),
-                sentences: (0..len).map(|k| format!("sentence {k}")).collect(),
-                embeddings,
-            }
+            trajectory_document(&format!("doc-{i}"), len, phase)
         })
         .collect();
     let meta = StoreMeta {
@@ -367,24 +371,12 @@ fn an_interrupted_round_reruns_or_replays_to_the_same_weights() {
     );
 }
 
-/// A site holding exactly `docs` (ids and lengths), each on the smooth trajectory of
-/// [`write_store`], so that a batch of the whole store is one step.
+/// A site holding exactly `docs` (id, length, phase), each a [`trajectory_document`], so
+/// that a batch of the whole store is one step.
 fn write_documents(dir: &Path, docs: &[(&str, usize, f32)]) {
     let documents: Vec<ConceptDocument> = docs
         .iter()
-        .map(|&(id, len, phase)| ConceptDocument {
-            id: id.into(),
-            source: "synthetic".into(),
-            sentences: (0..len).map(|k| format!("sentence {k}")).collect(),
-            embeddings: (0..len)
-                .flat_map(|k| {
-                    (0..DIM).map(move |j| {
-                        let a = phase + 0.4 * k as f32 + j as f32 * 0.7;
-                        if j % 2 == 0 { a.sin() } else { a.cos() }
-                    })
-                })
-                .collect(),
-        })
+        .map(|&(id, len, phase)| trajectory_document(id, len, phase))
         .collect();
     let meta = StoreMeta {
         encoder_id: ENCODER.into(),
