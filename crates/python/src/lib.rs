@@ -29,17 +29,7 @@ create_exception!(_lcm, LcmError, PyException, "An error of the lcm library.");
 
 /// The error with every cause, as the CLI prints it (`a: b: c`).
 fn library_error(error: &(dyn std::error::Error + 'static)) -> PyErr {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    LcmError::new_err(message)
+    LcmError::new_err(lcm_workflows::error_message(error))
 }
 
 /// Sentences of `text`: the plain split of `lcm segment`, or with `max_chars` the stores'

@@ -411,21 +411,9 @@ pub async fn plan(
     // Planning refuses only what the request asked for (settings, a generative decoder).
     let document = planned.map_err(|e| match e {
         PlanningError::Invalid(_) => ApiError::validation(e.to_string()),
-        other => ApiError::backend(error_chain(&other)),
+        other => ApiError::backend(lcm_workflows::error_message(&other)),
     })?;
     Ok(Json(document))
-}
-
-/// An error with its causes, `a: b: c`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 pub async fn info(State(state): State<AppState>) -> Json<Value> {

@@ -142,3 +142,20 @@ impl From<lcm_model::builder::BuildError> for WorkflowError {
 }
 
 pub type Result<T, E = WorkflowError> = std::result::Result<T, E>;
+
+/// An error with every cause, as the CLI prints it (`a: b: c`), a cause left out when its
+/// text is already in the message (errors that show their source): what the entry points
+/// without anyhow (the Python package, the server) report.
+pub fn error_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
