@@ -172,6 +172,22 @@ fn eval_multilingual_runs_retrieval_zero_shot_and_generation() {
     };
     assert!(!docs("debian-en").is_empty());
     assert!(!docs("debian-fr").is_empty());
+    // Each side's documents are prepared in its language (SONAR encodes by it; the segmenter
+    // picks its abbreviation rules by it).
+    for (name, lang) in [
+        ("debian-fr", "fr"),
+        ("debian-zh_CN", "zh_CN"),
+        ("bible-es-rv1909", "es"),
+    ] {
+        let text = std::fs::read_to_string(out.join("docs").join(format!("{name}.jsonl"))).unwrap();
+        for line in text.lines() {
+            assert_eq!(
+                serde_json::from_str::<Value>(line).unwrap()["lang"],
+                lang,
+                "{name}: {line}"
+            );
+        }
+    }
     // Generation: a French and a German prompt, continued and decoded from sentences of
     // that language only.
     let generation = report["generation"].as_array().unwrap();

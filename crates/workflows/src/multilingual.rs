@@ -532,17 +532,21 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WorkflowError + '_ {
     }
 }
 
-/// Writes `docs` as `{"id", "text"}` JSONL and prepares them into the store `out`
-/// (resumed when it exists with the same settings).
+/// Writes `docs` as `{"id", "lang", "text"}` JSONL and prepares them into the store `out`
+/// (resumed when it exists with the same settings). `lang` is the side's tag (`fr`, `pt_BR`):
+/// `prepare` segments each document with that language's rules and encodes it in that
+/// language (SONAR reads it; e5 and MiniLM have no language input).
 fn prepare_store(
     encoder: &dyn ConceptEncoder,
     docs: &[&SideDocument],
+    lang: &str,
     jsonl: &Path,
     out: &Path,
 ) -> Result<usize> {
     let mut text = String::new();
     for d in docs {
-        text.push_str(&serde_json::json!({"id": d.id, "text": d.text}).to_string());
+        let record = serde_json::json!({"id": d.id, "lang": lang, "text": d.text});
+        text.push_str(&record.to_string());
         text.push('\n');
     }
     // Unchanged input: keep the file, so that prepare resumes instead of refusing.
@@ -834,6 +838,7 @@ pub fn zero_shot(
         prepare_store(
             encoder,
             &chosen,
+            &plan.side.lang,
             &docs_dir.join(format!("{label}.jsonl")),
             &store,
         )?;
