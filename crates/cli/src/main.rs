@@ -37,6 +37,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Train a Base-LCM or diffusion LCM on a concept store, with resumable checkpoints.
     Train(commands::train::Args),
+    /// Instruction fine-tuning of a trained LCM on prompt → answer pairs, the prompt's
+    /// concepts masked out of the loss.
+    Finetune(commands::finetune::Args),
     /// Continue a prompt concept by concept with a trained model; decode by retrieval.
     Generate(commands::generate::Args),
     /// Teacher-forced evaluation (ℓ2, CA, PAR vs trivial baselines) on the held-out split.
@@ -96,6 +99,7 @@ fn run(command: Command) -> Result<()> {
     if matches!(
         command,
         Command::Train(_)
+            | Command::Finetune(_)
             | Command::Eval(_)
             | Command::EvalMultilingual(_)
             | Command::Generate(_)
@@ -117,6 +121,7 @@ fn run(command: Command) -> Result<()> {
         Command::FitNormalizer(args) => commands::normalizer::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Finetune(args) => commands::finetune::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::EvalMultilingual(args) => commands::eval_multilingual::run(args),

@@ -43,6 +43,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::pairs::{ConceptPair, PairStats};
 use crate::store::{ConceptDocument, ConceptStore};
 
 /// Wrap length of the reference's 1.6B recipes (`len_to_wrap_long_seq: 128`).
@@ -87,6 +88,9 @@ pub struct ConceptSequence {
     pub ends_document: bool,
     /// Row-major `[len, dim]` normalised concepts.
     pub data: Vec<f32>,
+    /// The first position whose target counts in the loss: 0 for documents, the prompt's
+    /// length for a prompt → answer pair ([`SplitDataset::from_pairs`]).
+    pub first_target: usize,
     len: usize,
 }
 
@@ -136,6 +140,21 @@ impl Default for DatasetConfig {
             valid_fraction: 0.01,
         }
     }
+}
+
+/// Refuses a document whose embedding values do not match its sentences at `dim`.
+fn check_document(document: &ConceptDocument, dim: usize) -> Result<()> {
+    if !document.embeddings.len().is_multiple_of(dim)
+        || document.embeddings.len() / dim != document.sentences.len()
+    {
+        return Err(DataError::Invalid(format!(
+            "document `{}` has {} sentences but {} embedding values (dim {dim})",
+            document.id,
+            document.sentences.len(),
+            document.embeddings.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Normalises `eos`, checking it against the normaliser's dimension.
@@ -190,16 +209,7 @@ impl SequenceDataset {
         eos: &[f32],
     ) -> Result<()> {
         let dim = self.dim;
-        if !document.embeddings.len().is_multiple_of(dim)
-            || document.embeddings.len() / dim != document.sentences.len()
-        {
-            return Err(DataError::Invalid(format!(
-                "document `{}` has {} sentences but {} embedding values (dim {dim})",
-                document.id,
-                document.sentences.len(),
-                document.embeddings.len()
-            )));
-        }
+        check_document(&document, dim)?;
         if document.embeddings.is_empty() {
             return Ok(());
         }
@@ -215,9 +225,52 @@ impl SequenceDataset {
                 chunk,
                 ends_document: chunk + 1 == chunks,
                 data: rows.to_vec(),
+                first_target: 0,
                 len: rows.len() / dim,
             });
         }
+        self.documents += 1;
+        Ok(())
+    }
+
+    /// Appends one prompt → answer pair as `prompt ++ answer ++ eos` with the prompt masked
+    /// out of the loss (see [`crate::pairs`]); `eos` is already normalised.
+    fn push_pair(
+        &mut self,
+        pair: ConceptPair,
+        normalizer: &RobustNormalizer,
+        eos: &[f32],
+        stats: &mut PairStats,
+    ) -> Result<()> {
+        let dim = self.dim;
+        check_document(&pair.prompt, dim)?;
+        check_document(&pair.answer, dim)?;
+        let (prompt_len, answer_len) = (pair.prompt.len(), pair.answer.len());
+        if prompt_len == 0 || answer_len == 0 {
+            return Ok(());
+        }
+        // Answer + EOS, and at least one prompt concept to predict the answer from.
+        if answer_len + 2 > self.max_seq_len {
+            stats.skipped_too_long += 1;
+            return Ok(());
+        }
+        let keep = prompt_len.min(self.max_seq_len - answer_len - 1);
+        if keep < prompt_len {
+            stats.truncated_prompts += 1;
+        }
+        let mut values = pair.prompt.embeddings[(prompt_len - keep) * dim..].to_vec();
+        values.extend_from_slice(&pair.answer.embeddings);
+        normalizer.normalize_in_place(&mut values)?;
+        values.extend_from_slice(eos);
+        self.sequences.push(ConceptSequence {
+            doc_id: pair.id,
+            source: pair.answer.source,
+            chunk: 0,
+            ends_document: true,
+            len: values.len() / dim,
+            data: values,
+            first_target: keep,
+        });
         self.documents += 1;
         Ok(())
     }
@@ -320,6 +373,43 @@ impl SplitDataset {
         Ok(Self { train, valid })
     }
 
+    /// Loads prompt → answer pairs ([`crate::pairs`]) split by pair id: one sequence
+    /// `prompt ++ answer ++ EOS` per pair whose loss starts at the first answer concept.
+    /// Truncated and skipped pairs are counted in `stats`.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = ConceptPair>,
+        normalizer: &RobustNormalizer,
+        eos: Vec<f32>,
+        config: DatasetConfig,
+        stats: &mut PairStats,
+    ) -> Result<Self> {
+        if config.max_seq_len < 3 {
+            return Err(DataError::Invalid(format!(
+                "max_seq_len {} is too short for a prompt, an answer and the end-of-text \
+                 concept (at least 3)",
+                config.max_seq_len
+            )));
+        }
+        if !(0.0..=1.0).contains(&config.valid_fraction) {
+            return Err(DataError::Invalid(format!(
+                "valid_fraction {} is not in [0, 1]",
+                config.valid_fraction
+            )));
+        }
+        let eos = normalized_eos(normalizer, eos)?;
+        let dim = normalizer.dim();
+        let mut train = SequenceDataset::empty(dim, config.max_seq_len);
+        let mut valid = SequenceDataset::empty(dim, config.max_seq_len);
+        for pair in pairs {
+            let target = match split_of(&pair.id, config.valid_fraction) {
+                Split::Train => &mut train,
+                Split::Valid => &mut valid,
+            };
+            target.push_pair(pair, normalizer, &eos, stats)?;
+        }
+        Ok(Self { train, valid })
+    }
+
     pub fn get(&self, split: Split) -> &SequenceDataset {
         match split {
             Split::Train => &self.train,
@@ -364,6 +454,11 @@ pub struct Batch {
     pub x: Tensor,
     /// `[B, Tmax]` f32: 1 for a real concept, 0 for padding.
     pub mask: Tensor,
+    /// `[B, Tmax]` f32: 1 where the target at that position counts in the loss — real and
+    /// at or after the row's `first_target` (equal to `mask` outside fine-tuning).
+    pub loss_mask: Tensor,
+    /// Per row, the first position whose target counts (0 outside fine-tuning).
+    pub first_target: Vec<usize>,
     /// Real length of each row.
     pub lengths: Vec<usize>,
     pub doc_ids: Vec<String>,
@@ -703,13 +798,17 @@ impl Batcher {
         let t = sequences.iter().map(|s| s.len).max().unwrap_or(0);
         let mut x = vec![0f32; b * t * dim];
         let mut mask = vec![0f32; b * t];
+        let mut loss_mask = vec![0f32; b * t];
         for (row, seq) in sequences.iter().enumerate() {
             x[row * t * dim..row * t * dim + seq.data.len()].copy_from_slice(&seq.data);
             mask[row * t..row * t + seq.len].fill(1.0);
+            loss_mask[row * t + seq.first_target.min(seq.len)..row * t + seq.len].fill(1.0);
         }
         Ok(Batch {
             x: Tensor::from_vec(x, (b, t, dim), &self.device)?,
             mask: Tensor::from_vec(mask, (b, t), &self.device)?,
+            loss_mask: Tensor::from_vec(loss_mask, (b, t), &self.device)?,
+            first_target: sequences.iter().map(|s| s.first_target).collect(),
             lengths: sequences.iter().map(|s| s.len).collect(),
             doc_ids: sequences.iter().map(|s| s.doc_id.clone()).collect(),
             ends_document: sequences.iter().map(|s| s.ends_document).collect(),

@@ -4,6 +4,7 @@
 //! - [`store`]: the concept store's schema, atomic shard writer and validating reader.
 //! - [`prepare`]: text → sentences → concepts → shards, resumable.
 //! - [`batch`]: normalised, wrapped concept sequences, held-out split, resumable packed batches.
+//! - [`pairs`]: prompt → answer pair stores (two stores by id) for fine-tuning and summaries.
 //! - [`sample`]: seeded reservoir sampling of concept vectors (normaliser fitting).
 //! - [`sentence_bank`]: deduplicated sentences + normalised vectors, memory-mapped.
 //! - [`retrieval`]: the retrieval decoder (nearest bank sentence by cosine).
@@ -12,6 +13,7 @@
 pub mod batch;
 pub mod error;
 pub mod inspect;
+pub mod pairs;
 pub mod prepare;
 pub mod reader;
 pub mod retrieval;

@@ -33,13 +33,16 @@ use crate::trunk::{self, Dims, LayerActs, LayerSlots, TrunkScratch, bias, fit};
 use crate::{EngineError, Result, threads};
 
 /// A batch as the trainer holds it: `x: [B, T, D]` row-major normalised concepts, right
-/// padded, `lengths[b]` real positions in row `b`.
+/// padded, `lengths[b]` real positions in row `b`; targets at positions before
+/// `first_target[b]` are left out of the loss (empty: none is).
 #[derive(Debug, Clone, Copy)]
 pub struct ConceptBatch<'a> {
     pub x: &'a [f32],
     pub batch: usize,
     pub time: usize,
     pub lengths: &'a [usize],
+    /// Per row, the first position whose target counts (prompt masking); empty: 0 for all.
+    pub first_target: &'a [usize],
 }
 
 /// A summed loss and the number of predictions it covers (the trainer reports
@@ -188,6 +191,7 @@ impl BaseLcmEngine {
                 batch.lengths.len()
             )));
         }
+        crate::check_first_target(batch.first_target, b)?;
         if time - 1 > dec.max_seq_len {
             return Err(EngineError::Shape(format!(
                 "{} positions exceed the model's max_seq_len {}",
@@ -294,10 +298,13 @@ impl BaseLcmEngine {
             input: dd,
             ..
         } = dims;
+        // Targets are positions 1..len, from the row's first target on.
+        let from = |bi: usize| crate::first_target(batch.first_target, bi).max(1);
         let count: usize = batch
             .lengths
             .iter()
-            .map(|&len| len.min(batch.time).saturating_sub(1))
+            .enumerate()
+            .map(|(bi, &len)| len.min(batch.time).saturating_sub(from(bi)))
             .sum();
         let a = &mut self.arena;
         let d_pred = fit(&mut a.d_pred, n * dd);
@@ -305,7 +312,7 @@ impl BaseLcmEngine {
         let sum = squared_error(&a.pred[..n * dd], dd, grad_scale, d_pred, |r| {
             let (bi, ti) = (r / t, r % t);
             let target = &batch.x[(bi * batch.time + ti + 1) * dd..][..dd];
-            let real = ti + 1 < batch.lengths[bi];
+            let real = ti + 1 < batch.lengths[bi] && ti + 1 >= from(bi);
             (target, if real { 1.0 } else { 0.0 })
         });
         SummedLoss {

@@ -72,3 +72,22 @@ pub enum EngineError {
 pub type Result<T> = std::result::Result<T, EngineError>;
 
 pub use parallel::threads;
+
+/// The first position of row `b` whose target counts in the loss: `first_target[b]`, or 0
+/// (every real target) when `first_target` is empty. Instruction fine-tuning masks the
+/// prompt's positions out of the loss this way.
+pub(crate) fn first_target(first_target: &[usize], b: usize) -> usize {
+    first_target.get(b).copied().unwrap_or(0)
+}
+
+/// Refuses a `first_target` that is neither empty nor one entry per row.
+pub(crate) fn check_first_target(first_target: &[usize], rows: usize) -> Result<()> {
+    if first_target.is_empty() || first_target.len() == rows {
+        Ok(())
+    } else {
+        Err(EngineError::Shape(format!(
+            "{} first-target positions for a batch of {rows} sequences",
+            first_target.len()
+        )))
+    }
+}

@@ -76,6 +76,8 @@ pub struct TwoTowerBatch<'a> {
     pub time: usize,
     /// Real positions per row (right padding after them).
     pub lengths: &'a [usize],
+    /// Per row, the first position whose target counts (prompt masking); empty: 0 for all.
+    pub first_target: &'a [usize],
 }
 
 /// An attention block's parameters. Q, K and V are pushed next to each other (weights,
@@ -477,6 +479,7 @@ impl TwoTowerEngine {
                 batch.lengths.len()
             )));
         }
+        crate::check_first_target(batch.first_target, b)?;
         if t > cfg.max_seq_len {
             return Err(EngineError::Shape(format!(
                 "{t} positions exceed the model's max_seq_len {}",
@@ -777,12 +780,19 @@ impl TwoTowerEngine {
             input: dd,
             ..
         } = dims;
-        let count: usize = batch.lengths.iter().map(|&len| len.min(t)).sum();
+        let from = |bi: usize| crate::first_target(batch.first_target, bi);
+        let count: usize = batch
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(bi, &len)| len.min(t).saturating_sub(from(bi)))
+            .sum();
         let a = &mut self.arena;
         let d_pred = fit(&mut a.s.d_pred, n * dd);
         let grad_scale = 1.0 / count.max(1) as f32;
         let sum = squared_error(&a.pred[..n * dd], dd, grad_scale, d_pred, |r| {
-            let real = r % t < batch.lengths[r / t];
+            let (bi, pos) = (r / t, r % t);
+            let real = pos < batch.lengths[bi] && pos >= from(bi);
             (&batch.target[r * dd..][..dd], if real { 1.0 } else { 0.0 })
         });
         SummedLoss {

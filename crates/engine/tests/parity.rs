@@ -68,6 +68,7 @@ fn check_base_lcm(cfg: &BaseLcmConfig, c: &Case, seed: u64) {
         batch: c.batch,
         time: c.time,
         lengths: &c.lengths,
+        first_target: &[],
     };
     let got = engine.loss_and_gradients(&batch).expect("engine step");
     assert_eq!(got.count, reference.count, "prediction count");
@@ -161,6 +162,7 @@ fn base_lcm_gradients_match_central_differences() {
         batch: c.batch,
         time: c.time,
         lengths: &c.lengths,
+        first_target: &[],
     };
     let engine = RefCell::new(BaseLcmEngine::new(&cfg, &varmap).expect("engine"));
     engine

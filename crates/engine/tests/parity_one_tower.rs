@@ -61,6 +61,7 @@ impl Case {
             batch: self.batch,
             time: self.time,
             lengths: &self.lengths,
+            first_target: &[],
         }
     }
 

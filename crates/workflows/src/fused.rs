@@ -203,7 +203,20 @@ impl FusedLcm {
         cfg_p: f64,
         rng: &mut R,
     ) -> Result<SummedLoss> {
-        self.run(x, lengths, cfg_p, rng, false)
+        self.run(x, lengths, &[], cfg_p, rng, false)
+    }
+
+    /// [`Self::loss`] with the targets of row `b` before position `first_target[b]` left
+    /// out (instruction fine-tuning's prompt mask; empty: none left out).
+    pub fn masked_loss<R: Rng + ?Sized>(
+        &mut self,
+        x: &Tensor,
+        lengths: &[usize],
+        first_target: &[usize],
+        cfg_p: f64,
+        rng: &mut R,
+    ) -> Result<SummedLoss> {
+        self.run(x, lengths, first_target, cfg_p, rng, false)
     }
 
     /// The mean loss of a batch (as [`Self::loss`]), leaving the gradient of that mean
@@ -215,7 +228,19 @@ impl FusedLcm {
         cfg_p: f64,
         rng: &mut R,
     ) -> Result<SummedLoss> {
-        self.run(x, lengths, cfg_p, rng, true)
+        self.run(x, lengths, &[], cfg_p, rng, true)
+    }
+
+    /// [`Self::loss_and_gradients`] with the prompt mask of [`Self::masked_loss`].
+    pub fn masked_loss_and_gradients<R: Rng + ?Sized>(
+        &mut self,
+        x: &Tensor,
+        lengths: &[usize],
+        first_target: &[usize],
+        cfg_p: f64,
+        rng: &mut R,
+    ) -> Result<SummedLoss> {
+        self.run(x, lengths, first_target, cfg_p, rng, true)
     }
 
     /// Clips the gradients of the last [`Self::loss_and_gradients`] to global norm `clip`
@@ -261,16 +286,18 @@ impl FusedLcm {
         &mut self,
         x: &Tensor,
         lengths: &[usize],
+        first_target: &[usize],
         cfg_p: f64,
         rng: &mut R,
         with_gradients: bool,
     ) -> Result<SummedLoss> {
         let draws = self.draw(x, cfg_p, rng)?;
         let (b, t, d) = x.dims3()?;
-        if lengths.len() != b {
+        if lengths.len() != b || !(first_target.is_empty() || first_target.len() == b) {
             return Err(WorkflowError::Config(format!(
-                "{} lengths for a batch of {b} sequences",
-                lengths.len()
+                "{} lengths and {} first targets for a batch of {b} sequences",
+                lengths.len(),
+                first_target.len()
             )));
         }
         let parts: Vec<SummedLoss> = with_rows(x, |x0| {
@@ -279,6 +306,11 @@ impl FusedLcm {
                     replica.refresh()?;
                     let floats = seqs.start * t * d..seqs.end * t * d;
                     let (shard_b, shard_lengths) = (seqs.len(), &lengths[seqs.clone()]);
+                    let shard_first = if first_target.is_empty() {
+                        first_target
+                    } else {
+                        &first_target[seqs.clone()]
+                    };
                     match (replica, &draws) {
                         (Replica::Base(e), _) => {
                             let batch = ConceptBatch {
@@ -286,6 +318,7 @@ impl FusedLcm {
                                 batch: shard_b,
                                 time: t,
                                 lengths: shard_lengths,
+                                first_target: shard_first,
                             };
                             if with_gradients {
                                 e.loss_and_gradients(&batch)
@@ -306,6 +339,7 @@ impl FusedLcm {
                                 batch: shard_b,
                                 time: t,
                                 lengths: shard_lengths,
+                                first_target: shard_first,
                             };
                             if with_gradients {
                                 e.loss_and_gradients(&batch)
@@ -332,6 +366,7 @@ impl FusedLcm {
                                 batch: shard_b,
                                 time: t,
                                 lengths: shard_lengths,
+                                first_target: shard_first,
                             };
                             if with_gradients {
                                 e.loss_and_gradients(&batch)

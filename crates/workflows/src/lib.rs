@@ -17,6 +17,8 @@
 //!   decoding the continuation.
 //! - [`fused_generate`]: the next concept with a Two-Tower model's denoiser on the fused
 //!   engine (what [`generate`] uses), candle for the other variants.
+//! - [`finetune`]: `lcm finetune`: instruction fine-tuning of a trained LCM on prompt →
+//!   answer pairs, the prompt's positions masked out of the loss, on the one trainer.
 //! - [`federated`]: one site's round of federated training (`lcm fed-step`) and the first
 //!   global model (`lcm fed-init`); the outer step lives in the Flower app (`federated/`).
 //! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
@@ -38,6 +40,7 @@ pub mod encoders;
 pub mod evaluate;
 pub mod export;
 pub mod federated;
+pub mod finetune;
 pub mod fused;
 pub mod fused_generate;
 pub mod generate;

@@ -23,6 +23,7 @@ use lcm_data::batch::{
     BatchIter, BatchPosition, Batcher, BatcherConfig, DEFAULT_MAX_SEQ_LEN, DatasetConfig, EOS_TEXT,
     SourceMixture, SplitDataset,
 };
+use lcm_data::pairs::{PairStats, PairStore};
 use lcm_data::store::ConceptStore;
 use lcm_model::base_lcm::SummedLoss;
 use lcm_model::builder::{ModelConfig, ModelKind, build_model};
@@ -108,6 +109,20 @@ pub struct TrainConfig {
     /// proportions; left out of the recorded settings then, so older runs still resume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixture: Option<SourceMixture>,
+    /// Instruction fine-tuning (`lcm finetune`): the checkpoint whose weights the run
+    /// started from. Absent for pre-training (and left out of the recorded settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneFrom>,
+}
+
+/// The pre-trained checkpoint a fine-tuning run starts from, recorded in its settings (a
+/// resumed run must name the same one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinetuneFrom {
+    /// The step directory the weights were read from.
+    pub checkpoint: String,
+    /// Its step.
+    pub step: u64,
 }
 
 fn is_adamw(rule: &UpdateRule) -> bool {
@@ -138,6 +153,7 @@ impl Default for TrainConfig {
             engine: Engine::default(),
             optimizer: UpdateRule::AdamW,
             mixture: None,
+            finetune: None,
         }
     }
 }
@@ -242,7 +258,7 @@ fn min_len(model: &Lcm) -> usize {
 }
 
 /// The training objective of any variant, randomness (timesteps, noise, CFG dropout) from
-/// `rng`.
+/// `rng`; `mask` (`[B, T]`) weighs each position's target (the batch's `loss_mask`).
 fn model_loss(
     model: &Lcm,
     x: &Tensor,
@@ -286,11 +302,17 @@ fn validate(
             continue;
         }
         if let Some(fused) = fused.as_deref_mut() {
-            let loss = fused.loss(&batch.x, &batch.lengths, cfg_p, &mut rng)?;
+            let loss = fused.masked_loss(
+                &batch.x,
+                &batch.lengths,
+                &batch.first_target,
+                cfg_p,
+                &mut rng,
+            )?;
             sum += loss.sum;
             count += loss.count;
         } else {
-            let loss = model_loss(net, &batch.x, &batch.mask, cfg_p, &mut rng)?;
+            let loss = model_loss(net, &batch.x, &batch.loss_mask, cfg_p, &mut rng)?;
             sum += loss.sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             count += loss.count;
         }
@@ -358,9 +380,10 @@ impl Trainer for LcmTrainer<'_> {
             ))
         };
         let (loss_value, predictions, grad_norm) = if let Some(fused) = &mut self.fused {
-            let loss = fused.loss_and_gradients(
+            let loss = fused.masked_loss_and_gradients(
                 &batch.x,
                 &batch.lengths,
+                &batch.first_target,
                 self.config.cfg_dropout,
                 step.rng,
             )?;
@@ -373,7 +396,7 @@ impl Trainer for LcmTrainer<'_> {
             let loss = model_loss(
                 &self.net,
                 &batch.x,
-                &batch.mask,
+                &batch.loss_mask,
                 self.config.cfg_dropout,
                 step.rng,
             )?;
@@ -538,10 +561,51 @@ pub(crate) fn train_from(
     progress: &mut dyn FnMut(&StepMetrics),
     start: &mut dyn FnMut(&VarMap) -> Result<()>,
 ) -> Result<TrainSummary> {
+    train_with(
+        config,
+        TrainData::Store(store_path),
+        normalizer,
+        eos,
+        out_dir,
+        resume,
+        progress,
+        start,
+    )
+    .map(|(summary, _)| summary)
+}
+
+/// What a run trains on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TrainData<'a> {
+    /// Documents of a concept store (pre-training).
+    Store(&'a Path),
+    /// Prompt → answer pairs of a pair store, prompts masked out of the loss
+    /// ([`lcm_data::pairs`]).
+    Pairs(&'a Path),
+}
+
+/// [`train_from`] on either kind of data; for pairs, also how the pair store joined.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_with(
+    config: &TrainConfig,
+    data: TrainData<'_>,
+    normalizer: &RobustNormalizer,
+    eos: Vec<f32>,
+    out_dir: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(&StepMetrics),
+    start: &mut dyn FnMut(&VarMap) -> Result<()>,
+) -> Result<(TrainSummary, Option<PairStats>)> {
     config.validate()?;
     let started = Instant::now();
     let device = Device::Cpu;
-    let store = ConceptStore::open(store_path)?;
+    let (store, pairs, store_path) = match data {
+        TrainData::Store(path) => (ConceptStore::open(path)?, None, path),
+        TrainData::Pairs(path) => {
+            let pairs = PairStore::open(path)?;
+            (pairs.prompt.clone(), Some(pairs), path)
+        }
+    };
     let model_cfg = ModelConfig::resolve(config.model, &config.preset, store.meta.dim)?;
     let model_json = model_cfg.to_json(config.model, &config.preset)?;
 
@@ -554,15 +618,40 @@ pub(crate) fn train_from(
             model_cfg.max_seq_len()
         )));
     }
-    let split = SplitDataset::from_store(
-        &store,
-        normalizer,
-        eos,
-        DatasetConfig {
-            max_seq_len,
-            valid_fraction: config.valid_fraction,
-        },
-    )?;
+    let dataset_config = DatasetConfig {
+        max_seq_len,
+        valid_fraction: config.valid_fraction,
+    };
+    let mut pair_stats = None;
+    let split = match &pairs {
+        None => SplitDataset::from_store(&store, normalizer, eos, dataset_config)?,
+        Some(pairs) => {
+            if store.meta.encoder_id != normalizer.encoder_id {
+                return Err(lcm_data::DataError::EncoderMismatch {
+                    path: store_path.to_path_buf(),
+                    expected: normalizer.encoder_id.clone(),
+                    expected_dim: normalizer.dim(),
+                    found: store.meta.encoder_id.clone(),
+                    found_dim: store.meta.dim,
+                }
+                .into());
+            }
+            let (joined, mut stats) = pairs.pairs()?;
+            let split =
+                SplitDataset::from_pairs(joined, normalizer, eos, dataset_config, &mut stats)?;
+            tracing::info!(
+                pairs = stats.pairs,
+                truncated_prompts = stats.truncated_prompts,
+                skipped_too_long = stats.skipped_too_long,
+                prompts_without_answer = stats.prompts_without_answer,
+                answers_without_prompt = stats.answers_without_prompt,
+                "pair store {}",
+                store_path.display()
+            );
+            pair_stats = Some(stats);
+            split
+        }
+    };
     if split.train.is_empty() {
         return Err(WorkflowError::Config(format!(
             "the training split of {} is empty",
@@ -640,7 +729,7 @@ pub(crate) fn train_from(
         concepts: 0,
     };
     let summary = lcm_train::run::run_from(spec, &varmap, &mut opt, &mut trainer, progress, start)?;
-    Ok(TrainSummary {
+    let summary = TrainSummary {
         start_step: summary.start_step,
         final_step: summary.final_step,
         last_loss: trainer.last_loss,
@@ -650,5 +739,6 @@ pub(crate) fn train_from(
         num_parameters,
         checkpoint: summary.checkpoint,
         metrics: summary.metrics,
-    })
+    };
+    Ok((summary, pair_stats))
 }

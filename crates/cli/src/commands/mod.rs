@@ -4,6 +4,7 @@ pub mod eval;
 pub mod eval_multilingual;
 pub mod export;
 pub mod federated;
+pub mod finetune;
 pub mod generate;
 pub mod inspect;
 pub mod models;
