@@ -25,8 +25,10 @@ PYTHON="${PYTHON:-python3}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 START=$(date +%s)
 
-die() { echo "parallel.sh: error: $*" >&2; exit 1; }
-log() { echo "parallel.sh: $*" >&2; }
+# ---- helpers (shared with summarisation.sh) ------------------------------------------------
+SCRIPT=parallel.sh
+# shellcheck source=debian-fetch.sh
+. "$HERE/debian-fetch.sh"
 
 # ---- pinned sources: name | version | sha256 | file name ---------------------------------
 SWORD_DEBS=(
@@ -43,7 +45,7 @@ SWORD_MODULES=(
 # Debian 12.15 (bookworm, archive date 2026-07-11) main/i18n indexes: language | sha256 | file
 # (the checksums of the archive's signed InRelease)
 TRANSLATIONS=(
-  "en|a3d4a0bfd8e9242810b0885eda7c1a6e05dac15b333ddbaab03ba56f2dfa4bf0|Translation-en.xz"
+  "$TRANSLATION_EN"
   "da|2e721d886e2830ab7dfd2c57142bbcbdcca936a17f06c8354cdbcb1bd38c479d|Translation-da.bz2"
   "it|f01a5f14992838ff8140da6e025c514c900c4f55d3169d5ef1710ed2deee2bde|Translation-it.bz2"
   "fr|3248f0206d704300067e35cc2d4380dc1f1b418b5b9f446c3d42424b98d0abad|Translation-fr.bz2"
@@ -66,72 +68,6 @@ TOOL_DEBS_AMD64=(
   "libsword-utils|1.9.0+dfsg-4+b4|12cdc75de6efebc711fc39fe784f62361f4c817654158c744e424c1b2c35e8a6|libsword-utils_1.9.0+dfsg-4+b4_amd64.deb"
 )
 
-# ---- helpers -------------------------------------------------------------------------------
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else die "root (or sudo) is needed to run: $*"; fi
-}
-APT_UPDATED=0
-apt_update_once() {
-  if [ "$APT_UPDATED" = 0 ]; then
-    log "apt-get update"
-    as_root apt-get update -qq || die "apt-get update failed"
-    APT_UPDATED=1
-  fi
-}
-sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
-verify() {  # file sha256: a mismatching file is moved aside and we stop
-  local file="$1" want="$2" got
-  got="$(sha256_of "$file")"
-  if [ "$got" != "$want" ]; then
-    mv -f "$file" "$file.bad"
-    die "sha256 mismatch for $(basename "$file"):
-  expected $want
-  got      $got
-The file was moved to $file.bad.  For the Translation-* indexes this means Debian published
-a new bookworm point release (the indexes change with it); do not update the pinned
-checksums without reviewing the new files against the archive's signed InRelease."
-  fi
-}
-fetch_deb() {  # name version sha file
-  local name="$1" ver="$2" sha="$3" file="$4"
-  if [ ! -f "$DL/$file" ]; then
-    log "apt-get download $name=$ver"
-    local sandbox=()
-    [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
-    if ! (cd "$DL" && apt-get "${sandbox[@]}" -qq download "$name=$ver" 2>/dev/null); then
-      apt_update_once
-      (cd "$DL" && apt-get "${sandbox[@]}" -qq download "$name=$ver") \
-        || die "apt-get download $name=$ver failed (is this Debian 12 'bookworm' with that version available?)"
-    fi
-    [ -f "$DL/$file" ] || die "apt-get download $name=$ver did not produce $file"
-  fi
-  verify "$DL/$file" "$sha"
-}
-fetch_url() {  # url sha file
-  local url="$1" sha="$2" file="$3"
-  if [ ! -f "$DL/$file" ]; then
-    log "download $url"
-    "$PYTHON" - "$url" "$DL/$file.part" <<'PY' || die "download of $url failed"
-import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=300) as r, open(sys.argv[2], 'wb') as f:
-    f.write(r.read())
-PY
-    mv "$DL/$file.part" "$DL/$file"
-  fi
-  verify "$DL/$file" "$sha"
-}
-unpack_deb() {  # file sha dir
-  local file="$1" sha="$2" dir="$EX/$3"
-  if [ -f "$dir/.sha256" ] && [ "$(cat "$dir/.sha256")" = "$sha" ]; then return; fi
-  rm -rf "$dir" "$dir.tmp"
-  mkdir -p "$dir.tmp"
-  dpkg-deb -x "$DL/$file" "$dir.tmp"
-  echo "$sha" > "$dir.tmp/.sha256"
-  mv "$dir.tmp" "$dir"
-}
-
 # ---- checks --------------------------------------------------------------------------------
 command -v "$PYTHON" >/dev/null 2>&1 || die "python3 not found"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 8))' || die "python3 >= 3.8 needed"
@@ -147,20 +83,8 @@ for spec in "${SWORD_DEBS[@]}"; do
 done
 TR_ARGS=()
 for spec in "${TRANSLATIONS[@]}"; do
-  IFS='|' read -r lang sha file <<<"$spec"
-  fetch_url "$MIRROR/dists/bookworm/main/i18n/$file" "$sha" "bookworm-12.15-$file"
-  plain="$CACHE/i18n/Translation-$lang"
-  if [ ! -f "$plain.sha256" ] || [ "$(cat "$plain.sha256")" != "$sha" ]; then
-    "$PYTHON" - "$DL/bookworm-12.15-$file" "$plain" <<'PY' || die "decompressing $file failed"
-import bz2, lzma, os, sys
-src, dst = sys.argv[1], sys.argv[2]
-opener = lzma.open if src.endswith('.xz') else bz2.open
-with opener(src, 'rb') as f, open(dst + '.tmp', 'wb') as g:
-    g.write(f.read())
-os.replace(dst + '.tmp', dst)
-PY
-    echo "$sha" > "$plain.sha256"
-  fi
+  lang="${spec%%|*}"
+  plain="$(fetch_translation "$spec")"
   TR_ARGS+=("--translation-$(echo "$lang" | tr 'A-Z' 'a-z')" "$plain")
 done
 
