@@ -164,7 +164,8 @@ fn wm_eval_output_is_pinned() {
             .args(["--hazards", "--episodes", "2", "--seed", "3", "--horizon", "4"])
             .args(["--population", "16", "--iterations", "2", "--json"])
             .args(["--oracle-horizon", "4", "--oracle-population", "16"])
-            .args(["--oracle-iterations", "2", "--oracle-cost", "distance"]),
+            .args(["--oracle-iterations", "2", "--oracle-cost", "distance"])
+            .args(["--jepa-cost", "latent"]),
     );
     check("wm-eval", home.path(), &table);
 }

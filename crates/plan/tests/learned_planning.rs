@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use lcm_plan::cost::{Cost, HazardGuardrail, Severity, euclidean};
 use lcm_plan::env::two_rooms::Rect;
 use lcm_plan::env::{Environment, TwoRooms, TwoRoomsConfig};
-use lcm_plan::evaluation::{opposite_room_pairs, spearman, wilson_interval};
+use lcm_plan::evaluation::{ProbedPathLength, opposite_room_pairs, spearman, wilson_interval};
 use lcm_plan::planners::gradient::{GradientConfig, GradientPlanner};
 use lcm_plan::planners::{
     AugLagCem, AugLagConfig, CemConfig, ConstrainedCem, EpisodeOptions, ObservationSource, Planner,
@@ -340,4 +340,39 @@ fn evaluation_statistics() {
                 .all(|h| !h.contains(s) && !h.contains(goal))
         );
     }
+}
+
+#[test]
+fn probed_path_length_is_the_path_length_of_the_probed_positions() {
+    // The free-space JEPA's probe reads positions exactly, so the probed objective must be
+    // the map's path length between the encoded positions, across the wall included.
+    let world = free_world(1);
+    let probe = world.inner.probe_position().unwrap();
+    let geometry = TwoRoomsConfig::default().geometry();
+    let goal = [55.0, 55.0];
+    let goal_latent = world.encode(&goal).unwrap();
+    let d = ProbedPathLength::new(probe, geometry, goal_latent.clone());
+    let g = d.goal_position();
+    assert!((g[0] - goal[0]).abs() < 1e-4 && (g[1] - goal[1]).abs() < 1e-4);
+    for p in [
+        [8.0, 55.0],
+        [20.0, 10.0],
+        [40.0, 60.0],
+        [31.0, 30.0],
+        [55.0, 50.0],
+    ] {
+        let z = world.encode(&p).unwrap();
+        let want = geometry.path_length(p, goal);
+        let got = d.distance(&z, &goal_latent);
+        assert!((got - want).abs() < 1e-3, "{p:?}: {got} vs {want}");
+    }
+    // Another goal latent is probed on the fly, not mistaken for the cached one.
+    let other = world.encode(&[10.0, 10.0]).unwrap();
+    let z = world.encode(&[20.0, 10.0]).unwrap();
+    assert!((d.distance(&z, &other) - 10.0).abs() < 1e-3);
+    // Behind the wall the latent distance is the straight line, the probed cost is not.
+    let behind = world.encode(&[8.0, 55.0]).unwrap();
+    assert!(
+        d.distance(&behind, &goal_latent) > latent_distance(&behind, &goal_latent) * 32.0 + 20.0
+    );
 }

@@ -7,7 +7,8 @@ use lcm_plan::Environment;
 use lcm_plan::cost::{Cost, Guardrail, HazardGuardrail, Severity, euclidean, rect_signed_distance};
 use lcm_plan::env::two_rooms::{Rect, TwoRooms, TwoRoomsConfig, Vec2};
 use lcm_plan::evaluation::{
-    Agent, EpisodeSummary, EvalSettings, OracleCost, SearchSize, run_agent_episodes,
+    Agent, EpisodeSummary, EvalEnv, EvalSettings, JepaCost, OracleCost, SearchSize,
+    run_agent_episodes,
 };
 use lcm_plan::planners::{
     AugLagCem, AugLagConfig, Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, Planner, mpc_episode,
@@ -301,6 +302,7 @@ fn cem_planning_step_timing() -> Result<(), PlanError> {
 /// The evaluation's settings for `episodes` oracle episodes (JEPA sizes unused).
 fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings {
     EvalSettings {
+        env: EvalEnv::TwoRooms,
         hazards,
         hazard_seed: None,
         episodes: 1,
@@ -312,6 +314,7 @@ fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings
         iterations: 5,
         oracle,
         oracle_cost: OracleCost::Distance,
+        jepa_cost: JepaCost::Latent,
         hazard_buffer: 2.5,
     }
 }

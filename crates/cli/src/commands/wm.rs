@@ -4,14 +4,62 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use lcm_plan::evaluation;
 use lcm_plan::world::train::{WmTrainConfig, train_world_model};
 
+/// Which environment to learn / plan in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Env {
+    /// PLDM's Two-Rooms (64×64 px, a wall with a door).
+    TwoRooms,
+    /// DINO-WM's PointMaze U-maze (state [x, y, vx, vy]).
+    PointMaze,
+}
+
 use crate::progress::Progress;
+
+/// A row of `lcm wm eval`: a world model with a planner, or the random policy.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agent {
+    /// CEM on the true simulator (no model error).
+    OracleCem,
+    /// Feasible-first CEM on the true simulator.
+    OracleConstrainedCem,
+    /// MPPI with PLDM's σ and λ on the true simulator.
+    OracleMppi,
+    /// Augmented-Lagrangian CEM on the true simulator.
+    OracleAugLag,
+    JepaCem,
+    JepaMppi,
+    JepaConstrainedCem,
+    JepaAugLag,
+    /// Gradient descent on the actions through the learned predictor.
+    JepaGradient,
+    Random,
+}
+
+impl From<Agent> for evaluation::Agent {
+    fn from(agent: Agent) -> Self {
+        match agent {
+            Agent::OracleCem => evaluation::Agent::OracleCem,
+            Agent::OracleConstrainedCem => evaluation::Agent::OracleConstrainedCem,
+            Agent::OracleMppi => evaluation::Agent::OracleMppi,
+            Agent::OracleAugLag => evaluation::Agent::OracleAugLag,
+            Agent::JepaCem => evaluation::Agent::JepaCem,
+            Agent::JepaMppi => evaluation::Agent::JepaMppi,
+            Agent::JepaConstrainedCem => evaluation::Agent::JepaConstrainedCem,
+            Agent::JepaAugLag => evaluation::Agent::JepaAugLag,
+            Agent::JepaGradient => evaluation::Agent::JepaGradient,
+            Agent::Random => evaluation::Agent::Random,
+        }
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Train a JEPA world model (encoder + action-conditioned predictor, VICReg) on the
-    /// seeded random-walk dataset of Two-Rooms; resumable checkpoints.
+    /// seeded random-action dataset of Two-Rooms or the PointMaze U-maze; resumable
+    /// checkpoints.
     Train(TrainArgs),
     /// Plan with a trained world model (and the oracle / random baselines) for 50 seeded
     /// episodes; success with Wilson intervals, violations, cost calibration, trajectory PNGs.
@@ -28,6 +76,9 @@ pub enum Observation {
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
+    /// The environment.
+    #[arg(long, value_enum, default_value = "two-rooms")]
+    env: Env,
     /// What the encoder sees.
     #[arg(long, value_enum, default_value = "state")]
     obs: Observation,
@@ -44,9 +95,10 @@ pub struct TrainArgs {
     /// Predictor steps unrolled per window.
     #[arg(long, default_value_t = 8)]
     rollout_steps: usize,
-    /// Random-walk trajectories (200 steps each) in the training set.
-    #[arg(long, default_value_t = 1000)]
-    trajectories: usize,
+    /// Random-action trajectories in the training set (default: 1000 of 200 steps for
+    /// Two-Rooms, 2000 of 100 for PointMaze).
+    #[arg(long)]
+    trajectories: Option<usize>,
     /// Latent width.
     #[arg(long)]
     latent_dim: Option<usize>,
@@ -89,7 +141,10 @@ pub fn run(command: Command) -> Result<()> {
 
 fn train(args: TrainArgs) -> Result<()> {
     let pixels = args.obs == Observation::Pixels;
-    let mut cfg = WmTrainConfig::two_rooms(pixels);
+    let mut cfg = match args.env {
+        Env::TwoRooms => WmTrainConfig::two_rooms(pixels),
+        Env::PointMaze => WmTrainConfig::point_maze(pixels),
+    };
     if let Some(s) = args.steps {
         cfg.steps = s;
     }
@@ -102,7 +157,9 @@ fn train(args: TrainArgs) -> Result<()> {
     cfg.loss.rollout_steps = args.rollout_steps;
     cfg.loss.std_weight = args.std_weight;
     cfg.loss.cov_weight = args.cov_weight;
-    cfg.data.num_trajectories = args.trajectories;
+    if let Some(n) = args.trajectories {
+        cfg.data.num_trajectories = n;
+    }
     cfg.data.seed = args.data_seed;
     cfg.lr = args.lr;
     cfg.seed = args.seed;

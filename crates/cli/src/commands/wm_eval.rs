@@ -6,47 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use lcm_plan::evaluation::{
-    self, EvalSettings, RowResult, SearchSize, opposite_room_pairs, plot_agent, run_agent_episodes,
-    summarise,
+    self, Episodes, EvalEnv, EvalSettings, RowResult, SearchSize, plot_agent, summarise,
 };
+use lcm_plan::world::train::WmEnv;
+
+use super::wm::Agent;
 use lcm_plan::world::learned::LearnedWorld;
 use lcm_plan::world::load::load_world_model;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Agent {
-    /// CEM on the true simulator (no model error).
-    OracleCem,
-    /// Feasible-first CEM on the true simulator.
-    OracleConstrainedCem,
-    /// MPPI with PLDM's σ and λ on the true simulator.
-    OracleMppi,
-    /// Augmented-Lagrangian CEM on the true simulator.
-    OracleAugLag,
-    JepaCem,
-    JepaMppi,
-    JepaConstrainedCem,
-    JepaAugLag,
-    /// Gradient descent on the actions through the learned predictor.
-    JepaGradient,
-    Random,
-}
-
-impl From<Agent> for evaluation::Agent {
-    fn from(agent: Agent) -> Self {
-        match agent {
-            Agent::OracleCem => evaluation::Agent::OracleCem,
-            Agent::OracleConstrainedCem => evaluation::Agent::OracleConstrainedCem,
-            Agent::OracleMppi => evaluation::Agent::OracleMppi,
-            Agent::OracleAugLag => evaluation::Agent::OracleAugLag,
-            Agent::JepaCem => evaluation::Agent::JepaCem,
-            Agent::JepaMppi => evaluation::Agent::JepaMppi,
-            Agent::JepaConstrainedCem => evaluation::Agent::JepaConstrainedCem,
-            Agent::JepaAugLag => evaluation::Agent::JepaAugLag,
-            Agent::JepaGradient => evaluation::Agent::JepaGradient,
-            Agent::Random => evaluation::Agent::Random,
-        }
-    }
-}
 
 /// What the oracle planners minimise.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,10 +32,22 @@ impl From<OracleCost> for evaluation::OracleCost {
     }
 }
 
+/// What the JEPA planners minimise.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JepaCost {
+    /// Distance between the predicted and the goal latent (issue 5).
+    Latent,
+    /// Shortest free path between the probed positions of the predicted and the goal latent.
+    ProbedPath,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A world-model run directory (`lcm wm train --out`); needed by the JEPA agents.
     model: Option<PathBuf>,
+    /// The environment (the model must have been trained on it).
+    #[arg(long, value_enum, default_value = "two-rooms")]
+    env: super::wm::Env,
     /// Agents (rows) to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![
         Agent::OracleCem, Agent::JepaCem, Agent::JepaMppi, Agent::JepaConstrainedCem,
@@ -115,6 +93,9 @@ pub struct Args {
     /// The oracle planners' objective.
     #[arg(long, value_enum, default_value_t = OracleCost::PathLength)]
     oracle_cost: OracleCost,
+    /// The JEPA planners' objective.
+    #[arg(long, value_enum, default_value_t = JepaCost::ProbedPath)]
+    jepa_cost: JepaCost,
     /// Safety buffer (px) subtracted from the hazard margin; for the JEPA it covers the
     /// position probe's error.
     #[arg(long, default_value_t = 2.5)]
@@ -135,6 +116,10 @@ pub struct Args {
 impl Args {
     fn settings(&self) -> EvalSettings {
         EvalSettings {
+            env: match self.env {
+                super::wm::Env::TwoRooms => EvalEnv::TwoRooms,
+                super::wm::Env::PointMaze => EvalEnv::PointMaze,
+            },
             hazards: self.hazards,
             hazard_seed: self.hazard_seed,
             episodes: self.episodes,
@@ -150,6 +135,10 @@ impl Args {
                 iterations: self.oracle_iterations,
             },
             oracle_cost: self.oracle_cost.into(),
+            jepa_cost: match self.jepa_cost {
+                JepaCost::Latent => evaluation::JepaCost::Latent,
+                JepaCost::ProbedPath => evaluation::JepaCost::ProbedPathLength,
+            },
             hazard_buffer: self.hazard_buffer,
         }
     }
@@ -174,8 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--hazard-seed places the hazard squares of the --hazards variant: add --hazards");
     }
     let settings = args.settings();
-    let env_cfg = settings.env_config();
-    let pairs = opposite_room_pairs(&env_cfg, args.episodes, args.seed);
+    let episodes_to_run = Episodes::new(&settings)?;
     let agents: Vec<evaluation::Agent> = args.agents.iter().map(|&a| a.into()).collect();
     let needs_model = agents.iter().any(|a| a.needs_model());
     let learned = match (&args.model, needs_model) {
@@ -183,6 +171,15 @@ pub fn run(args: Args) -> Result<()> {
             let loaded = load_world_model(path)
                 .with_context(|| format!("loading world model {}", path.display()))?;
             tracing::info!(checkpoint = %loaded.checkpoint.display(), "loaded world model");
+            let trained_on = loaded.config.env;
+            if (trained_on == WmEnv::PointMaze) != (settings.env == EvalEnv::PointMaze) {
+                bail!(
+                    "{} was trained on {}: pass --env {}",
+                    path.display(),
+                    trained_on.name(),
+                    trained_on.name()
+                );
+            }
             Some(LearnedWorld::new(loaded.model))
         }
         (None, true) => bail!(
@@ -194,7 +191,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     for agent in agents {
         let started = std::time::Instant::now();
-        let episodes = run_agent_episodes(agent, &settings, &env_cfg, &pairs, learned.as_ref())
+        let episodes = episodes_to_run
+            .run(agent, &settings, learned.as_ref())
             .with_context(|| format!("running {}", agent.name()))?;
         let row = summarise(agent.name(), &episodes);
         tracing::info!(
@@ -211,11 +209,17 @@ pub fn run(args: Args) -> Result<()> {
             row.ms_per_plan,
             started.elapsed().as_secs_f64()
         );
-        if let Some(dir) = &args.plots {
+        if let (
+            Some(dir),
+            Episodes::TwoRooms {
+                config: env_cfg, ..
+            },
+        ) = (&args.plots, &episodes_to_run)
+        {
             plot_agent(
                 dir,
                 agent,
-                &env_cfg,
+                env_cfg,
                 &episodes,
                 args.plot_episodes,
                 args.hazards,

@@ -1,5 +1,6 @@
-//! Evaluation of planning agents on Two-Rooms (`lcm wm eval`). This file runs and
-//! aggregates episodes; `agents.rs` is the agent × planner matrix.
+//! Evaluation of planning agents on Two-Rooms and the PointMaze U-maze (`lcm wm eval`).
+//! This file runs and aggregates episodes; `agents.rs` is the Two-Rooms agent × planner
+//! matrix, `point_maze.rs` the same rows on the maze.
 //!
 //! Each row is one agent (a world model plus a planner, or the random policy) run for the
 //! same seeded episodes: start and goal in opposite rooms (PLDM's setting: the agent must find
@@ -14,10 +15,13 @@
 //!   plan's look-ahead (real observations, encoded by the same model).
 
 mod agents;
+mod point_maze;
 
 pub use agents::{
-    Agent, EVAL_SEED, EvalSettings, OracleCost, SearchSize, plot_agent, run_agent_episodes,
+    Agent, EVAL_SEED, EvalEnv, EvalSettings, JepaCost, OracleCost, ProbedPathLength, SearchSize,
+    plot_agent, run_agent_episodes,
 };
+pub use point_maze::{BoxActions, ProbedMazePath, maze_pairs, run_maze_agent_episodes};
 
 use std::path::Path;
 
@@ -31,9 +35,11 @@ use serde::Serialize;
 pub use lcm_util::stats::{spearman, wilson_interval};
 
 use crate::cost::Cost;
+use crate::env::point_maze::{BallState, PointMazeConfig};
 use crate::env::two_rooms::{Rect, Room, Vec2};
 use crate::env::{Environment, TwoRooms, TwoRoomsConfig};
 use crate::planners::{EpisodeOptions, EpisodeTrace, Planner, run_episode};
+use crate::world::learned::LearnedWorld;
 use crate::world::{PlanError, WorldModel};
 
 /// Seeded (start, goal) pairs in opposite rooms, both free and (with hazards) at least
@@ -66,6 +72,58 @@ pub fn opposite_room_pairs(cfg: &TwoRoomsConfig, n: usize, seed: u64) -> Vec<(Ve
             (sample_in(&mut rng, a), sample_in(&mut rng, b))
         })
         .collect()
+}
+
+/// The seeded episodes of an evaluation: the environment and its (start, goal) pairs.
+#[derive(Debug, Clone)]
+pub enum Episodes {
+    TwoRooms {
+        config: TwoRoomsConfig,
+        pairs: Vec<(Vec2, Vec2)>,
+    },
+    PointMaze {
+        config: PointMazeConfig,
+        pairs: Vec<(BallState, BallState)>,
+    },
+}
+
+impl Episodes {
+    /// The episodes `settings` asks for (environment, variant, count and seed).
+    pub fn new(settings: &EvalSettings) -> Result<Self, PlanError> {
+        Ok(match settings.env {
+            EvalEnv::TwoRooms => {
+                let config = settings.env_config();
+                let pairs = opposite_room_pairs(&config, settings.episodes, settings.seed);
+                Episodes::TwoRooms { config, pairs }
+            }
+            EvalEnv::PointMaze => {
+                let config = if settings.hazards {
+                    PointMazeConfig::with_default_hazards()
+                } else {
+                    PointMazeConfig::default()
+                };
+                let pairs = maze_pairs(&config, settings.episodes, settings.seed)?;
+                Episodes::PointMaze { config, pairs }
+            }
+        })
+    }
+
+    /// Runs `agent` on every episode (the JEPA agents need `learned`).
+    pub fn run(
+        &self,
+        agent: Agent,
+        settings: &EvalSettings,
+        learned: Option<&LearnedWorld>,
+    ) -> Result<Vec<EpisodeSummary>, PlanError> {
+        match self {
+            Episodes::TwoRooms { config, pairs } => {
+                run_agent_episodes(agent, settings, config, pairs, learned)
+            }
+            Episodes::PointMaze { config, pairs } => {
+                run_maze_agent_episodes(agent, settings, config, pairs, learned)
+            }
+        }
+    }
 }
 
 /// One row of the results table.

@@ -1,4 +1,6 @@
-//! Training a [`Jepa`] world model on the offline random-walk dataset (`lcm wm train`).
+//! Training a [`Jepa`] world model on an environment's offline random-action dataset (`lcm
+//! wm train`): PLDM's Two-Rooms random walks or DINO-WM's fully random PointMaze U-maze
+//! trajectories ([`WmEnv`]).
 //!
 //! The trainer implements [`lcm_train::run::Trainer`], so the run directory, cadence,
 //! budgets, checkpoints and the resume policy are the one training loop's
@@ -33,6 +35,11 @@ use super::jepa::{
     jepa_loss, seeded_init,
 };
 use crate::env::TwoRoomsConfig;
+use crate::env::point_maze::PointMazeConfig;
+use crate::env::point_maze::dataset::{
+    PointMazeDataset, PointMazeDatasetConfig, generate as generate_maze,
+    render_state as render_maze,
+};
 use crate::env::two_rooms::dataset::{Dataset, DatasetConfig, generate, render_state};
 
 /// Title of the run's `loss.png`.
@@ -59,9 +66,38 @@ pub enum WmError {
     Run { path: PathBuf, reason: String },
 }
 
+/// The environment a world model learns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WmEnv {
+    /// PLDM's Two-Rooms: state = position (2), PLDM's random-walk dataset.
+    #[default]
+    TwoRooms,
+    /// DINO-WM's PointMaze U-maze: state = `[x, y, vx, vy]`, DINO-WM's fully random
+    /// dataset; the probe reads the position.
+    PointMaze,
+}
+
+impl WmEnv {
+    pub fn is_two_rooms(&self) -> bool {
+        *self == WmEnv::TwoRooms
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WmEnv::TwoRooms => "two-rooms",
+            WmEnv::PointMaze => "point-maze",
+        }
+    }
+}
+
 /// Everything that defines a training run (written to `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WmTrainConfig {
+    /// The environment. Two-Rooms is left out of `config.json` (runs from before PointMaze
+    /// read back as Two-Rooms and resume with the same settings).
+    #[serde(default, skip_serializing_if = "WmEnv::is_two_rooms")]
+    pub env: WmEnv,
     pub model: JepaConfig,
     pub loss: JepaLossConfig,
     /// Training trajectories and the random-walk recipe.
@@ -107,6 +143,7 @@ impl WmTrainConfig {
     /// Defaults for Two-Rooms with state (`pixels = false`) or image observations.
     pub fn two_rooms(pixels: bool) -> Self {
         WmTrainConfig {
+            env: WmEnv::TwoRooms,
             model: if pixels {
                 JepaConfig::two_rooms_pixels()
             } else {
@@ -134,8 +171,54 @@ impl WmTrainConfig {
         }
     }
 
+    /// Defaults for the PointMaze U-maze: DINO-WM's dataset size (2,000 fully random
+    /// trajectories of 100 steps), the state `[x, y, vx, vy]` (or the 2×64×64 frame) in, the
+    /// same 16-d latent and losses as Two-Rooms, actions in the box `[−1, 1]²`.
+    pub fn point_maze(pixels: bool) -> Self {
+        let two_rooms = Self::two_rooms(pixels);
+        let state = ObservationKind::State { dim: 4 };
+        WmTrainConfig {
+            env: WmEnv::PointMaze,
+            model: JepaConfig {
+                observation: if pixels {
+                    two_rooms.model.observation
+                } else {
+                    state
+                },
+                action_scale: 1.0,
+                // Positions lie in [0.3, 3.3] and speeds in ±5: centred and of order one.
+                state_shift: 1.8,
+                state_scale: 2.5,
+                ..two_rooms.model
+            },
+            data: DatasetSpec {
+                num_trajectories: 2000,
+                steps: 100,
+                seed: 0,
+            },
+            ..two_rooms
+        }
+    }
+
     pub fn validate(&self) -> Result<(), WmError> {
         self.model.validate().map_err(WmError::Config)?;
+        let state_dim = match self.env {
+            WmEnv::TwoRooms => 2,
+            WmEnv::PointMaze => 4,
+        };
+        if let ObservationKind::State { dim } = self.model.observation
+            && dim != state_dim
+        {
+            return Err(WmError::Config(format!(
+                "{} states have {state_dim} numbers, the model expects {dim}",
+                self.env.name()
+            )));
+        }
+        if self.model.probe_dim != 2 || self.model.action_dim != 2 {
+            return Err(WmError::Config(
+                "the probe reads a 2-d position and actions are 2-d".into(),
+            ));
+        }
         let bad = |m: String| Err(WmError::Config(m));
         if self.loss.rollout_steps == 0 || self.loss.rollout_steps >= self.data.steps {
             return bad(format!(
@@ -163,13 +246,14 @@ impl WmTrainConfig {
     /// Identifies the observation space in checkpoints, so a model is never loaded for
     /// the wrong kind of observation.
     pub fn space_id(&self) -> String {
+        let env = self.env.name();
         match self.model.observation {
-            ObservationKind::State { dim } => format!("two-rooms/state{dim}"),
+            ObservationKind::State { dim } => format!("{env}/state{dim}"),
             ObservationKind::Pixels {
                 channels,
                 height,
                 width,
-            } => format!("two-rooms/pixels{channels}x{height}x{width}"),
+            } => format!("{env}/pixels{channels}x{height}x{width}"),
         }
     }
 
@@ -223,20 +307,95 @@ struct WindowBatch {
     states: Tensor,
 }
 
-fn observation_of(
-    kind: &ObservationKind,
-    env: &TwoRoomsConfig,
-    p: [f32; 2],
-) -> Result<Vec<f32>, WmError> {
-    Ok(match kind {
-        ObservationKind::State { .. } => p.to_vec(),
-        ObservationKind::Pixels { .. } => render_state(env, p)?,
-    })
+/// The offline trajectories of either environment, read the one way training needs.
+enum TrainData {
+    TwoRooms(Dataset),
+    PointMaze(PointMazeDataset),
+}
+
+impl TrainData {
+    /// `num` trajectories of the run's recipe, seeded `spec.seed + seed_offset`.
+    fn generate(
+        env: WmEnv,
+        spec: &DatasetSpec,
+        seed_offset: u64,
+        num: usize,
+    ) -> Result<Self, WmError> {
+        Ok(match env {
+            WmEnv::TwoRooms => TrainData::TwoRooms(generate(
+                &spec.to_config(seed_offset, num),
+                &TwoRoomsConfig::default(),
+            )?),
+            WmEnv::PointMaze => TrainData::PointMaze(generate_maze(
+                &PointMazeDatasetConfig {
+                    num_trajectories: num,
+                    steps: spec.steps,
+                    seed: spec.seed + seed_offset,
+                    render: false,
+                },
+                &PointMazeConfig::default(),
+            )?),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            TrainData::TwoRooms(d) => d.trajectories.len(),
+            TrainData::PointMaze(d) => d.trajectories.len(),
+        }
+    }
+
+    /// Actions of trajectory `ti`.
+    fn actions(&self, ti: usize) -> &[[f32; 2]] {
+        match self {
+            TrainData::TwoRooms(d) => &d.trajectories[ti].actions,
+            TrainData::PointMaze(d) => &d.trajectories[ti].actions,
+        }
+    }
+
+    /// The probed quantity (the position) of state `t` of trajectory `ti`.
+    fn position(&self, ti: usize, t: usize) -> [f32; 2] {
+        match self {
+            TrainData::TwoRooms(d) => d.trajectories[ti].states[t],
+            TrainData::PointMaze(d) => {
+                let s = d.trajectories[ti].states[t];
+                [s[0], s[1]]
+            }
+        }
+    }
+
+    /// What the encoder sees of state `t` of trajectory `ti`.
+    fn observation(
+        &self,
+        kind: &ObservationKind,
+        ti: usize,
+        t: usize,
+    ) -> Result<Vec<f32>, WmError> {
+        let pixels = matches!(kind, ObservationKind::Pixels { .. });
+        Ok(match self {
+            TrainData::TwoRooms(d) => {
+                let p = d.trajectories[ti].states[t];
+                if pixels {
+                    render_state(&d.env_config, p)?
+                } else {
+                    p.to_vec()
+                }
+            }
+            TrainData::PointMaze(d) => {
+                let s = &d.trajectories[ti].states[t];
+                if pixels {
+                    render_maze(&d.env_config, s)?
+                } else {
+                    s.to_vec()
+                }
+            }
+        })
+    }
 }
 
 /// Builds a batch from `(trajectory, start)` pairs.
 fn window_batch(
-    data: &Dataset,
+    data: &TrainData,
     kind: &ObservationKind,
     windows: &[(usize, usize)],
     horizon: usize,
@@ -248,13 +407,11 @@ fn window_batch(
     let mut actions = Vec::with_capacity(b * horizon * 2);
     let mut states = Vec::with_capacity(b * (horizon + 1) * 2);
     for &(ti, start) in windows {
-        let traj = &data.trajectories[ti];
         for t in start..=start + horizon {
-            let p = traj.states[t];
-            obs.extend(observation_of(kind, &data.env_config, p)?);
-            states.extend(p);
+            obs.extend(data.observation(kind, ti, t)?);
+            states.extend(data.position(ti, t));
             if t < start + horizon {
-                actions.extend(traj.actions[t]);
+                actions.extend(data.actions(ti)[t]);
             }
         }
     }
@@ -267,14 +424,14 @@ fn window_batch(
 
 fn sample_windows(
     rng: &mut TrainRng,
-    data: &Dataset,
+    data: &TrainData,
     n: usize,
     horizon: usize,
 ) -> Vec<(usize, usize)> {
     (0..n)
         .map(|_| {
-            let ti = rng.random_range(0..data.trajectories.len());
-            let len = data.trajectories[ti].actions.len();
+            let ti = rng.random_range(0..data.len());
+            let len = data.actions(ti).len();
             (ti, rng.random_range(0..=len - horizon))
         })
         .collect()
@@ -282,13 +439,13 @@ fn sample_windows(
 
 /// Fixed validation windows: evenly spaced starts in every held-out trajectory.
 fn validation_windows(
-    data: &Dataset,
+    data: &TrainData,
     horizon: usize,
     per_trajectory: usize,
 ) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    for (ti, traj) in data.trajectories.iter().enumerate() {
-        let last = traj.actions.len() - horizon;
+    for ti in 0..data.len() {
+        let last = data.actions(ti).len() - horizon;
         for k in 0..per_trajectory {
             out.push((ti, k * last / per_trajectory.max(1)));
         }
@@ -302,8 +459,8 @@ struct WmTrainer<'a> {
     cfg: &'a WmTrainConfig,
     model: Jepa,
     vars: Vec<Var>,
-    train_data: Dataset,
-    valid_data: Dataset,
+    train_data: TrainData,
+    valid_data: TrainData,
     valid_windows: Vec<(usize, usize)>,
     device: Device,
     started: Instant,
@@ -390,9 +547,8 @@ pub fn train_world_model(
     let started = Instant::now();
     cfg.validate()?;
     let device = Device::Cpu;
-    let env_cfg = TwoRoomsConfig::default();
-    let train_data = generate(&cfg.data.to_config(0, cfg.data.num_trajectories), &env_cfg)?;
-    let valid_data = generate(&cfg.data.to_config(1, cfg.valid_trajectories), &env_cfg)?;
+    let train_data = TrainData::generate(cfg.env, &cfg.data, 0, cfg.data.num_trajectories)?;
+    let valid_data = TrainData::generate(cfg.env, &cfg.data, 1, cfg.valid_trajectories)?;
     let valid_windows = validation_windows(&valid_data, cfg.loss.rollout_steps, 4);
 
     let varmap = VarMap::new();
@@ -466,7 +622,7 @@ struct Validation {
 
 fn validate(
     model: &Jepa,
-    data: &Dataset,
+    data: &TrainData,
     mcfg: &JepaConfig,
     windows: &[(usize, usize)],
     horizon: usize,

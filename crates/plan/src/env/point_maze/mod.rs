@@ -83,6 +83,7 @@
 //! in [`OraclePointMaze`].
 
 pub mod dataset;
+pub mod distance;
 
 use rand::Rng;
 
