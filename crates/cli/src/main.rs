@@ -47,6 +47,9 @@ enum Command {
     /// Multilingual evaluation on a parallel corpus: cross-lingual retrieval, zero-shot
     /// next-concept prediction in languages never trained on, generation across languages.
     EvalMultilingual(commands::eval_multilingual::Args),
+    /// Summarisation on held-out prompt → answer pairs: fine-tuned LCMs and the
+    /// first-sentence and nearest-summary baselines by ROUGE-L, OVL-3, REP-4, length ratio.
+    EvalSummarization(commands::eval_summarization::Args),
     /// Plan the next sentences toward a goal, outside guardrail regions, with a trained LCM
     /// as the world model; `--cases` compares it with unconstrained generation and greedy
     /// retrieval.
@@ -102,6 +105,7 @@ fn run(command: Command) -> Result<()> {
             | Command::Finetune(_)
             | Command::Eval(_)
             | Command::EvalMultilingual(_)
+            | Command::EvalSummarization(_)
             | Command::Generate(_)
             | Command::Plan(_)
             | Command::Wm(_)
@@ -125,6 +129,7 @@ fn run(command: Command) -> Result<()> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::EvalMultilingual(args) => commands::eval_multilingual::run(args),
+        Command::EvalSummarization(args) => commands::eval_summarization::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Wm(command) => commands::wm::run(command),

@@ -19,6 +19,9 @@
 //!   engine (what [`generate`] uses), candle for the other variants.
 //! - [`finetune`]: `lcm finetune`: instruction fine-tuning of a trained LCM on prompt →
 //!   answer pairs, the prompt's positions masked out of the loss, on the one trainer.
+//! - [`summarization`]: `lcm eval-summarization`: fine-tuned LCMs and the first-sentence
+//!   and nearest-summary baselines on held-out pairs, scored by ROUGE-L, OVL-3, REP-4 and
+//!   the length ratio.
 //! - [`federated`]: one site's round of federated training (`lcm fed-step`) and the first
 //!   global model (`lcm fed-init`); the outer step lives in the Flower app (`federated/`).
 //! - [`session`]: a trained LCM held ready to continue prompts (model, encoder, decoder
@@ -50,6 +53,7 @@ pub mod multilingual;
 pub mod planning;
 pub mod session;
 pub mod store;
+pub mod summarization;
 pub mod train;
 pub mod vectors;
 

@@ -2,6 +2,7 @@ pub mod decoder;
 pub mod encode;
 pub mod eval;
 pub mod eval_multilingual;
+pub mod eval_summarization;
 pub mod export;
 pub mod federated;
 pub mod finetune;
