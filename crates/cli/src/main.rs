@@ -50,6 +50,9 @@ enum Command {
     /// Summarisation on held-out prompt → answer pairs: fine-tuned LCMs and the
     /// first-sentence and nearest-summary baselines by ROUGE-L, OVL-3, REP-4, length ratio.
     EvalSummarization(commands::eval_summarization::Args),
+    /// Generation quality on held-out prompts: stop reasons, REP-4, OVL-3, coherence and
+    /// registers (store sources) per model and sampling setting (guidance × DDIM steps).
+    EvalGeneration(commands::eval_generation::Args),
     /// Plan the next sentences toward a goal, outside guardrail regions, with a trained LCM
     /// as the world model; `--cases` compares it with unconstrained generation and greedy
     /// retrieval.
@@ -106,6 +109,7 @@ fn run(command: Command) -> Result<()> {
             | Command::Eval(_)
             | Command::EvalMultilingual(_)
             | Command::EvalSummarization(_)
+            | Command::EvalGeneration(_)
             | Command::Generate(_)
             | Command::Plan(_)
             | Command::Wm(_)
@@ -130,6 +134,7 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::EvalMultilingual(args) => commands::eval_multilingual::run(args),
         Command::EvalSummarization(args) => commands::eval_summarization::run(args),
+        Command::EvalGeneration(args) => commands::eval_generation::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Wm(command) => commands::wm::run(command),

@@ -17,6 +17,9 @@
 //!   decoding the continuation.
 //! - [`fused_generate`]: the next concept with a Two-Tower model's denoiser on the fused
 //!   engine (what [`generate`] uses), candle for the other variants.
+//! - [`generation_eval`]: `lcm eval-generation`: continuations of held-out prompts under a
+//!   grid of sampling settings, scored by stop reasons, REP-4, OVL-3, coherence and the
+//!   register (store source) of the generated sentences; held-out ℓ2 per source.
 //! - [`finetune`]: `lcm finetune`: instruction fine-tuning of a trained LCM on prompt →
 //!   answer pairs, the prompt's positions masked out of the loss, on the one trainer.
 //! - [`summarization`]: `lcm eval-summarization`: fine-tuned LCMs and the first-sentence
@@ -47,6 +50,7 @@ pub mod finetune;
 pub mod fused;
 pub mod fused_generate;
 pub mod generate;
+pub mod generation_eval;
 pub mod load;
 pub mod models;
 pub mod multilingual;

@@ -44,6 +44,16 @@ pub struct Generation {
     pub stop: Stop,
 }
 
+/// A [`Generation`] with the concepts behind it (raw encoder space).
+#[derive(Clone, Debug)]
+pub struct TracedGeneration {
+    pub generation: Generation,
+    /// The last prompt sentence's concept.
+    pub prompt_last: Vec<f32>,
+    /// The generated concepts, one per generated sentence.
+    pub concepts: Vec<Vec<f32>>,
+}
+
 pub struct GenerationSession {
     trained: TrainedLcm,
     encoder: Arc<dyn ConceptEncoder>,
@@ -125,15 +135,45 @@ impl GenerationSession {
         allow_prompt_sentences: bool,
     ) -> Result<Generation> {
         let prompt = prompt_sentences(prompt_text)?;
+        Ok(self
+            .generate_traced(prompt, rules, sampling, seed, allow_prompt_sentences)?
+            .generation)
+    }
+
+    /// [`Self::generate`] on a prompt already split into sentences (no re-segmentation),
+    /// keeping the concepts: what `lcm eval-generation` scores.
+    pub fn generate_traced(
+        &self,
+        prompt: Vec<String>,
+        rules: &StopRules,
+        sampling: &DiffusionSampling,
+        seed: u64,
+        allow_prompt_sentences: bool,
+    ) -> Result<TracedGeneration> {
+        if prompt.is_empty() {
+            return Err(crate::WorkflowError::Refused(
+                "the prompt holds no sentence; pass at least one".into(),
+            ));
+        }
         let prompt_raw =
             encode_prompt_in(self.encoder.as_ref(), &prompt, self.source_lang.as_deref())?;
         let continuation =
             continue_prompt(&self.trained, &prompt_raw, &self.eos, rules, sampling, seed)?;
         let sentences = self.decode(&continuation.concepts, &prompt, allow_prompt_sentences)?;
-        Ok(Generation {
-            prompt,
-            sentences,
-            stop: continuation.stop,
+        let prompt_last = prompt_raw.get(prompt.len() - 1)?.to_vec1::<f32>()?;
+        let concepts = continuation
+            .concepts
+            .iter()
+            .map(|c| c.to_vec1::<f32>())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(TracedGeneration {
+            generation: Generation {
+                prompt,
+                sentences,
+                stop: continuation.stop,
+            },
+            prompt_last,
+            concepts,
         })
     }
 

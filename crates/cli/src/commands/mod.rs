@@ -1,6 +1,7 @@
 pub mod decoder;
 pub mod encode;
 pub mod eval;
+pub mod eval_generation;
 pub mod eval_multilingual;
 pub mod eval_summarization;
 pub mod export;
