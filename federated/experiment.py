@@ -138,6 +138,98 @@ def federated(
     return as_checkpoint(arrays, template, root / "global-checkpoint"), stats
 
 
+SITES_ORDER = ("centralised", "alone-", "fedavg-", "diloco-")
+
+
+def table(results: dict, sites: list[str]) -> str:
+    """The markdown table of EVALUATION.md: ℓ2 per site and on the union, CA on the union,
+    rounds, MB sent per site, wall seconds per round (the part inside `lcm fed-step`)."""
+    cols = sites + ["union"]
+    lines = [
+        "| model | " + " | ".join(f"ℓ2 {c}" for c in cols)
+        + " | CA union | rounds | MB sent per site | wall s / round (fed-step s) |",
+        "|---" * (len(cols) + 5) + "|",
+    ]
+    ref = results.get("centralised") or next(iter(results.values()))
+    mean = {c: ref["eval"][c]["mean_concept_l2"] for c in cols}
+    lines.append("| mean concept (baseline) | " + " | ".join(f"{mean[c]:.4f}" for c in cols)
+                 + " | – | – | – | – |")
+    for name, v in results.items():
+        e = v["eval"]
+        if "rounds" in v:
+            mb = f"{v['bytes_per_site_per_round'] * v['rounds'] / 1e6:.2f}"
+            wall = f"{v['wall_seconds_per_round']:.2f} ({v['fed_step_seconds_per_round']:.2f})"
+            rounds = str(v["rounds"])
+        else:
+            mb = "0 (data pooled)" if name == "centralised" else "0"
+            wall = rounds = "–"
+        lines.append(f"| {name} | " + " | ".join(f"{e[c]['l2']:.4f}" for c in cols)
+                     + f" | {e['union']['ca']:.3f} | {rounds} | {mb} | {wall} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, out: Path) -> None:
+    """Held-out ℓ2 on the union against the MB each site sent, log x axis, as a plain SVG (no
+    plotting package in the federation's pinned venv): one point per federated run, FedAvg
+    and DiLoCo joined across H, centralised and the mean concept as horizontal lines."""
+    runs = {k: v for k, v in results.items() if "rounds" in v and "-" not in k.split("-h", 1)[-1]}
+    if not runs:
+        raise SystemExit("no federated run in the results to plot")
+    import math
+
+    mb = {k: v["bytes_per_site_per_round"] * v["rounds"] / 1e6 for k, v in runs.items()}
+    loss = {k: v["eval"]["union"]["l2"] for k, v in runs.items()}
+    refs = {}
+    if "centralised" in results:
+        refs["centralised"] = results["centralised"]["eval"]["union"]["l2"]
+        refs["mean concept"] = results["centralised"]["eval"]["union"]["mean_concept_l2"]
+    w, h, left, right, top, bottom = 640, 400, 70, 150, 30, 50
+    xs = [math.log10(v) for v in mb.values()]
+    x0, x1 = math.floor(min(xs)), math.ceil(max(xs))
+    x1 = max(x1, x0 + 1)
+    ys = list(loss.values()) + list(refs.values())
+    y0, y1 = min(ys), max(ys)
+    pad = (y1 - y0) * 0.08 or 0.01
+    y0, y1 = y0 - pad, y1 + pad
+
+    def px(v: float) -> float:
+        return left + (math.log10(v) - x0) / (x1 - x0) * (w - left - right)
+
+    def py(v: float) -> float:
+        return top + (y1 - v) / (y1 - y0) * (h - top - bottom)
+
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w / 2}" y="18" text-anchor="middle">held-out ℓ2 (union) vs data sent per site</text>',
+           f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="black"/>',
+           f'<text x="{(left + w - right) / 2}" y="{h - 12}" text-anchor="middle">MB sent per site (log scale)</text>',
+           f'<text x="16" y="{(top + h - bottom) / 2}" transform="rotate(-90 16 {(top + h - bottom) / 2})" text-anchor="middle">ℓ2</text>']
+    for e in range(x0, x1 + 1):
+        x = px(10.0 ** e)
+        svg.append(f'<line x1="{x}" y1="{h - bottom}" x2="{x}" y2="{h - bottom + 5}" stroke="black"/>')
+        svg.append(f'<text x="{x}" y="{h - bottom + 18}" text-anchor="middle">{10.0 ** e:g}</text>')
+    for i in range(5):
+        v = y0 + (y1 - y0) * i / 4
+        svg.append(f'<text x="{left - 6}" y="{py(v) + 4}" text-anchor="end">{v:.3f}</text>')
+    for (name, v), dash in zip(refs.items(), ("6,3", "2,3")):
+        svg.append(f'<line x1="{left}" y1="{py(v)}" x2="{w - right}" y2="{py(v)}" stroke="gray" stroke-dasharray="{dash}"/>')
+        svg.append(f'<text x="{w - right + 4}" y="{py(v) + 4}" fill="gray">{name}</text>')
+    for method, colour in (("fedavg", "#d62728"), ("diloco", "#1f77b4")):
+        points = sorted((mb[k], loss[k], k) for k in runs if k.startswith(method + "-h"))
+        if not points:
+            continue
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in points)
+        svg.append(f'<polyline points="{path}" fill="none" stroke="{colour}"/>')
+        for x, y, k in points:
+            svg.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}"/>')
+            svg.append(f'<text x="{px(x) + 5:.1f}" y="{py(y) - 5:.1f}" fill="{colour}">H={k.split("-h", 1)[1]}</text>')
+        lx, ly = w - right + 4, py(points[-1][1]) + 16
+        svg.append(f'<text x="{lx}" y="{ly:.1f}" fill="{colour}">{method}</text>')
+    svg.append("</svg>")
+    out.write_text("\n".join(svg) + "\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lcm", type=Path, required=True)
@@ -158,7 +250,20 @@ def main() -> int:
         help="only the robustness runs: DiLoCo with H inner steps, the first site honest or sending "
         "x100 / sign-flipped updates, aggregated by mean, median and trimmed mean",
     )
+    p.add_argument(
+        "--outer", default="fedavg,diloco",
+        help="outer optimisers to run at each H: fedavg (lr 1, momentum 0), diloco (Nesterov, lr 0.7, "
+        "momentum 0.9), comma-separated",
+    )
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: print the markdown table of WORK/results.json and write WORK/loss-vs-bytes.svg")
     args = p.parse_args()
+    if args.report:
+        results = json.loads((args.work / "results.json").read_text())
+        print(table(results, [s.split("=", 1)[0] for s in args.site]))
+        plot(results, args.work / "loss-vs-bytes.svg")
+        print(f"\nplot: {args.work / 'loss-vs-bytes.svg'}")
+        return 0
     args.lcm = args.lcm.resolve()
     args.work = args.work.resolve()
     sites = {name: Path(store).resolve() for name, store in (s.split("=", 1) for s in args.site)}
@@ -179,19 +284,33 @@ def main() -> int:
                 ck, stats = federated(args, name, sites, args.robustness, 0.7, 0.9, aggregation, attack)
                 record(name, ck, **stats)
         return 0
-    started = time.time()
-    record("centralised", centralised(args, "centralised", args.union, total), steps=total,
-           seconds=time.time() - started)
+    # Resumable: a condition already in results.json is kept.
+    if "centralised" not in results:
+        started = time.time()
+        record("centralised", centralised(args, "centralised", args.union, total), steps=total,
+               seconds=time.time() - started)
     if not args.skip_single:
         for name, store in sites.items():
+            if f"alone-{name}" in results:
+                continue
             started = time.time()
             record(f"alone-{name}", centralised(args, f"alone-{name}", store, total), steps=total,
                    seconds=time.time() - started)
+    outers = {"fedavg": (1.0, 0.0), "diloco": (0.7, 0.9)}
+    chosen = [o for o in args.outer.split(",") if o]
+    unknown = [o for o in chosen if o not in outers]
+    if unknown:
+        p.error(f"--outer: unknown {unknown}; choose from {sorted(outers)}")
     for h in args.h or [10, 50]:
-        ck, stats = federated(args, f"fedavg-h{h}", sites, h, 1.0, 0.0)
-        record(f"fedavg-h{h}", ck, **stats)
-        ck, stats = federated(args, f"diloco-h{h}", sites, h, 0.7, 0.9)
-        record(f"diloco-h{h}", ck, **stats)
+        if args.steps_per_site % h:
+            p.error(f"--h {h} does not divide --steps-per-site {args.steps_per_site}")
+        for outer in chosen:
+            name = f"{outer}-h{h}"
+            if name in results:
+                continue  # resumable: a finished condition is kept
+            lr, momentum = outers[outer]
+            ck, stats = federated(args, name, sites, h, lr, momentum)
+            record(name, ck, **stats)
     return 0
 
 
