@@ -10,7 +10,9 @@ use candle_nn::VarBuilder;
 use lcm_plan::cost::{Cost, HazardGuardrail, Severity, euclidean};
 use lcm_plan::env::two_rooms::Rect;
 use lcm_plan::env::{Environment, TwoRooms, TwoRoomsConfig};
-use lcm_plan::evaluation::{ProbedPathLength, opposite_room_pairs, spearman, wilson_interval};
+use lcm_plan::evaluation::{
+    ProbedPathLength, WALL_PENALTY, opposite_room_pairs, spearman, wilson_interval,
+};
 use lcm_plan::planners::gradient::{GradientConfig, GradientPlanner};
 use lcm_plan::planners::{
     AugLagCem, AugLagConfig, CemConfig, ConstrainedCem, EpisodeOptions, ObservationSource, Planner,
@@ -370,6 +372,16 @@ fn probed_path_length_is_the_path_length_of_the_probed_positions() {
     let other = world.encode(&[10.0, 10.0]).unwrap();
     let z = world.encode(&[20.0, 10.0]).unwrap();
     assert!((d.distance(&z, &other) - 10.0).abs() < 1e-3);
+    // A predicted position inside the wall (the model has moved through it) is measured from
+    // the nearest face plus the penalty per pixel of depth, never as the straight line.
+    let inside = world.encode(&[32.5, 40.0]).unwrap();
+    let face = geometry.path_length([31.5, 40.0], goal);
+    let got = d.distance(&inside, &goal_latent);
+    assert!(
+        (got - (face + WALL_PENALTY * 1.0)).abs() < 1e-2,
+        "{got} vs {face}"
+    );
+    assert!(got > geometry.path_length([31.5, 40.0], goal));
     // Behind the wall the latent distance is the straight line, the probed cost is not.
     let behind = world.encode(&[8.0, 55.0]).unwrap();
     assert!(

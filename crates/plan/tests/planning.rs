@@ -316,6 +316,7 @@ fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings
         oracle_cost: OracleCost::Distance,
         jepa_cost: JepaCost::Latent,
         hazard_buffer: 2.5,
+        min_goal_path: 0.0,
     }
 }
 

@@ -64,6 +64,7 @@ fn settings(agent_size: SearchSize, seed: u64) -> EvalSettings {
         oracle_cost: OracleCost::PathLength,
         jepa_cost: JepaCost::ProbedPathLength,
         hazard_buffer: 0.05,
+        min_goal_path: 0.0,
     }
 }
 
@@ -117,6 +118,28 @@ fn tiny_point_maze_jepa_trains_and_plans_end_to_end() {
         panic!("PointMaze settings gave {episodes:?}");
     };
     assert_eq!(pairs.len(), 2);
+    // Far pairs: every start is at least 3 (a path into the other arm) from its goal.
+    let far = EvalSettings {
+        min_goal_path: 3.0,
+        ..s.clone()
+    };
+    let Episodes::PointMaze {
+        pairs: far_pairs, ..
+    } = Episodes::new(&far).unwrap()
+    else {
+        panic!("PointMaze settings gave another environment");
+    };
+    for (start, goal) in &far_pairs {
+        let d = field([goal[0], goal[1]]).value([start[0], start[1]]);
+        assert!(d >= 3.0, "{start:?} -> {goal:?}: {d}");
+    }
+    assert!(
+        Episodes::new(&EvalSettings {
+            min_goal_path: 50.0,
+            ..s.clone()
+        })
+        .is_err()
+    );
     let a = episodes.run(Agent::JepaCem, &s, Some(&world)).unwrap();
     let row = summarise("JEPA + CEM", &a);
     assert_eq!(row.episodes, 2);

@@ -96,6 +96,9 @@ pub struct Args {
     /// The JEPA planners' objective.
     #[arg(long, value_enum, default_value_t = JepaCost::ProbedPath)]
     jepa_cost: JepaCost,
+    /// PointMaze: only start-goal pairs at least this far apart along the free path.
+    #[arg(long, default_value_t = 0.0)]
+    min_goal_path: f32,
     /// Safety buffer (px) subtracted from the hazard margin; for the JEPA it covers the
     /// position probe's error.
     #[arg(long, default_value_t = 2.5)]
@@ -140,6 +143,7 @@ impl Args {
                 JepaCost::ProbedPath => evaluation::JepaCost::ProbedPathLength,
             },
             hazard_buffer: self.hazard_buffer,
+            min_goal_path: self.min_goal_path,
         }
     }
 }

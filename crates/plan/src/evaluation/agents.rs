@@ -169,16 +169,35 @@ impl ProbedPathLength {
         self.goal_position
     }
 
-    /// Path length from the probed position of `z` to the probed position of `goal`.
+    /// Path length from the probed position of `z` to the probed position of `goal`. A
+    /// probed position inside the wall (no real state is there: the model has predicted a
+    /// move through it) is measured from the wall's nearest face plus
+    /// [`WALL_PENALTY`] per pixel of depth, so a plan the model wrongly sends through the
+    /// wall is not rewarded with the straight-line distance.
     pub fn distance(&self, z: &Latent, goal: &Latent) -> f32 {
         let q = if *goal == self.goal {
             self.goal_position
         } else {
             probed(&self.probe, goal)
         };
-        self.geometry.path_length(probed(&self.probe, z), q)
+        let p = probed(&self.probe, z);
+        let g = &self.geometry;
+        let in_wall =
+            p[0] > g.wall_lo && p[0] < g.wall_hi && !(p[1] > g.door_lo && p[1] < g.door_hi);
+        if in_wall {
+            let (face, depth) = if p[0] - g.wall_lo < g.wall_hi - p[0] {
+                (g.wall_lo, p[0] - g.wall_lo)
+            } else {
+                (g.wall_hi, g.wall_hi - p[0])
+            };
+            return g.path_length([face, p[1]], q) + WALL_PENALTY * depth;
+        }
+        g.path_length(p, q)
     }
 }
+
+/// Cost per pixel of depth of a probed position inside the wall ([`ProbedPathLength`]).
+pub const WALL_PENALTY: f32 = 20.0;
 
 /// The first two probe outputs as a position (NaN when the probe has fewer, which every
 /// cost ranks last).
@@ -227,6 +246,9 @@ pub struct EvalSettings {
     pub jepa_cost: JepaCost,
     /// Safety buffer (px) subtracted from the JEPA's probed hazard margin.
     pub hazard_buffer: f32,
+    /// PointMaze only: keep the pairs whose shortest free path from start to goal is at
+    /// least this long (0 keeps DINO-WM's pairs, many of them a short straight run).
+    pub min_goal_path: f32,
 }
 
 impl EvalSettings {

@@ -19,7 +19,7 @@ mod point_maze;
 
 pub use agents::{
     Agent, EVAL_SEED, EvalEnv, EvalSettings, JepaCost, OracleCost, ProbedPathLength, SearchSize,
-    plot_agent, run_agent_episodes,
+    WALL_PENALTY, plot_agent, run_agent_episodes,
 };
 pub use point_maze::{BoxActions, ProbedMazePath, maze_pairs, run_maze_agent_episodes};
 
@@ -102,7 +102,12 @@ impl Episodes {
                 } else {
                     PointMazeConfig::default()
                 };
-                let pairs = maze_pairs(&config, settings.episodes, settings.seed)?;
+                let pairs = maze_pairs(
+                    &config,
+                    settings.episodes,
+                    settings.seed,
+                    settings.min_goal_path,
+                )?;
                 Episodes::PointMaze { config, pairs }
             }
         })

@@ -44,13 +44,21 @@ const FIELD_STEP: f32 = 0.05;
 const MAX_NORM: f32 = std::f32::consts::SQRT_2;
 
 /// `n` seeded (start, goal) pairs: DINO-WM's independent random states, redrawn until both
-/// positions keep `clearance` from every hazard of `cfg` (none without hazards).
+/// positions keep `clearance` from every hazard of `cfg` (none without hazards) and the
+/// shortest free path between them is at least `min_path` long.
 pub fn maze_pairs(
     cfg: &PointMazeConfig,
     n: usize,
     seed: u64,
+    min_path: f32,
 ) -> Result<Vec<(BallState, BallState)>, PlanError> {
     let env = PointMaze::new(cfg.clone())?;
+    let longest = MazeDistanceField::new(env.geometry(), [0.8, 0.8], FIELD_STEP).value([2.8, 0.8]);
+    if !(min_path.is_finite() && min_path < longest) {
+        return Err(PlanError::Config(format!(
+            "a minimum start-goal path of {min_path} leaves no pairs (the U's arm ends are {longest:.2} apart)"
+        )));
+    }
     let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let clearance = 0.1;
     let away = |s: &BallState| {
@@ -61,7 +69,11 @@ pub fn maze_pairs(
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let (start, goal) = env.sample_start_goal(&mut rng);
-        if away(&start) && away(&goal) {
+        let far = min_path <= 0.0
+            || MazeDistanceField::new(env.geometry(), [goal[0], goal[1]], FIELD_STEP)
+                .value([start[0], start[1]])
+                >= min_path;
+        if away(&start) && away(&goal) && far {
             out.push((start, goal));
         }
     }
