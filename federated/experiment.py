@@ -138,7 +138,9 @@ def federated(
     return as_checkpoint(arrays, template, root / "global-checkpoint"), stats
 
 
-SITES_ORDER = ("centralised", "alone-", "fedavg-", "diloco-")
+def is_robustness_run(name: str) -> bool:
+    """`diloco-h20-median-scaled` and the like: the --robustness runs, tabled apart."""
+    return "-h" in name and "-" in name.split("-h", 1)[1]
 
 
 def table(results: dict, sites: list[str]) -> str:
@@ -155,6 +157,8 @@ def table(results: dict, sites: list[str]) -> str:
     lines.append("| mean concept (baseline) | " + " | ".join(f"{mean[c]:.4f}" for c in cols)
                  + " | – | – | – | – |")
     for name, v in results.items():
+        if is_robustness_run(name):
+            continue
         e = v["eval"]
         if "rounds" in v:
             mb = f"{v['bytes_per_site_per_round'] * v['rounds'] / 1e6:.2f}"
@@ -172,7 +176,7 @@ def plot(results: dict, out: Path) -> None:
     """Held-out ℓ2 on the union against the MB each site sent, log x axis, as a plain SVG (no
     plotting package in the federation's pinned venv): one point per federated run, FedAvg
     and DiLoCo joined across H, centralised and the mean concept as horizontal lines."""
-    runs = {k: v for k, v in results.items() if "rounds" in v and "-" not in k.split("-h", 1)[-1]}
+    runs = {k: v for k, v in results.items() if "rounds" in v and not is_robustness_run(k)}
     if not runs:
         raise SystemExit("no federated run in the results to plot")
     import math
@@ -232,11 +236,11 @@ def plot(results: dict, out: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lcm", type=Path, required=True)
+    p.add_argument("--lcm", type=Path)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--site", action="append", required=True, help="NAME=STORE")
-    p.add_argument("--union", type=Path, required=True)
-    p.add_argument("--normalizer", type=Path, required=True)
+    p.add_argument("--union", type=Path)
+    p.add_argument("--normalizer", type=Path)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--steps-per-site", type=int, default=200)
     p.add_argument("--h", type=int, action="append", default=None)
@@ -264,6 +268,9 @@ def main() -> int:
         plot(results, args.work / "loss-vs-bytes.svg")
         print(f"\nplot: {args.work / 'loss-vs-bytes.svg'}")
         return 0
+    missing = [f"--{k}" for k in ("lcm", "union", "normalizer") if getattr(args, k) is None]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}")
     args.lcm = args.lcm.resolve()
     args.work = args.work.resolve()
     sites = {name: Path(store).resolve() for name, store in (s.split("=", 1) for s in args.site)}
