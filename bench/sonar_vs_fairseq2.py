@@ -22,6 +22,9 @@ What it does, in one run:
      `--max-gen-len` generated tokens (random weights rarely emit EOS, so the cap fixes the work;
      both sides stop at the same cap).
    One warm-up batch, then one timed pass (full-size passes take tens of seconds each).
+   - load: from the safetensors file to a ready model, the way fairseq2's own loader does it
+     (built on the meta device, `to_empty`, checkpoint copied in, non-persistent buffers
+     reset); lcm's timer covers allocating its buffers and reading the file into them.
 4. Prints sentences/s, the ratios lcm/fairseq2, peak RSS, and checks that both sides agree:
    max |Δ| of the embeddings and whether the beam hypotheses are identical.
 """
@@ -158,6 +161,7 @@ def run_torch(args) -> dict:
     from fairseq2.generation.beam_search.generator import BeamSearchSeq2SeqGenerator
     from fairseq2.nn import BatchLayout
     from fairseq2.nn.utils.padding import pad_seqs
+    from fairseq2.nn.utils.module import reset_non_persistent_buffers, to_empty
     from safetensors.torch import load_file
     from sonar.models.sonar_text import (
         SonarTextDecoderConfig,
@@ -173,10 +177,18 @@ def run_torch(args) -> dict:
     inputs = json.loads((OUT / "inputs.json").read_text())
     seqs = [torch.tensor(s, dtype=torch.int64) for s in inputs["sequences"]]
 
-    enc = SonarTextEncoderFactory(SonarTextEncoderConfig(
-        max_seq_len=512, pooling="mean", normalize_before=False, _from_fairseq=True, **common)).create_model()
+    # Loading is timed the way fairseq2's own loader (`fairseq2.models.family`,
+    # `_do_load_model`) does it: the model built on the meta device, `to_empty` onto the CPU
+    # (allocated, not initialised), then the checkpoint's state copied in. lcm's timer covers
+    # the same: allocating the buffers and reading the file into them.
+    enc_cfg = SonarTextEncoderConfig(
+        max_seq_len=512, pooling="mean", normalize_before=False, _from_fairseq=True, **common)
     t0 = time.perf_counter()
+    with torch.device("meta"):
+        enc = SonarTextEncoderFactory(enc_cfg).create_model()
+    to_empty(enc, device=torch.device("cpu"))
     enc.load_state_dict(load_file(str(OUT / "encoder.safetensors")))
+    reset_non_persistent_buffers(enc)  # the sinusoidal positions, not in the checkpoint
     enc.eval()
     load_enc = time.perf_counter() - t0
 
@@ -192,14 +204,17 @@ def run_torch(args) -> dict:
     emb = torch.cat(embs)
     del enc
 
-    dec = SonarTextDecoderFactory(SonarTextDecoderConfig(
-        max_seq_len=512, normalize_before=True, **common)).create_model()
+    dec_cfg = SonarTextDecoderConfig(max_seq_len=512, normalize_before=True, **common)
     t0 = time.perf_counter()
+    with torch.device("meta"):
+        dec = SonarTextDecoderFactory(dec_cfg).create_model()
+    to_empty(dec, device=torch.device("cpu"))
     # final_proj.weight is the embedding's own Parameter (TiedProjection), so loading the
     # embedding sets both; safetensors cannot store the alias, hence strict=False.
     missing, unexpected = dec.load_state_dict(load_file(str(OUT / "decoder.safetensors")), strict=False)
     assert set(missing) <= {"final_proj.weight"} and not unexpected, (missing, unexpected)
     assert dec.final_proj.weight is dec.decoder_frontend.embed.weight
+    reset_non_persistent_buffers(dec)
     dec.eval()
     load_dec = time.perf_counter() - t0
     model = SonarEncoderDecoderModel(DummyEncoderModel(), dec).eval()
