@@ -30,6 +30,16 @@
 //!   non-positive denominator makes the ratio meaningless: skipped). The cosine of a zero vector
 //!   with anything is taken as 0. PAR > 1 means the prediction is closer to the context than the
 //!   real next sentence is, i.e. the model paraphrases its context.
+//! - **MI** (mutual information between a prediction and its context). The paper computes
+//!   the pointwise mutual information of the *decoded* text with its context under GPT-2,
+//!   which is not available offline. The proxy here stays in concept space: the InfoNCE
+//!   lower bound (van den Oord et al., 2018) of `I(x̂; context)` with a cosine critic. Let
+//!   `c_m` be the mean of the gold concepts before scored position `m` (its context) and
+//!   `s_nm = cos(x̂_n, c_m) / τ` with `τ = MI_TEMPERATURE`; over the `N` scored positions with
+//!   `n ≥ 1`, `MI = log N + (1/N) Σ_n log softmax_m(s_n·)[n]`, in nats, bounded above by
+//!   `log N`. It asks how well the context can be told from the prediction among the batch's
+//!   other contexts: a constant predictor (the mean concept) gets ≤ 0, one that copies its
+//!   context the most. Like PAR it must be read next to ℓ2 and CA.
 
 use candle_core::{DType, Device, Tensor};
 use lcm_util::vector::cosine;
@@ -200,6 +210,8 @@ pub struct Metrics {
     pub ca: Option<f64>,
     /// Paraphrasing ratio; `None` when no scored position has a context with positive cosine.
     pub par: Option<f64>,
+    /// InfoNCE mutual-information proxy in nats; `None` when no scored position has a context.
+    pub mi: Option<f64>,
     /// Scored positions (those in ℓ2).
     pub scored: usize,
     /// Positions averaged in CA.
@@ -326,6 +338,58 @@ fn par_sum(batch: &ConceptBatch, predictions: &[f32], options: &EvalOptions) -> 
     (sum, count)
 }
 
+/// Temperature `τ` of the cosine critic in the MI proxy (see the module docs).
+pub const MI_TEMPERATURE: f64 = 0.1;
+
+fn unit(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    let v: Vec<f64> = v.collect();
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        v.into_iter().map(|x| x / norm).collect()
+    } else {
+        v
+    }
+}
+
+fn mi_estimate(batch: &ConceptBatch, predictions: &[f32], options: &EvalOptions) -> Option<f64> {
+    let dim = batch.dim;
+    let mut x_hats: Vec<Vec<f64>> = Vec::new();
+    let mut contexts: Vec<Vec<f64>> = Vec::new();
+    for p in batch.positions() {
+        if p.position < options.first_position.max(1) {
+            continue;
+        }
+        let x_hat = prediction(batch, predictions, p.row);
+        x_hats.push(unit(x_hat.iter().map(|&v| v as f64)));
+        let mut context = vec![0.0f64; dim];
+        for m in p.row - p.position..p.row {
+            for (c, &v) in context.iter_mut().zip(batch.row(m)) {
+                *c += v as f64;
+            }
+        }
+        contexts.push(unit(context.into_iter()));
+    }
+    let n = x_hats.len();
+    if n == 0 {
+        return None;
+    }
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let sum: f64 = x_hats
+        .iter()
+        .enumerate()
+        .map(|(i, x_hat)| {
+            let scores: Vec<f64> = contexts
+                .iter()
+                .map(|c| dot(x_hat, c) / MI_TEMPERATURE)
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log_sum = max + scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
+            scores[i] - log_sum
+        })
+        .sum();
+    Some((n as f64).ln() + sum / n as f64)
+}
+
 fn mean((sum, count): (f64, usize)) -> Option<f64> {
     (count > 0).then(|| sum / count as f64)
 }
@@ -356,6 +420,17 @@ pub fn paraphrasing_ratio(
     Ok(mean(par_sum(batch, predictions, options)))
 }
 
+/// The InfoNCE mutual-information proxy (see the module docs); `None` when no scored
+/// position has a context.
+pub fn mutual_information(
+    batch: &ConceptBatch,
+    predictions: &[f32],
+    options: &EvalOptions,
+) -> Result<Option<f64>> {
+    check_predictions(batch, predictions, options)?;
+    Ok(mi_estimate(batch, predictions, options))
+}
+
 /// All metrics of `predictions` (row-major, one row per gold row of `batch`).
 pub fn evaluate(
     batch: &ConceptBatch,
@@ -366,10 +441,12 @@ pub fn evaluate(
     let l2 = l2_sum(batch, predictions, options);
     let ca = ca_sum(batch, predictions, options);
     let par = par_sum(batch, predictions, options);
+    let mi = mi_estimate(batch, predictions, options);
     Ok(Metrics {
         l2: l2.0 / scored as f64,
         ca: mean(ca),
         par: mean(par),
+        mi,
         scored,
         ca_scored: ca.1,
         par_scored: par.1,

@@ -75,15 +75,16 @@ impl EvalReport {
     /// paper's Table 3), `—` where a metric is undefined.
     pub fn to_markdown(&self) -> String {
         let mut out = String::from(
-            "| predictor | ℓ2 | CA (%) | PAR | positions |\n|---|---:|---:|---:|---:|\n",
+            "| predictor | ℓ2 | CA (%) | PAR | MI | positions |\n|---|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.rows {
             let m = &row.metrics;
             let ca =
                 m.ca.map_or_else(|| "—".to_string(), |v| format!("{:.1}", v * 100.0));
             let par = m.par.map_or_else(|| "—".to_string(), |v| format!("{v:.3}"));
+            let mi = m.mi.map_or_else(|| "—".to_string(), |v| format!("{v:.3}"));
             out.push_str(&format!(
-                "| {} | {:.3} | {ca} | {par} | {} |\n",
+                "| {} | {:.3} | {ca} | {par} | {mi} | {} |\n",
                 row.predictor.replace('|', "\\|"),
                 m.l2,
                 m.scored

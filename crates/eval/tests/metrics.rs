@@ -2,8 +2,8 @@
 
 use candle_core::{Device, Tensor};
 use lcm_eval::metrics::{
-    contrastive_accuracy, evaluate_tensor, l2, mean_concept, paraphrasing_ratio, repeat_previous,
-    training_mean,
+    MI_TEMPERATURE, contrastive_accuracy, evaluate_tensor, l2, mean_concept, mutual_information,
+    paraphrasing_ratio, repeat_previous, training_mean,
 };
 use lcm_eval::report::{MEAN_CONCEPT, REPEAT_PREVIOUS};
 use lcm_eval::{ConceptBatch, EvalError, EvalOptions, EvalReport, evaluate};
@@ -30,6 +30,45 @@ fn l2_is_the_mean_euclidean_distance() {
     let predictions = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0];
     let all = EvalOptions { first_position: 0 };
     assert!(close(l2(&batch, &predictions, &all).unwrap(), 2.0));
+}
+
+#[test]
+fn mi_is_the_infonce_bound_over_the_batch_contexts() {
+    // Two documents of two concepts (dim 2): A = [(1,0), (0,1)], B = [(0,1), (1,0)]. The
+    // scored positions are A1 (context mean (1,0)) and B1 (context mean (0,1)).
+    let batch =
+        ConceptBatch::from_documents(&[&[1.0, 0.0, 0.0, 1.0], &[0.0, 1.0, 1.0, 0.0]], 2).unwrap();
+    let t = MI_TEMPERATURE;
+    // Predictions pointing at their own context: s_nn = 1/τ, s_nm = 0/τ for m ≠ n.
+    let copying = [f32::NAN, f32::NAN, 2.0, 0.0, f32::NAN, f32::NAN, 0.0, 3.0];
+    let own = 1.0 / t - ((1.0 / t).exp() + 1.0).ln();
+    let expected = 2f64.ln() + own;
+    let mi = mutual_information(&batch, &copying, &opts())
+        .unwrap()
+        .unwrap();
+    assert!(close(mi, expected), "{mi} vs {expected}");
+    assert!(mi < 2f64.ln() && mi > 2f64.ln() - 1e-3);
+    // One constant prediction cannot tell the contexts apart: MI = log 2 + log ½ = 0.
+    let constant = [f32::NAN, f32::NAN, 1.0, 1.0, f32::NAN, f32::NAN, 1.0, 1.0];
+    let mi = mutual_information(&batch, &constant, &opts())
+        .unwrap()
+        .unwrap();
+    assert!(mi.abs() < 1e-12, "{mi}");
+    // Predictions pointing at the *other* context score below zero; evaluate agrees.
+    let swapped = [f32::NAN, f32::NAN, 0.0, 1.0, f32::NAN, f32::NAN, 1.0, 0.0];
+    let mi = mutual_information(&batch, &swapped, &opts())
+        .unwrap()
+        .unwrap();
+    assert!(close(mi, 2f64.ln() - ((1.0 / t).exp() + 1.0).ln()));
+    assert!(mi < 0.0);
+    assert_eq!(evaluate(&batch, &swapped, &opts()).unwrap().mi, Some(mi));
+    // Without a scored position that has a context there is no estimate.
+    let single = ConceptBatch::from_documents(&[&[1.0, 0.0]], 2).unwrap();
+    let all = EvalOptions { first_position: 0 };
+    assert_eq!(
+        mutual_information(&single, &[1.0, 0.0], &all).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -179,7 +218,10 @@ fn baselines_and_report() {
     let table = report.to_markdown();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 5, "{table}");
-    assert_eq!(lines[0], "| predictor | ℓ2 | CA (%) | PAR | positions |");
+    assert_eq!(
+        lines[0],
+        "| predictor | ℓ2 | CA (%) | PAR | MI | positions |"
+    );
     assert!(lines[2].starts_with("| model | 0.000 | 100.0 |"), "{table}");
     assert!(
         lines[3].starts_with("| repeat previous concept | 7.333 |"),

@@ -36,6 +36,10 @@ pub struct Args {
     /// Print JSON instead of a markdown table.
     #[arg(long)]
     json: bool,
+    /// Add the InfoNCE mutual-information proxy (`lcm_eval::metrics`, the paper's MI
+    /// measured in concept space) to each `--json` row; the markdown table always has it.
+    #[arg(long)]
+    mi: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -58,7 +62,15 @@ pub fn run(args: Args) -> Result<()> {
 
     let table = evaluation.to_markdown();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&evaluation.to_json())?);
+        let mut json = evaluation.to_json();
+        if args.mi
+            && let Some(rows) = json.get_mut("rows").and_then(|r| r.as_array_mut())
+        {
+            for (row, reported) in rows.iter_mut().zip(&evaluation.outcome.report.rows) {
+                row["mi"] = serde_json::json!(reported.metrics.mi);
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         let outcome = &evaluation.outcome;
         println!(

@@ -98,8 +98,7 @@ pub struct Args {
     #[arg(long)]
     max_minutes: Option<f64>,
     /// Training engine: `fused` (hand-written forward/backward over flat buffers, for
-    /// Base-LCM and Two-Tower; One-Tower falls back to candle) or `candle` (autograd, the
-    /// reference).
+    /// Base-LCM, Two-Tower and One-Tower) or `candle` (autograd, the reference).
     #[arg(long, value_enum, default_value = "fused")]
     engine: EngineArg,
     /// Sampling weights by document source, `SOURCE=WEIGHT,…` (`*` for every source not
