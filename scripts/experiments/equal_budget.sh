@@ -95,7 +95,7 @@ for model in $MODELS; do
         e=$OUT/eval/$model-$(basename "$ckpt")
         evaluate "$e-heldout.json" "$ckpt" --store "$STORE"
         if [ "$ckpt" = "$last" ] || [ -n "${DOMAIN_CURVE:-}" ]; then
-            evaluate "$e-domain.json" "$ckpt" --store "$DOMAIN" --valid-fraction 0.5
+            evaluate "$e-domain.json" "$ckpt" --store "$DOMAIN" --valid-fraction 0.5 --max-concepts 2560
         fi
     done
     if [ "$model" != base ]; then
