@@ -352,22 +352,23 @@ fn unit(v: impl Iterator<Item = f64>) -> Vec<f64> {
 }
 
 fn mi_estimate(batch: &ConceptBatch, predictions: &[f32], options: &EvalOptions) -> Option<f64> {
-    let dim = batch.dim;
     let mut x_hats: Vec<Vec<f64>> = Vec::new();
     let mut contexts: Vec<Vec<f64>> = Vec::new();
+    // Σ of the gold concepts before the current position of the current document (the mean's
+    // direction: the critic is a cosine, so the sum serves as well as the mean).
+    let mut context = vec![0.0f64; batch.dim];
     for p in batch.positions() {
-        if p.position < options.first_position.max(1) {
-            continue;
+        if p.position == 0 {
+            context.fill(0.0);
         }
-        let x_hat = prediction(batch, predictions, p.row);
-        x_hats.push(unit(x_hat.iter().map(|&v| v as f64)));
-        let mut context = vec![0.0f64; dim];
-        for m in p.row - p.position..p.row {
-            for (c, &v) in context.iter_mut().zip(batch.row(m)) {
-                *c += v as f64;
-            }
+        if p.position >= options.first_position.max(1) {
+            let x_hat = prediction(batch, predictions, p.row);
+            x_hats.push(unit(x_hat.iter().map(|&v| v as f64)));
+            contexts.push(unit(context.iter().copied()));
         }
-        contexts.push(unit(context.into_iter()));
+        for (c, &v) in context.iter_mut().zip(batch.row(p.row)) {
+            *c += v as f64;
+        }
     }
     let n = x_hats.len();
     if n == 0 {

@@ -268,19 +268,29 @@ pub struct StoreEvaluation {
 impl StoreEvaluation {
     /// The report as `lcm eval --json` prints it.
     pub fn to_json(&self) -> Value {
+        self.to_json_with(false)
+    }
+
+    /// [`Self::to_json`], each row with the MI proxy as `"mi"` when `mi` is set (`lcm eval
+    /// --json --mi`; off by default so that the pinned JSON of earlier versions holds).
+    pub fn to_json_with(&self, mi: bool) -> Value {
         let rows: Vec<Value> = self
             .outcome
             .report
             .rows
             .iter()
             .map(|r| {
-                json!({
+                let mut row = json!({
                     "predictor": r.predictor,
                     "l2": r.metrics.l2,
                     "ca": r.metrics.ca,
                     "par": r.metrics.par,
                     "positions": r.metrics.scored,
-                })
+                });
+                if mi {
+                    row["mi"] = json!(r.metrics.mi);
+                }
+                row
             })
             .collect();
         json!({

@@ -62,14 +62,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let table = evaluation.to_markdown();
     if args.json {
-        let mut json = evaluation.to_json();
-        if args.mi
-            && let Some(rows) = json.get_mut("rows").and_then(|r| r.as_array_mut())
-        {
-            for (row, reported) in rows.iter_mut().zip(&evaluation.outcome.report.rows) {
-                row["mi"] = serde_json::json!(reported.metrics.mi);
-            }
-        }
+        let json = evaluation.to_json_with(args.mi);
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         let outcome = &evaluation.outcome;
