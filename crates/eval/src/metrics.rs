@@ -42,7 +42,7 @@
 //!   context the most. Like PAR it must be read next to ℓ2 and CA.
 
 use candle_core::{DType, Device, Tensor};
-use lcm_util::vector::cosine;
+use lcm_util::vector::{cosine, squared_distance};
 
 use crate::error::{EvalError, Result};
 
@@ -218,16 +218,6 @@ pub struct Metrics {
     pub ca_scored: usize,
     /// Positions averaged in PAR.
     pub par_scored: usize,
-}
-
-fn squared_distance(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = *x as f64 - *y as f64;
-            d * d
-        })
-        .sum()
 }
 
 /// Checks the prediction buffer's shape and that every scored row is finite.
