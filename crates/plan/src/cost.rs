@@ -58,6 +58,11 @@ pub fn euclidean(a: &Vec2, b: &Vec2) -> f32 {
     ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
 }
 
+/// A penalty on a whole predicted path, added to the objective: what no single latent shows,
+/// such as a transition between two consecutive predicted states that the map makes
+/// impossible ([`ProbedPathLength::impossible_transitions`](crate::evaluation::ProbedPathLength::impossible_transitions)).
+pub type PathPenalty<L> = Box<dyn Fn(&[L]) -> f32>;
+
 /// Objective plus guardrails for one goal.
 pub struct Cost<L> {
     pub goal: L,
@@ -68,6 +73,8 @@ pub struct Cost<L> {
     /// Weight of the distance of the final predicted latent.
     pub terminal_weight: f32,
     pub guardrails: Vec<GuardrailTerm<L>>,
+    /// Added to the objective of every rollout (none by default).
+    pub path_penalty: Option<PathPenalty<L>>,
 }
 
 /// What [`Cost::evaluate`] says about one predicted rollout.
@@ -104,7 +111,14 @@ impl<L> Cost<L> {
             stage_weight: 0.1,
             terminal_weight: 1.0,
             guardrails: Vec::new(),
+            path_penalty: None,
         }
+    }
+
+    /// Adds a whole-path penalty to the objective (builder style).
+    pub fn with_path_penalty(mut self, penalty: impl Fn(&[L]) -> f32 + 'static) -> Self {
+        self.path_penalty = Some(Box::new(penalty));
+        self
     }
 
     /// Adds a guardrail term (builder style).
@@ -139,7 +153,10 @@ impl<L> Cost<L> {
                     .map(|z| (self.distance)(z, &self.goal))
                     .sum::<f32>()
                     / predicted.len() as f32;
-                self.stage_weight * stage + self.terminal_weight * (self.distance)(last, &self.goal)
+                let path = self.path_penalty.as_ref().map_or(0.0, |p| p(predicted));
+                self.stage_weight * stage
+                    + self.terminal_weight * (self.distance)(last, &self.goal)
+                    + path
             }
         };
         let tally = GuardrailTally::over(&self.guardrails, predicted, Boundary::Exclusive);

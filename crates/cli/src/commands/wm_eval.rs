@@ -39,6 +39,9 @@ pub enum JepaCost {
     Latent,
     /// Shortest free path between the probed positions of the predicted and the goal latent.
     ProbedPath,
+    /// The probed path length plus a penalty for every predicted transition through the
+    /// wall (Two-Rooms only).
+    ProbedPathTransitions,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +144,7 @@ impl Args {
             jepa_cost: match self.jepa_cost {
                 JepaCost::Latent => evaluation::JepaCost::Latent,
                 JepaCost::ProbedPath => evaluation::JepaCost::ProbedPathLength,
+                JepaCost::ProbedPathTransitions => evaluation::JepaCost::ProbedPathTransitions,
             },
             hazard_buffer: self.hazard_buffer,
             min_goal_path: self.min_goal_path,

@@ -131,6 +131,13 @@ pub enum JepaCost {
     /// reads out of the predicted latent to the position it reads out of the goal latent
     /// ([`ProbedPathLength`]): the map's geometry is known, the positions are the model's.
     ProbedPathLength,
+    /// [`JepaCost::ProbedPathLength`] plus [`CROSSING_PENALTY`] for every predicted transition
+    /// whose probed positions jump through the solid wall
+    /// ([`ProbedPathLength::impossible_transitions`]): over a 60-step plan the model's
+    /// open-loop drift puts the agent on the other side of the wall in ~18% of rollouts
+    /// that never left their room (`examples/wall_error.rs`), and such plans look cheapest.
+    /// Two-Rooms only.
+    ProbedPathTransitions,
 }
 
 impl JepaCost {
@@ -138,6 +145,9 @@ impl JepaCost {
         match self {
             JepaCost::Latent => "latent distance",
             JepaCost::ProbedPathLength => "probed path length",
+            JepaCost::ProbedPathTransitions => {
+                "probed path length, impossible transitions penalised"
+            }
         }
     }
 }
@@ -196,8 +206,66 @@ impl ProbedPathLength {
     }
 }
 
+impl ProbedPathLength {
+    /// How many consecutive pairs of `path` have probed positions whose straight segment
+    /// passes through the wall's solid core — the wall shrunk by [`CROSSING_TOLERANCE`] on
+    /// every side, so that the probe's sub-pixel error for an agent resting against the wall
+    /// is not a crossing. A real step cannot do that (the agent stops at the wall), so the
+    /// model has drifted through it.
+    pub fn impossible_transitions(&self, path: &[Latent]) -> usize {
+        let positions: Vec<Vec2> = path.iter().map(|z| probed(&self.probe, z)).collect();
+        positions
+            .windows(2)
+            .filter(|pair| self.segment_hits_wall_core(pair[0], pair[1]))
+            .count()
+    }
+
+    fn segment_hits_wall_core(&self, p: Vec2, q: Vec2) -> bool {
+        let g = &self.geometry;
+        let (x0, x1) = (
+            g.wall_lo + CROSSING_TOLERANCE,
+            g.wall_hi - CROSSING_TOLERANCE,
+        );
+        let (y0, y1) = (
+            g.door_lo - CROSSING_TOLERANCE,
+            g.door_hi + CROSSING_TOLERANCE,
+        );
+        let solid = |x: f32, y: f32| x > x0 && x < x1 && !(y > y0 && y < y1);
+        if !(p[0].is_finite() && p[1].is_finite() && q[0].is_finite() && q[1].is_finite()) {
+            return false;
+        }
+        if solid(p[0], p[1]) || solid(q[0], q[1]) {
+            return true;
+        }
+        // The segment's part inside the core's x band, if any: solid unless all of it lies in
+        // the door's rows.
+        let (lo, hi) = if p[0] <= q[0] { (p, q) } else { (q, p) };
+        if hi[0] <= x0 || lo[0] >= x1 {
+            return false;
+        }
+        let y_at = |x: f32| {
+            if (hi[0] - lo[0]).abs() < f32::EPSILON {
+                lo[1]
+            } else {
+                lo[1] + (hi[1] - lo[1]) * (x - lo[0]) / (hi[0] - lo[0])
+            }
+        };
+        let (ya, yb) = (y_at(x0.max(lo[0])), y_at(x1.min(hi[0])));
+        !(ya > y0 && ya < y1 && yb > y0 && yb < y1)
+    }
+}
+
 /// Cost per pixel of depth of a probed position inside the wall ([`ProbedPathLength`]).
 pub const WALL_PENALTY: f32 = 20.0;
+
+/// Cost (px) of one predicted transition through the wall
+/// ([`JepaCost::ProbedPathTransitions`]): more than the longest free path on the map
+/// (~150 px), so no shortcut through the wall can pay for itself.
+pub const CROSSING_PENALTY: f32 = 200.0;
+
+/// How far (px) inside the wall a probed position may read before a transition through it
+/// counts as impossible (the probe's error is ~0.6 px RMS).
+pub const CROSSING_TOLERANCE: f32 = 1.0;
 
 /// The first two probe outputs as a position (NaN when the probe has fewer, which every
 /// cost ranks last).
@@ -480,6 +548,14 @@ fn jepa_episodes(
             JepaCost::ProbedPathLength => {
                 let d = ProbedPathLength::new(probe.clone(), geom, goal_latent.clone());
                 Cost::new(goal_latent, move |z: &Latent, g: &Latent| d.distance(z, g))
+            }
+            JepaCost::ProbedPathTransitions => {
+                let d = ProbedPathLength::new(probe.clone(), geom, goal_latent.clone());
+                let transitions = d.clone();
+                Cost::new(goal_latent, move |z: &Latent, g: &Latent| d.distance(z, g))
+                    .with_path_penalty(move |path: &[Latent]| {
+                        CROSSING_PENALTY * transitions.impossible_transitions(path) as f32
+                    })
             }
         };
         if settings.hazards {

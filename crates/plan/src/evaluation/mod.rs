@@ -18,8 +18,8 @@ mod agents;
 mod point_maze;
 
 pub use agents::{
-    Agent, EVAL_SEED, EvalEnv, EvalSettings, JepaCost, OracleCost, ProbedPathLength, SearchSize,
-    WALL_PENALTY, plot_agent, run_agent_episodes,
+    Agent, CROSSING_PENALTY, CROSSING_TOLERANCE, EVAL_SEED, EvalEnv, EvalSettings, JepaCost,
+    OracleCost, ProbedPathLength, SearchSize, WALL_PENALTY, plot_agent, run_agent_episodes,
 };
 pub use point_maze::{BoxActions, ProbedMazePath, maze_pairs, run_maze_agent_episodes};
 

@@ -273,6 +273,13 @@ pub fn run_maze_agent_episodes(
                 let d = ProbedMazePath::new(probe.clone(), &geometry, &goal_latent);
                 Cost::new(goal_latent, move |z: &Latent, _: &Latent| d.distance(z))
             }
+            JepaCost::ProbedPathTransitions => {
+                return Err(PlanError::Config(
+                    "--jepa-cost probed-path-transitions checks transitions against the Two-Rooms \
+                     wall only; on the PointMaze use --jepa-cost probed-path"
+                        .into(),
+                ));
+            }
         };
         if settings.hazards {
             cost = cost.with_guardrail(

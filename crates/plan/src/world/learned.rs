@@ -207,23 +207,45 @@ impl HostProbe {
         let (l, out) = (cfg.latent_dim, cfg.probe_dim);
         let hidden = cfg.hidden_dim / 2;
         let (w0, b0, w1, b1) = model.probe_weights().map_err(model_err)?;
-        let probe = HostProbe {
-            w0: host(&w0).map_err(model_err)?,
-            b0: host(&b0).map_err(model_err)?,
-            w1: host(&w1).map_err(model_err)?,
-            b1: host(&b1).map_err(model_err)?,
-            latent_dim: l,
-            hidden,
-            out,
-            shift: cfg.state_shift,
-            scale: cfg.state_scale,
-        };
-        if probe.w0.len() != hidden * l || probe.w1.len() != out * hidden {
+        Self::new(
+            [
+                host(&w0).map_err(model_err)?,
+                host(&b0).map_err(model_err)?,
+                host(&w1).map_err(model_err)?,
+                host(&b1).map_err(model_err)?,
+            ],
+            (l, hidden, out),
+            (cfg.state_shift, cfg.state_scale),
+        )
+    }
+
+    /// A probe from its weights `[w0 [hidden, L], b0 [hidden], w1 [out, hidden], b1 [out]]`
+    /// (row-major) and the state normalisation it undoes (`y · scale + shift`).
+    pub fn new(
+        [w0, b0, w1, b1]: [Vec<f32>; 4],
+        (latent_dim, hidden, out): (usize, usize, usize),
+        (shift, scale): (f32, f32),
+    ) -> Result<Self, PlanError> {
+        if w0.len() != hidden * latent_dim
+            || b0.len() != hidden
+            || w1.len() != out * hidden
+            || b1.len() != out
+        {
             return Err(PlanError::Model(
                 "probe weights have unexpected shapes".into(),
             ));
         }
-        Ok(probe)
+        Ok(HostProbe {
+            w0,
+            b0,
+            w1,
+            b1,
+            latent_dim,
+            hidden,
+            out,
+            shift,
+            scale,
+        })
     }
 
     /// Reads the position out of a latent (environment units).
