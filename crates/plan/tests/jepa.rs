@@ -328,6 +328,9 @@ fn tiny_training(steps: u64) -> WmTrainConfig {
         eval_every: 20,
         checkpoint_every: 10,
         keep_last: 0,
+        // Short rollouts keep the debug-build test fast; the recipe's 48 are exercised by
+        // `lcm wm train`.
+        loss: JepaLossConfig::default(),
         ..WmTrainConfig::two_rooms(false)
     }
 }

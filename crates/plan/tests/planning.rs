@@ -315,6 +315,7 @@ fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings
         oracle,
         oracle_cost: OracleCost::Distance,
         jepa_cost: JepaCost::Latent,
+        jepa_stage_weight: 0.1,
         hazard_buffer: 2.5,
         min_goal_path: 0.0,
     }

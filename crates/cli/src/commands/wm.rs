@@ -92,9 +92,10 @@ pub struct TrainArgs {
     /// Windows per batch (default: 128 state, 32 pixels).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Predictor steps unrolled per window.
-    #[arg(long, default_value_t = 8)]
-    rollout_steps: usize,
+    /// Predictor steps unrolled per window (default: 48 for Two-Rooms states, 8 for pixels
+    /// and the PointMaze).
+    #[arg(long)]
+    rollout_steps: Option<usize>,
     /// Random-action trajectories in the training set (default: 1000 of 200 steps for
     /// Two-Rooms, 2000 of 100 for PointMaze).
     #[arg(long)]
@@ -107,9 +108,9 @@ pub struct TrainArgs {
     /// VICReg variance weight.
     #[arg(long, default_value_t = 1.0)]
     std_weight: f64,
-    /// VICReg covariance weight.
-    #[arg(long, default_value_t = 1.0)]
-    cov_weight: f64,
+    /// VICReg covariance weight (default: 0.04 for states, 1 for pixels).
+    #[arg(long)]
+    cov_weight: Option<f64>,
     /// Seed of the dataset (the validation set uses seed + 1).
     #[arg(long, default_value_t = 0)]
     data_seed: u64,
@@ -154,9 +155,13 @@ fn train(args: TrainArgs) -> Result<()> {
     if let Some(l) = args.latent_dim {
         cfg.model.latent_dim = l;
     }
-    cfg.loss.rollout_steps = args.rollout_steps;
+    if let Some(h) = args.rollout_steps {
+        cfg.loss.rollout_steps = h;
+    }
     cfg.loss.std_weight = args.std_weight;
-    cfg.loss.cov_weight = args.cov_weight;
+    if let Some(w) = args.cov_weight {
+        cfg.loss.cov_weight = w;
+    }
     if let Some(n) = args.trajectories {
         cfg.data.num_trajectories = n;
     }

@@ -281,6 +281,7 @@ pub fn run_maze_agent_episodes(
                 ));
             }
         };
+        cost.stage_weight = settings.jepa_stage_weight;
         if settings.hazards {
             cost = cost.with_guardrail(
                 ProbedHazardGuardrail {
