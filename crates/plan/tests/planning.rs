@@ -245,6 +245,24 @@ fn hard_and_soft_guardrail_semantics() {
     assert!((rect_signed_distance(&hazard, [11.0, 12.0]) + 1.0).abs() < 1e-6);
 }
 
+/// The stage weight (`--stage-weight`) ranks plans by how soon they get close: two plans that
+/// end on the goal, one there from its first step and one arriving at its last, tie under a
+/// terminal-only cost and are separated by exactly the stage weight times the difference of
+/// their mean distances.
+#[test]
+fn stage_weight_prefers_plans_that_arrive_early() {
+    let goal = [20.0, 12.0];
+    let early: Vec<Vec2> = vec![goal; 3];
+    let late: Vec<Vec2> = vec![[14.0, 12.0], [17.0, 12.0], goal];
+    let mut cost = Cost::new(goal, euclidean);
+    cost.stage_weight = 0.0;
+    assert_eq!(cost.evaluate(&early).total(), cost.evaluate(&late).total());
+    cost.stage_weight = 3.0;
+    let gap = cost.evaluate(&late).total() - cost.evaluate(&early).total();
+    // Mean distance of the late plan: (6 + 3 + 0) / 3 = 3 px; of the early one: 0.
+    assert!((gap - 3.0 * 3.0).abs() < 1e-5, "gap {gap}");
+}
+
 #[test]
 fn oracle_matches_the_environment_and_rejects_bad_observations() -> Result<(), PlanError> {
     let cfg = TwoRoomsConfig::default();
