@@ -168,27 +168,6 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.episodes == 0
-        || args.horizon == 0
-        || args.repeat == 0
-        || args.population < 2
-        || args.oracle_horizon == 0
-        || args.oracle_population < 2
-        || args.iterations == 0
-        || args.oracle_iterations == 0
-    {
-        bail!(
-            "--episodes, --horizon, --oracle-horizon, --repeat, --iterations and \
-             --oracle-iterations must be > 0, --population and --oracle-population ≥ 2"
-        );
-    }
-    let stage_weight = args.stage_weight();
-    if !(stage_weight.is_finite() && stage_weight >= 0.0) {
-        bail!("--stage-weight must be a finite number ≥ 0, got {stage_weight}");
-    }
-    if args.hazard_seed.is_some() && !args.hazards {
-        bail!("--hazard-seed places the hazard squares of the --hazards variant: add --hazards");
-    }
     let settings = args.settings();
     let episodes_to_run = Episodes::new(&settings)?;
     let agents: Vec<evaluation::Agent> = args.agents.iter().map(|&a| a.into()).collect();

@@ -339,6 +339,38 @@ pub struct EvalSettings {
 }
 
 impl EvalSettings {
+    /// Refuses sizes and weights no evaluation can run with, naming `lcm wm eval`'s flags.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let sizes_ok = self.episodes > 0
+            && self.horizon > 0
+            && self.repeat > 0
+            && self.population >= 2
+            && self.iterations > 0
+            && self.oracle.horizon > 0
+            && self.oracle.population >= 2
+            && self.oracle.iterations > 0;
+        if !sizes_ok {
+            return Err(PlanError::Config(
+                "--episodes, --horizon, --oracle-horizon, --repeat, --iterations and \
+                 --oracle-iterations must be > 0, --population and --oracle-population ≥ 2"
+                    .into(),
+            ));
+        }
+        if !(self.jepa_stage_weight.is_finite() && self.jepa_stage_weight >= 0.0) {
+            return Err(PlanError::Config(format!(
+                "--stage-weight must be a finite number ≥ 0, got {}",
+                self.jepa_stage_weight
+            )));
+        }
+        if self.hazard_seed.is_some() && !self.hazards {
+            return Err(PlanError::Config(
+                "--hazard-seed places the hazard squares of the --hazards variant: add --hazards"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The environment the episodes run in.
     pub fn env_config(&self) -> TwoRoomsConfig {
         if self.hazards {

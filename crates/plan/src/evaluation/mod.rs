@@ -90,6 +90,7 @@ pub enum Episodes {
 impl Episodes {
     /// The episodes `settings` asks for (environment, variant, count and seed).
     pub fn new(settings: &EvalSettings) -> Result<Self, PlanError> {
+        settings.validate()?;
         Ok(match settings.env {
             EvalEnv::TwoRooms => {
                 let config = settings.env_config();
