@@ -8,7 +8,7 @@
 //! cargo run --release --example wall_error -p lcm-plan -- ~/.lcm/wm/two-rooms-state-cov004 [samples] [repeat]
 //! ```
 
-use lcm_plan::env::two_rooms::{Geometry, TwoRoomsConfig, Vec2, clip_action};
+use lcm_plan::env::two_rooms::{Room, TwoRoomsConfig, Vec2, clip_action};
 use lcm_plan::world::WorldModel;
 use lcm_plan::world::learned::LearnedWorld;
 use lcm_plan::world::load_world_model;
@@ -22,16 +22,6 @@ struct Bin {
     false_crossings: usize,
     /// Error along y only: the direction a stopped agent would have slid.
     sq_err_y: f64,
-}
-
-fn side(g: &Geometry, p: Vec2) -> i32 {
-    if p[0] < g.wall_lo {
-        -1
-    } else if p[0] > g.wall_hi {
-        1
-    } else {
-        0
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,7 +82,10 @@ fn main() -> anyhow::Result<()> {
         };
         let q = probe.position(last);
         let (dx, dy) = ((q[0] - real[0]) as f64, (q[1] - real[1]) as f64);
-        let crossed = side(&g, [q[0], q[1]]) * side(&g, real) < 0;
+        let crossed = matches!(
+            (g.room([q[0], q[1]]), g.room(real)),
+            (Room::Left, Room::Right) | (Room::Right, Room::Left)
+        );
         let near = (p[0] - g.wall_lo).abs() < 4.5 || (p[0] - g.wall_hi).abs() < 4.5;
         let bin = if hit_wall {
             &mut wall
@@ -187,8 +180,8 @@ fn open_loop(
         }
         let q = probe.position(&predicted[HELD * repeat - 1]);
         let end = real[HELD];
-        let same_room_real = side(&g, p) == side(&g, end);
-        let same_room_model = side(&g, p) == side(&g, [q[0], q[1]]);
+        let same_room_real = g.room(p) == g.room(end);
+        let same_room_model = g.room(p) == g.room([q[0], q[1]]);
         if same_room_real {
             stayed += 1;
             stayed_right += usize::from(same_room_model);

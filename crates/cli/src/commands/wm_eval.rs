@@ -132,11 +132,6 @@ impl Args {
         }
     }
 
-    fn stage_weight(&self) -> f32 {
-        self.stage_weight
-            .unwrap_or_else(|| self.env().default_jepa_stage_weight())
-    }
-
     fn settings(&self) -> EvalSettings {
         EvalSettings {
             env: self.env(),
@@ -160,7 +155,9 @@ impl Args {
                 JepaCost::ProbedPath => evaluation::JepaCost::ProbedPathLength,
                 JepaCost::ProbedPathTransitions => evaluation::JepaCost::ProbedPathTransitions,
             },
-            jepa_stage_weight: self.stage_weight(),
+            jepa_stage_weight: self
+                .stage_weight
+                .unwrap_or_else(|| self.env().default_jepa_stage_weight()),
             hazard_buffer: self.hazard_buffer,
             min_goal_path: self.min_goal_path,
         }

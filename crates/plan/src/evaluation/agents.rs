@@ -204,9 +204,7 @@ impl ProbedPathLength {
         }
         g.path_length(p, q)
     }
-}
 
-impl ProbedPathLength {
     /// How many consecutive pairs of `path` have probed positions whose straight segment
     /// passes through the wall's solid core — the wall shrunk by [`CROSSING_TOLERANCE`] on
     /// every side, so that the probe's sub-pixel error for an agent resting against the wall
