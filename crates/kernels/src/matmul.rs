@@ -1,19 +1,42 @@
 //! A strided GEMM wrapper over the `gemm` crate: transposes, head splits and column blocks
 //! are stride choices on [`Mat`] views, and products can accumulate into their destination.
+//! `f32` everywhere it is fast; `f64` for the finite-difference gradient checks of kernels
+//! built on it.
+
+/// The element types [`matmul`] runs on (`f32`, `f64`).
+pub trait Scalar: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
+    const ONE: Self;
+    /// Sum of a slice (SIMD for `f32`).
+    fn sum(x: &[Self]) -> Self;
+}
+
+impl Scalar for f32 {
+    const ONE: f32 = 1.0;
+    fn sum(x: &[f32]) -> f32 {
+        crate::simd::sum(x)
+    }
+}
+
+impl Scalar for f64 {
+    const ONE: f64 = 1.0;
+    fn sum(x: &[f64]) -> f64 {
+        x.iter().sum()
+    }
+}
 
 /// A strided, read-only matrix view: element (i, j) is `data[i·row_stride + j·col_stride]`.
 #[derive(Clone, Copy)]
-pub struct Mat<'a> {
-    pub data: &'a [f32],
+pub struct Mat<'a, T = f32> {
+    pub data: &'a [T],
     pub rows: usize,
     pub cols: usize,
     pub row_stride: usize,
     pub col_stride: usize,
 }
 
-impl<'a> Mat<'a> {
+impl<'a, T> Mat<'a, T> {
     /// A dense row-major `rows × cols` matrix.
-    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn dense(data: &'a [T], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -24,13 +47,7 @@ impl<'a> Mat<'a> {
     }
 
     /// Rows `0..rows` of a row-major matrix with `row_stride`, columns `col0..col0 + cols`.
-    pub fn block(
-        data: &'a [f32],
-        row_stride: usize,
-        rows: usize,
-        col0: usize,
-        cols: usize,
-    ) -> Self {
+    pub fn block(data: &'a [T], row_stride: usize, rows: usize, col0: usize, cols: usize) -> Self {
         Self {
             data: &data[col0.min(data.len())..],
             rows,
@@ -60,15 +77,15 @@ impl<'a> Mat<'a> {
 }
 
 /// The destination of [`matmul`]: rows of `cols` at `row_stride`, unit column stride.
-pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
+pub struct MatMut<'a, T = f32> {
+    pub data: &'a mut [T],
     pub rows: usize,
     pub cols: usize,
     pub row_stride: usize,
 }
 
-impl<'a> MatMut<'a> {
-    pub fn dense(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+impl<'a, T> MatMut<'a, T> {
+    pub fn dense(data: &'a mut [T], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -78,7 +95,7 @@ impl<'a> MatMut<'a> {
     }
 
     pub fn block(
-        data: &'a mut [f32],
+        data: &'a mut [T],
         row_stride: usize,
         rows: usize,
         col0: usize,
@@ -106,7 +123,13 @@ impl<'a> MatMut<'a> {
 /// # Panics
 /// If the shapes disagree or a view reaches past its slice: callers derive both from the model
 /// config, so a mismatch is a bug here, not bad input.
-pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: usize) {
+pub fn matmul<T: Scalar>(
+    dst: MatMut<'_, T>,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    accumulate: bool,
+    threads: usize,
+) {
     assert!(
         a.rows == dst.rows && b.cols == dst.cols && a.cols == b.rows,
         "matmul shapes: dst {}x{}, a {}x{}, b {}x{}",
@@ -127,7 +150,7 @@ pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads
     if a.cols == 0 {
         if !accumulate {
             for r in 0..dst.rows {
-                dst.data[r * dst.row_stride..][..dst.cols].fill(0.0);
+                dst.data[r * dst.row_stride..][..dst.cols].fill(T::default());
             }
         }
         return;
@@ -155,8 +178,8 @@ pub fn matmul(dst: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            1.0,
-            1.0,
+            T::ONE,
+            T::ONE,
             false,
             false,
             false,

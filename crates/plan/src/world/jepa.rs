@@ -23,7 +23,9 @@
 //! from observations and actions.
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
+
+use super::conv::FastConv2d;
 use serde::{Deserialize, Serialize};
 
 /// What the encoder consumes.
@@ -179,7 +181,7 @@ enum Encoder {
         scale: f32,
     },
     Cnn {
-        convs: Vec<Conv2d>,
+        convs: Vec<FastConv2d>,
         head: Mlp,
         shape: (usize, usize, usize),
     },
@@ -200,13 +202,7 @@ impl Encoder {
                 width,
             } => {
                 let [c1, c2, c3] = cfg.conv_channels;
-                let conv = |cin, cout, k, name: &str| {
-                    let conv_cfg = Conv2dConfig {
-                        stride: 2,
-                        ..Default::default()
-                    };
-                    candle_nn::conv2d(cin, cout, k, conv_cfg, vb.pp(name))
-                };
+                let conv = |cin, cout, k, name: &str| FastConv2d::new(cin, cout, k, 2, vb.pp(name));
                 let convs = vec![
                     conv(channels, c1, 5, "conv0")?,
                     conv(c1, c2, 3, "conv1")?,

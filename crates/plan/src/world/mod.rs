@@ -7,12 +7,14 @@
 //!
 //! - this file: the [`WorldModel`] interface, [`PlanError`] and the Two-Rooms oracle (the
 //!   PointMaze oracle lives with its environment);
+//! - [`conv`]: the pixel encoder's convolutions (im2col + GEMM custom ops with both gradients);
 //! - [`jepa`]: the JEPA world model (encoder, action-conditioned predictor, losses, collapse
 //!   diagnostics, seeded initialisation);
 //! - [`train`]: its trainer on the one training loop; [`load`]: loading a trained run;
 //! - [`learned`]: a trained JEPA as a [`WorldModel`], and the cost-module pieces on its
 //!   latents (latent distance, the probed hazard guardrail).
 
+pub mod conv;
 pub mod jepa;
 pub mod learned;
 pub mod load;
