@@ -201,6 +201,7 @@ def main() -> int:
     parser.add_argument("--outer-lr", type=float, default=0.7)
     parser.add_argument("--outer-momentum", type=float, default=0.9)
     parser.add_argument("--aggregation", default="mean")
+    parser.add_argument("--secure-aggregation", action="store_true", help="SecAgg+: the server sees only the mean update")
     parser.add_argument("--encoder", help="the sites' encoder (default: lcm's, minilm)")
     parser.add_argument("--threads", type=int, default=1, help="threads per site's lcm fed-step")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds for the whole run")
@@ -232,6 +233,7 @@ def main() -> int:
                 "outer-lr": args.outer_lr,
                 "outer-momentum": args.outer_momentum,
                 "aggregation": args.aggregation,
+                "secure-aggregation": args.secure_aggregation,
                 "min-train-nodes": len(sites),
                 "min-available-nodes": len(sites),
             },

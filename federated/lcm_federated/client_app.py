@@ -20,23 +20,45 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app import MessageType
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
 
 from . import safetensors_io
 from .diloco import space_fingerprint
+from .secure import KEY_NAMES, KEY_RANGE
+
+#: The legacy layout of a secure-aggregation round (`secure.py`).
+LEGACY_CONFIG = "fitins.config"
+
 
 def clip_when_asked(msg: Message, context: Context, call_next) -> Message:
     """Flower's client-side `fixedclipping_mod` for the rounds whose config carries a
     clipping norm (differential privacy on); other rounds pass through unchanged."""
-    if msg.metadata.message_type == MessageType.TRAIN and "clipping_norm" in msg.content["config"]:
+    if (
+        msg.metadata.message_type == MessageType.TRAIN
+        and "config" in msg.content.config_records
+        and "clipping_norm" in msg.content["config"]
+    ):
         return fixedclipping_mod(msg, context, call_next)
     return call_next(msg, context)
 
 
-app = ClientApp(mods=[clip_when_asked])
+def secure_when_asked(msg: Message, context: Context, call_next) -> Message:
+    """Flower's `secaggplus_mod` for the messages of a SecAgg+ round (they carry its stage
+    config); plain rounds pass through unchanged."""
+    if msg.metadata.message_type == MessageType.TRAIN and RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[secure_when_asked, clip_when_asked])
 
 #: Metric keys a reply carries (all numbers).
 REPLY_METRICS = ("num-examples", "loss", "valid-loss", "seconds", "from-step", "to-step", "space-fp")
@@ -94,14 +116,52 @@ def run_round(node: dict, arrays: dict, metadata: dict[str, str], steps: int, ro
     return local, metrics
 
 
+def secure_update(arrays: dict, local: dict, names: list[str], clipping_range: float) -> list[np.ndarray]:
+    """The site's update `local − global` in the order of `names`, refused (with the fix) if
+    SecAgg+ would clip it."""
+    update = [local[n].astype(np.float32) - arrays[n].astype(np.float32) for n in names]
+    largest = max((float(np.max(np.abs(u))) for u in update if u.size), default=0.0)
+    if not np.isfinite(largest):
+        raise RuntimeError("the site's update is not finite")
+    if largest > clipping_range:
+        raise RuntimeError(
+            f"the site's update reaches {largest:.3g}, beyond secagg-clipping-range = {clipping_range:g}: "
+            "raise secagg-clipping-range (or take fewer local steps) so that SecAgg+ does not clip it"
+        )
+    return update
+
+
+def train_legacy(msg: Message, context: Context, node: dict, timeout: float) -> Message:
+    """A secure-aggregation round: legacy FitIns in, FitRes with the update out."""
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    config = fitins.config
+    names = json.loads(str(config[KEY_NAMES]))
+    arrays = dict(zip(names, parameters_to_ndarrays(fitins.parameters)))
+    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
+    local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
+    if set(local) != set(names):
+        raise RuntimeError("lcm fed-step returned other tensors than the global model's")
+    update = secure_update(arrays, local, names, float(config[KEY_RANGE]))
+    # num_examples 1: SecAgg+ weights by it, and the secure mean is unweighted (secure.py).
+    fitres = FitRes(
+        status=Status(code=Code.OK, message=""),
+        parameters=ndarrays_to_parameters(update),
+        num_examples=1,
+        metrics={"lcm-examples": float(metrics["num-examples"]), "loss": metrics["loss"]},
+    )
+    return Message(content=compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    config = msg.content["config"]
-    arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
-    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
     timeout = float(context.run_config.get("fed-step-timeout", 540.0))
     node = dict(context.node_config)
     os.environ.setdefault("RAYON_NUM_THREADS", str(node.get("threads", "") or os.cpu_count() or 1))
+    if LEGACY_CONFIG in msg.content.config_records:
+        return train_legacy(msg, context, node, timeout)
+    config = msg.content["config"]
+    arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
+    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
     local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
     content = RecordDict(
         {

@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from . import safetensors_io
+from . import safetensors_io, secure
 from .diloco import (
     AGGREGATIONS,
     Checkpoints,
@@ -160,6 +160,11 @@ class DiLoCo(FedAvg):
         log(WARNING, "round %s: update of node %s rejected: %s", round_, node, why)
 
 
+def _flag(value) -> bool:
+    """A run-config boolean (`true`, or 1 / "true" from older configs)."""
+    return value is True or str(value).lower() in ("1", "true", "yes")
+
+
 def _array(values: np.ndarray):
     from flwr.app import Array
 
@@ -184,6 +189,21 @@ def main(grid: Grid, context: Context) -> None:
             checkpoints.save(0, arrays, metadata, optimizer)
     if done >= num_rounds:
         log(INFO, "all %s rounds are done", num_rounds)
+        return
+    if _flag(cfg.get("secure-aggregation", False)):
+        secure.check_config(str(cfg["aggregation"]), float(cfg.get("dp-clipping-norm", 0.0)))
+        strategy = secure.SecureDiLoCo(
+            arrays=arrays,
+            metadata=metadata,
+            optimizer=optimizer,
+            checkpoints=checkpoints,
+            local_steps=int(cfg["local-steps"]),
+            round_offset=done,
+            min_train_nodes=int(cfg["min-train-nodes"]),
+            min_available_nodes=int(cfg["min-available-nodes"]),
+            clipping_range=float(cfg.get("secagg-clipping-range", 1.0)),
+        )
+        secure.run(grid, context, strategy=strategy, num_rounds=num_rounds - done, round_timeout=float(cfg["round-timeout"]))
         return
     strategy = DiLoCo(
         metadata=metadata,

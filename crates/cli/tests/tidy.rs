@@ -42,7 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     // Objective-driven planning never depends on the LCM stack (data, model, workflows).
-    ("lcm-plan", &["lcm-util", "lcm-train"]),
+    ("lcm-plan", &["lcm-util", "lcm-kernels", "lcm-train"]),
     // workflows: everything below, never an entry point
     (
         "lcm-workflows",
