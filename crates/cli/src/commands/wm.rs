@@ -92,8 +92,7 @@ pub struct TrainArgs {
     /// Windows per batch (default: 128 state, 32 pixels).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Predictor steps unrolled per window (default: 48 for Two-Rooms states, 8 for pixels
-    /// and the PointMaze).
+    /// Predictor steps unrolled per window (default: 48 on Two-Rooms, 8 on the PointMaze).
     #[arg(long)]
     rollout_steps: Option<usize>,
     /// Random-action trajectories in the training set (default: 1000 of 200 steps for
@@ -108,7 +107,7 @@ pub struct TrainArgs {
     /// VICReg variance weight.
     #[arg(long, default_value_t = 1.0)]
     std_weight: f64,
-    /// VICReg covariance weight (default: 0.04 for states, 1 for pixels).
+    /// VICReg covariance weight (default: 0.04, except 1 for PointMaze pixels).
     #[arg(long)]
     cov_weight: Option<f64>,
     /// Seed of the dataset (the validation set uses seed + 1).

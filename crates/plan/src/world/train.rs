@@ -140,12 +140,12 @@ impl DatasetSpec {
 }
 
 impl WmTrainConfig {
-    /// Defaults for Two-Rooms with state (`pixels = false`) or image observations. The
-    /// state model unrolls its predictor 48 steps per window with VICReg's covariance weight
-    /// 0.04: with issue 5's 8 steps, a 60-step plan drifted 9.7 px open loop and put 18% of
-    /// agents that never left their room on the other side of the wall (EVALUATION.md,
-    /// Two-Rooms); 48 steps is the longest tried and the best at planning. The pixel model
-    /// keeps the 8-step recipe it was measured with.
+    /// Defaults for Two-Rooms with state (`pixels = false`) or image observations. Both
+    /// unroll the predictor 48 steps per window with VICReg's covariance weight 0.04: with
+    /// issue 5's 8 steps, a 60-step plan drifted 9.7 px open loop and put 18% of agents that
+    /// never left their room on the other side of the wall (EVALUATION.md, Two-Rooms); 48
+    /// steps is the longest tried and the best at planning, from states and from pixels
+    /// (the pixel encoder's im2col convolutions made the 6× longer windows affordable).
     pub fn two_rooms(pixels: bool) -> Self {
         WmTrainConfig {
             env: WmEnv::TwoRooms,
@@ -154,14 +154,10 @@ impl WmTrainConfig {
             } else {
                 JepaConfig::two_rooms_state()
             },
-            loss: if pixels {
-                JepaLossConfig::default()
-            } else {
-                JepaLossConfig {
-                    rollout_steps: 48,
-                    cov_weight: 0.04,
-                    ..JepaLossConfig::default()
-                }
+            loss: JepaLossConfig {
+                rollout_steps: 48,
+                cov_weight: 0.04,
+                ..JepaLossConfig::default()
             },
             data: DatasetSpec {
                 num_trajectories: 1000,
