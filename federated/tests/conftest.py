@@ -79,3 +79,25 @@ def fed_init(out: Path, store: Path, normalizer: Path, total_steps: int) -> Path
         "--valid-fraction", 0.2, "--lr", 3e-3,
     )
     return out
+
+
+def federation(sites, normalizer, work: Path, total_steps: int):
+    """A loopback federation of `sites` in `work` (created) and its first global model."""
+    from run_local import Federation
+
+    work.mkdir()
+    initial = fed_init(work / "global-0.safetensors", sites[0], normalizer, total_steps=total_steps)
+    return Federation(work, lcm_binary(), sites, normalizer, threads=1, encoder=str(TINY_BERT)), initial
+
+
+def run_to_end(fed, run_config: dict, timeout: float = 240) -> tuple[subprocess.CompletedProcess, str]:
+    """Starts the superlink and one supernode per site, runs the app to its end, stops
+    everything; returns `flwr run`'s result and its log."""
+    try:
+        fed.start_superlink()
+        for i in range(len(fed.sites)):
+            fed.start_supernode(i)
+        done = fed.run(run_config, timeout=timeout)
+    finally:
+        fed.stop()
+    return done, (fed.work / "logs" / "flwr-run.log").read_text(errors="replace")

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CANARY, CANARY_TOKEN, TINY_BERT, fed_init, lcm_binary
+from conftest import CANARY, CANARY_TOKEN, TINY_BERT, fed_init, federation, lcm_binary, run_to_end
 
 from lcm_federated import safetensors_io
 from lcm_federated.client_app import REPLY_METRICS, run_round
 from lcm_federated.diloco import gaussian_epsilon, space_fingerprint
-from run_local import Federation
 
 
 def node(site_store: Path, state: Path, normalizer: Path) -> dict:
@@ -68,45 +67,36 @@ def test_a_site_in_another_space_fails_with_the_reason(sites, normalizer, tmp_pa
 
 def test_two_supernodes_complete_two_rounds_with_identical_global_models_under_dp(sites, normalizer, tmp_path):
     work = tmp_path / "federation"
-    work.mkdir()
-    initial = fed_init(work / "global-0.safetensors", sites[0], normalizer, total_steps=4)
-    federation = Federation(work, lcm_binary(), sites, normalizer, threads=1, encoder=str(TINY_BERT))
-    try:
-        federation.start_superlink()
-        for i in range(len(sites)):
-            federation.start_supernode(i)
-        done = federation.run(
-            {
-                "initial-global": str(initial),
-                "checkpoint-dir": str(work / "server"),
-                "num-server-rounds": 2,
-                "local-steps": 2,
-                "min-train-nodes": 2,
-                "min-available-nodes": 2,
-                "round-timeout": 120.0,
-                # Differential privacy on: Flower's fixedclipping_mod at the sites, noise
-                # and the ε it spends at the server.
-                "dp-clipping-norm": 1.0,
-                "dp-noise-multiplier": 0.5,
-            },
-            timeout=240,
-        )
-    finally:
-        federation.stop()
-    log = (work / "logs" / "flwr-run.log").read_text(errors="replace")
+    fed, initial = federation(sites, normalizer, work, total_steps=4)
+    done, log = run_to_end(
+        fed,
+        {
+            "initial-global": str(initial),
+            "checkpoint-dir": str(work / "server"),
+            "num-server-rounds": 2,
+            "local-steps": 2,
+            "min-train-nodes": 2,
+            "min-available-nodes": 2,
+            "round-timeout": 120.0,
+            # Differential privacy on: Flower's fixedclipping_mod at the sites, noise
+            # and the ε it spends at the server.
+            "dp-clipping-norm": 1.0,
+            "dp-noise-multiplier": 0.5,
+        },
+    )
     assert done.returncode == 0, log[-3000:]
     server = work / "server"
     assert (server / "round-000002" / "global.safetensors").exists(), log[-3000:]
     # Every site received the same global model in every round, and round 2's is the
     # server's checkpoint of round 1.
-    seen = [received(federation.site_state(i)) for i in range(len(sites))]
+    seen = [received(fed.site_state(i)) for i in range(len(sites))]
     assert seen[0] == seen[1], seen
     assert set(seen[0]) == {1, 2}
     assert seen[0][2] == sha256(server / "round-000001" / "global.safetensors")
     assert seen[0][1] == sha256(server / "round-000000" / "global.safetensors")
     # Each site took 2 inner steps per round, in its own state.
     for i in range(len(sites)):
-        steps = sorted(p.name for p in (federation.site_state(i) / "checkpoints").glob("step-*"))
+        steps = sorted(p.name for p in (fed.site_state(i) / "checkpoints").glob("step-*"))
         assert steps[-1] == "step-00000004", steps
     # Each round reported the privacy it spent.
     for round_ in (1, 2):

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import TINY_BERT, fed_init, lcm_binary
+from conftest import federation
 
 from run_local import Federation
 
@@ -36,12 +36,6 @@ def summary(server: Path, round_: int) -> dict:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def federation(sites, normalizer, work: Path, total_steps: int) -> tuple[Federation, Path]:
-    work.mkdir()
-    initial = fed_init(work / "global-0.safetensors", sites[0], normalizer, total_steps=total_steps)
-    return Federation(work, lcm_binary(), sites, normalizer, threads=1, encoder=str(TINY_BERT)), initial
 
 
 def run_in_background(fed: Federation, run_config: dict) -> tuple[threading.Thread, dict]:

@@ -8,41 +8,31 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY_BERT, fed_init, lcm_binary
+from conftest import federation, run_to_end
 from test_deployment import node
 
 from lcm_federated import safetensors_io
 from lcm_federated.client_app import run_round, secure_update
 from lcm_federated.diloco import OuterSgd
 from lcm_federated.secure import check_config
-from run_local import Federation
 
 
 def test_the_secure_sum_gives_the_outer_step_on_the_mean_update(sites, normalizer, tmp_path):
     work = tmp_path / "federation"
-    work.mkdir()
-    initial = fed_init(work / "global-0.safetensors", sites[0], normalizer, total_steps=4)
-    federation = Federation(work, lcm_binary(), sites, normalizer, threads=1, encoder=str(TINY_BERT))
-    try:
-        federation.start_superlink()
-        for i in range(len(sites)):
-            federation.start_supernode(i)
-        done = federation.run(
-            {
-                "initial-global": str(initial),
-                "checkpoint-dir": str(work / "server"),
-                "num-server-rounds": 1,
-                "local-steps": 2,
-                "secure-aggregation": True,
-                "min-train-nodes": 2,
-                "min-available-nodes": 2,
-                "round-timeout": 120.0,
-            },
-            timeout=240,
-        )
-    finally:
-        federation.stop()
-    log = (work / "logs" / "flwr-run.log").read_text(errors="replace")
+    fed, initial = federation(sites, normalizer, work, total_steps=4)
+    done, log = run_to_end(
+        fed,
+        {
+            "initial-global": str(initial),
+            "checkpoint-dir": str(work / "server"),
+            "num-server-rounds": 1,
+            "local-steps": 2,
+            "secure-aggregation": True,
+            "min-train-nodes": 2,
+            "min-available-nodes": 2,
+            "round-timeout": 120.0,
+        },
+    )
     assert done.returncode == 0, log[-3000:]
     assert "Secure aggregation completed." in log, log[-3000:]
     round_1 = work / "server" / "round-000001"

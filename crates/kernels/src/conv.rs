@@ -86,72 +86,55 @@ fn out_len(n: usize, kernel: usize, stride: usize) -> usize {
     }
 }
 
-/// `cols[p, (c, ki, kj)] = image[c, oy·s + ki, ox·s + kj]` for one image.
-fn im2col<T: Scalar>(shape: &Conv2dShape, image: &[T], cols: &mut [T]) {
-    // The row copies are `kernel` long: fixed lengths for the common kernels let the compiler
-    // turn each into a few register moves instead of a `memcpy` call.
-    match shape.kernel {
-        3 => im2col_fixed::<T, 3>(shape, image, cols),
-        5 => im2col_fixed::<T, 5>(shape, image, cols),
-        _ => im2col_any(shape, image, cols),
-    }
-}
-
-fn im2col_fixed<T: Scalar, const K: usize>(shape: &Conv2dShape, image: &[T], cols: &mut [T]) {
+/// Calls `row(start)` with the image offset of every kernel row of every receptive field, in
+/// the order of `cols`' rows of `k` (position, then channel, then kernel row).
+#[inline(always)]
+fn for_each_kernel_row(shape: &Conv2dShape, k: usize, mut row: impl FnMut(usize)) {
     let (s, w) = (shape.stride, shape.width);
     let plane = shape.height * w;
-    let mut rows = cols.chunks_exact_mut(K);
-    for oy in 0..shape.out_height() {
-        for ox in 0..shape.out_width() {
-            for c in 0..shape.in_channels {
-                for ki in 0..K {
-                    let start = c * plane + (oy * s + ki) * w + ox * s;
-                    if let (Some(dst), Some(src)) = (rows.next(), image.get(start..start + K)) {
-                        dst.copy_from_slice(src);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn im2col_any<T: Scalar>(shape: &Conv2dShape, image: &[T], cols: &mut [T]) {
-    let (k, s, w) = (shape.kernel, shape.stride, shape.width);
-    let plane = shape.height * w;
-    let mut rows = cols.chunks_exact_mut(k);
     for oy in 0..shape.out_height() {
         for ox in 0..shape.out_width() {
             for c in 0..shape.in_channels {
                 for ki in 0..k {
-                    let start = c * plane + (oy * s + ki) * w + ox * s;
-                    if let (Some(dst), Some(src)) = (rows.next(), image.get(start..start + k)) {
-                        dst.copy_from_slice(src);
-                    }
+                    row(c * plane + (oy * s + ki) * w + ox * s);
                 }
             }
         }
     }
+}
+
+/// `cols[p, (c, ki, kj)] = image[c, oy·s + ki, ox·s + kj]` for one image.
+fn im2col<T: Scalar>(shape: &Conv2dShape, image: &[T], cols: &mut [T]) {
+    // The row copies are `kernel` long: a constant length for the common kernels lets the
+    // compiler turn each into a few register moves instead of a `memcpy` call.
+    match shape.kernel {
+        3 => copy_kernel_rows(shape, 3, image, cols),
+        5 => copy_kernel_rows(shape, 5, image, cols),
+        k => copy_kernel_rows(shape, k, image, cols),
+    }
+}
+
+#[inline(always)]
+fn copy_kernel_rows<T: Scalar>(shape: &Conv2dShape, k: usize, image: &[T], cols: &mut [T]) {
+    let mut rows = cols.chunks_exact_mut(k);
+    for_each_kernel_row(shape, k, |start| {
+        if let (Some(dst), Some(src)) = (rows.next(), image.get(start..start + k)) {
+            dst.copy_from_slice(src);
+        }
+    });
 }
 
 /// The adjoint of [`im2col`]: `image[c, oy·s + ki, ox·s + kj] += cols[p, (c, ki, kj)]`.
 fn col2im_add<T: Scalar>(shape: &Conv2dShape, cols: &[T], image: &mut [T]) {
-    let (k, s, w) = (shape.kernel, shape.stride, shape.width);
-    let plane = shape.height * w;
+    let k = shape.kernel;
     let mut rows = cols.chunks_exact(k);
-    for oy in 0..shape.out_height() {
-        for ox in 0..shape.out_width() {
-            for c in 0..shape.in_channels {
-                for ki in 0..k {
-                    let start = c * plane + (oy * s + ki) * w + ox * s;
-                    if let (Some(src), Some(dst)) = (rows.next(), image.get_mut(start..start + k)) {
-                        for (d, &v) in dst.iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    }
-                }
+    for_each_kernel_row(shape, k, |start| {
+        if let (Some(src), Some(dst)) = (rows.next(), image.get_mut(start..start + k)) {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d += v;
             }
         }
-    }
+    });
 }
 
 /// Splits `0..batch` into at most `threads` contiguous ranges and runs `work(first, count)`

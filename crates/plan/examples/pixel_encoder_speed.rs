@@ -44,26 +44,25 @@ fn main() -> anyhow::Result<()> {
             .try_fold(x.clone(), |x, conv| conv.forward(&x)?.relu())
     };
     // candle's op on the same variables (`weight` [O, C, k, k], `bias` [O]).
+    let var = |name: String| -> candle_core::Result<Tensor> {
+        let vars = map
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("varmap lock".into()))?;
+        vars.get(&name)
+            .map(|v| v.as_tensor().clone())
+            .ok_or_else(|| candle_core::Error::Msg(format!("no variable {name}")))
+    };
     let theirs = |x: &Tensor| -> candle_core::Result<Tensor> {
         let mut x = x.clone();
-        for (i, _) in LAYERS.iter().enumerate() {
-            let w = map
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("varmap lock".into()))?
-                .get(&format!("conv{i}.weight"))
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg("weight".into()))?;
-            let b = map
-                .data()
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("varmap lock".into()))?
-                .get(&format!("conv{i}.bias"))
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg("bias".into()))?;
+        for i in 0..LAYERS.len() {
+            let (w, b) = (
+                var(format!("conv{i}.weight"))?,
+                var(format!("conv{i}.bias"))?,
+            );
             x = x
-                .conv2d(w.as_tensor(), 0, 2, 1, 1)?
-                .broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?
+                .conv2d(&w, 0, 2, 1, 1)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?
                 .relu()?;
         }
         Ok(x)
