@@ -116,6 +116,11 @@ def run_round(node: dict, arrays: dict, metadata: dict[str, str], steps: int, ro
     return local, metrics
 
 
+def round_metadata(config) -> dict[str, str]:
+    """The global model's metadata, sent as the round config's `meta.*` strings."""
+    return {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
+
+
 def secure_update(arrays: dict, local: dict, names: list[str], clipping_range: float) -> list[np.ndarray]:
     """The site's update `local − global` in the order of `names`, refused (with the fix) if
     SecAgg+ would clip it."""
@@ -137,7 +142,7 @@ def train_legacy(msg: Message, context: Context, node: dict, timeout: float) -> 
     config = fitins.config
     names = json.loads(str(config[KEY_NAMES]))
     arrays = dict(zip(names, parameters_to_ndarrays(fitins.parameters)))
-    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
+    metadata = round_metadata(config)
     local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
     if set(local) != set(names):
         raise RuntimeError("lcm fed-step returned other tensors than the global model's")
@@ -161,7 +166,7 @@ def train(msg: Message, context: Context) -> Message:
         return train_legacy(msg, context, node, timeout)
     config = msg.content["config"]
     arrays = {name: array.numpy() for name, array in msg.content["arrays"].items()}
-    metadata = {key[len("meta.") :]: str(value) for key, value in config.items() if key.startswith("meta.")}
+    metadata = round_metadata(config)
     local, metrics = run_round(node, arrays, metadata, int(config["local-steps"]), int(config["round"]), timeout)
     content = RecordDict(
         {

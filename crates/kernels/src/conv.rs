@@ -262,21 +262,19 @@ pub fn conv2d_backward_weight<T: Scalar>(
     }
 }
 
-/// `grad_bias[o] = Σ_n Σ_p grad_output[n, o, p]`.
-pub fn conv2d_backward_bias<T: Scalar>(
-    shape: &Conv2dShape,
-    grad_output: &[T],
-    grad_bias: &mut [T],
-) {
-    let (p, o) = (shape.positions(), shape.out_channels);
-    assert!(
-        grad_output.len() == shape.output_len() && grad_bias.len() == o,
-        "conv2d bias gradient buffers for {shape:?}"
-    );
+/// `grad_bias[o] = Σ_n Σ_p grad_output[n, o, p]`, for `grad_output` of `[N, O, P]` with
+/// `O = grad_bias.len()` and `P = positions`.
+pub fn conv2d_backward_bias<T: Scalar>(positions: usize, grad_output: &[T], grad_bias: &mut [T]) {
+    let (p, o) = (positions, grad_bias.len());
     grad_bias.fill(T::default());
-    if p == 0 {
+    if p == 0 || o == 0 {
         return;
     }
+    assert!(
+        grad_output.len().is_multiple_of(o * p),
+        "conv2d bias gradient: {} values are not whole images of {o} × {p}",
+        grad_output.len()
+    );
     for image in grad_output.chunks_exact(o * p) {
         for (g, row) in grad_bias.iter_mut().zip(image.chunks_exact(p)) {
             *g += T::sum(row);
@@ -405,7 +403,7 @@ mod tests {
         let mut db = vec![f32::NAN; s.out_channels];
         conv2d_backward_weight(&s, &x, &g, &mut dw, 3);
         conv2d_backward_input(&s, &g, &w, &mut dx, 2);
-        conv2d_backward_bias(&s, &g, &mut db);
+        conv2d_backward_bias(s.positions(), &g, &mut db);
         let dot = |a: &[f32], b: &[f32]| -> f64 {
             a.iter()
                 .zip(b)

@@ -211,30 +211,22 @@ impl CustomOp1 for BiasGrad {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (batch, out_channels, out_height, out_width) = l1.shape().dims4()?;
-        // Any input geometry with this output: a 1×1 kernel at stride 1 on the output's size.
-        let shape = Conv2dShape {
-            batch,
-            in_channels: 1,
-            height: out_height,
-            width: out_width,
-            out_channels,
-            kernel: 1,
-            stride: 1,
-        };
+        let (_, out_channels, out_height, out_width) = l1.shape().dims4()?;
+        let positions = out_height * out_width;
         fn run<T: Scalar + WithDType>(
-            shape: &Conv2dShape,
+            out_channels: usize,
+            positions: usize,
             s1: &CpuStorage,
             l1: &Layout,
         ) -> Result<CpuStorage> {
-            let mut db = vec![T::default(); shape.out_channels];
-            conv2d_backward_bias(shape, contiguous::<T>(s1, l1)?, &mut db);
+            let mut db = vec![T::default(); out_channels];
+            conv2d_backward_bias(positions, contiguous::<T>(s1, l1)?, &mut db);
             Ok(T::to_cpu_storage_owned(db))
         }
         let db = by_dtype(
             s1,
-            || run::<f32>(&shape, s1, l1),
-            || run::<f64>(&shape, s1, l1),
+            || run::<f32>(out_channels, positions, s1, l1),
+            || run::<f64>(out_channels, positions, s1, l1),
         )?;
         Ok((db, Shape::from(out_channels)))
     }
