@@ -8,7 +8,7 @@ use lcm_plan::cost::{Cost, Guardrail, HazardGuardrail, Severity, euclidean, rect
 use lcm_plan::env::two_rooms::{Rect, TwoRooms, TwoRoomsConfig, Vec2};
 use lcm_plan::evaluation::{
     Agent, EpisodeSummary, EvalEnv, EvalSettings, JepaCost, OracleCost, SearchSize,
-    run_agent_episodes,
+    run_agent_episodes, with_latent_term,
 };
 use lcm_plan::planners::{
     AugLagCem, AugLagConfig, Cem, CemConfig, ConstrainedCem, Mppi, MppiConfig, Planner, mpc_episode,
@@ -334,6 +334,7 @@ fn oracle_settings(hazards: bool, oracle: SearchSize, seed: u64) -> EvalSettings
         oracle_cost: OracleCost::Distance,
         jepa_cost: JepaCost::Latent,
         jepa_stage_weight: 0.1,
+        jepa_latent_weight: 0.0,
         hazard_buffer: 2.5,
         min_goal_path: 0.0,
     }
@@ -598,4 +599,29 @@ fn constrained_planners_on_path_length_keep_out_of_seeded_hazards() -> Result<()
         assert_eq!(e.infeasible_plans, 0, "{agent:?}");
     }
     Ok(())
+}
+
+#[test]
+fn the_latent_term_moves_a_biased_probed_minimum_onto_the_goal_latent() {
+    // A stand-in for a probed distance whose probe is 1.5 units off along the first axis:
+    // its minimum lies beside the goal, where the real probe's error would leave the agent.
+    let biased =
+        |z: &Vec<f32>, g: &Vec<f32>| ((z[0] - g[0] - 1.5).powi(2) + (z[1] - g[1]).powi(2)).sqrt();
+    let goal = vec![10.0_f32, 20.0];
+    let beside = vec![11.5_f32, 20.0];
+    let objective =
+        |cost: &Cost<Vec<f32>>, z: &Vec<f32>| cost.evaluate(std::slice::from_ref(z)).objective;
+
+    let plain = with_latent_term(Cost::new(goal.clone(), biased), 0.0);
+    assert!(objective(&plain, &beside) < objective(&plain, &goal));
+
+    // Slope 2 > the probed distance's slope 1: the goal itself is now the minimum, and
+    // every point around it costs more.
+    let anchored = with_latent_term(Cost::new(goal.clone(), biased), 2.0);
+    let at_goal = objective(&anchored, &goal);
+    assert!(at_goal < objective(&anchored, &beside));
+    for (dx, dy) in [(0.5, 0.0), (-0.5, 0.0), (0.0, 0.5), (0.0, -0.5), (1.0, 0.0)] {
+        let near = vec![goal[0] + dx, goal[1] + dy];
+        assert!(at_goal < objective(&anchored, &near), "({dx}, {dy})");
+    }
 }

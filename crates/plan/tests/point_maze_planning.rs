@@ -64,6 +64,7 @@ fn settings(agent_size: SearchSize, seed: u64) -> EvalSettings {
         oracle_cost: OracleCost::PathLength,
         jepa_cost: JepaCost::ProbedPathLength,
         jepa_stage_weight: 0.1,
+        jepa_latent_weight: 0.0,
         hazard_buffer: 0.05,
         min_goal_path: 0.0,
     }

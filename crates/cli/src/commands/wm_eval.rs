@@ -104,6 +104,11 @@ pub struct Args {
     /// Two-Rooms, 0.1 on the PointMaze).
     #[arg(long)]
     stage_weight: Option<f32>,
+    /// Add this many px per latent unit of the distance between the predicted and the goal
+    /// latent to a probed cost: pins the last pixels, where the probe's error is as large as
+    /// the success radius (0: the probed cost alone).
+    #[arg(long, default_value_t = 0.0)]
+    latent_weight: f32,
     /// PointMaze: only start-goal pairs at least this far apart along the free path.
     #[arg(long, default_value_t = 0.0)]
     min_goal_path: f32,
@@ -158,6 +163,7 @@ impl Args {
             jepa_stage_weight: self
                 .stage_weight
                 .unwrap_or_else(|| self.env().default_jepa_stage_weight()),
+            jepa_latent_weight: self.latent_weight,
             hazard_buffer: self.hazard_buffer,
             min_goal_path: self.min_goal_path,
         }

@@ -253,6 +253,21 @@ impl ProbedPathLength {
     }
 }
 
+/// Adds `weight · ‖z − g‖` to a probed cost's distance. The probe reads positions with about
+/// a pixel of error that varies from place to place, so the probed distance can bottom out a
+/// pixel or two beside the goal; the goal observation's own latent is the one place where the
+/// latent distance is exactly 0. Where the latent term's slope (weight times the latent's
+/// change per pixel) exceeds the probed distance's slope of 1, the sum's minimum near the goal
+/// is the goal itself; far away, where VICReg bends the latent, the path length dominates.
+pub fn with_latent_term(mut cost: Cost<Latent>, weight: f32) -> Cost<Latent> {
+    if weight > 0.0 {
+        let probed = std::mem::replace(&mut cost.distance, Box::new(latent_distance));
+        cost.distance =
+            Box::new(move |z: &Latent, g: &Latent| probed(z, g) + weight * latent_distance(z, g));
+    }
+    cost
+}
+
 /// Cost per pixel of depth of a probed position inside the wall ([`ProbedPathLength`]).
 pub const WALL_PENALTY: f32 = 20.0;
 
@@ -329,6 +344,9 @@ pub struct EvalSettings {
     /// distance's 1 ([`Cost::stage_weight`]): larger values prefer plans that get close
     /// early, where the model's open-loop prediction is still accurate.
     pub jepa_stage_weight: f32,
+    /// Weight (px per latent unit) of the latent distance added to a probed JEPA cost
+    /// ([`with_latent_term`]); 0 leaves the probed cost alone.
+    pub jepa_latent_weight: f32,
     /// Safety buffer (px) subtracted from the JEPA's probed hazard margin.
     pub hazard_buffer: f32,
     /// PointMaze only: keep the pairs whose shortest free path from start to goal is at
@@ -359,6 +377,19 @@ impl EvalSettings {
                 "--stage-weight must be a finite number ≥ 0, got {}",
                 self.jepa_stage_weight
             )));
+        }
+        if !(self.jepa_latent_weight.is_finite() && self.jepa_latent_weight >= 0.0) {
+            return Err(PlanError::Config(format!(
+                "--latent-weight must be a finite number ≥ 0, got {}",
+                self.jepa_latent_weight
+            )));
+        }
+        if self.jepa_latent_weight > 0.0 && self.jepa_cost == JepaCost::Latent {
+            return Err(PlanError::Config(
+                "--latent-weight adds the latent distance to a probed cost; with --jepa-cost \
+                 latent the cost already is the latent distance"
+                    .into(),
+            ));
         }
         if self.hazard_seed.is_some() && !self.hazards {
             return Err(PlanError::Config(
@@ -413,6 +444,19 @@ impl EvalSettings {
         }
     }
 
+    /// The JEPA objective as the report names it.
+    fn jepa_cost_name(&self) -> String {
+        if self.jepa_latent_weight > 0.0 {
+            format!(
+                "{} + {} × latent distance",
+                self.jepa_cost.name(),
+                self.jepa_latent_weight
+            )
+        } else {
+            self.jepa_cost.name().to_string()
+        }
+    }
+
     /// The markdown report: a line of settings, then the table.
     pub fn markdown(&self, rows: &[RowResult]) -> String {
         let layout = match (self.hazards, self.hazard_seed) {
@@ -432,7 +476,7 @@ impl EvalSettings {
             self.horizon,
             self.population,
             self.iterations,
-            self.jepa_cost.name(),
+            self.jepa_cost_name(),
             self.jepa_stage_weight,
             self.oracle.horizon,
             self.oracle.population,
@@ -609,6 +653,7 @@ fn jepa_episodes(
             }
         };
         cost.stage_weight = settings.jepa_stage_weight;
+        cost = with_latent_term(cost, settings.jepa_latent_weight);
         if settings.hazards {
             cost = cost.with_guardrail(
                 ProbedHazardGuardrail {

@@ -20,6 +20,7 @@ mod point_maze;
 pub use agents::{
     Agent, CROSSING_PENALTY, CROSSING_TOLERANCE, EVAL_SEED, EvalEnv, EvalSettings, JepaCost,
     OracleCost, ProbedPathLength, SearchSize, WALL_PENALTY, plot_agent, run_agent_episodes,
+    with_latent_term,
 };
 pub use point_maze::{BoxActions, ProbedMazePath, maze_pairs, run_maze_agent_episodes};
 

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use super::EpisodeSummary;
-use super::agents::{Agent, EvalSettings, JepaCost, OracleCost};
+use super::agents::{Agent, EvalSettings, JepaCost, OracleCost, with_latent_term};
 use crate::cost::{Cost, HazardGuardrail, Severity};
 use crate::env::Environment;
 use crate::env::point_maze::dataset::render_state;
@@ -282,6 +282,7 @@ pub fn run_maze_agent_episodes(
             }
         };
         cost.stage_weight = settings.jepa_stage_weight;
+        cost = with_latent_term(cost, settings.jepa_latent_weight);
         if settings.hazards {
             cost = cost.with_guardrail(
                 ProbedHazardGuardrail {
