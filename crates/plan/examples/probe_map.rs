@@ -95,29 +95,34 @@ fn main() -> anyhow::Result<()> {
         points.len()
     );
 
-    println!("\n| region | positions | probe RMS error (px) | median latent change per px |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "\n| region | positions | probe RMS error (px) | 95th / 99th percentile (px) | max (px) | median latent change per px |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     let slopes = latent_slopes(&points);
     for region in Region::ALL {
-        let (n, sq) =
-            points
-                .iter()
-                .filter(|q| q.region == region)
-                .fold((0usize, 0.0f64), |(n, sq), q| {
-                    let (dx, dy) = (q.probed[0] - q.p[0], q.probed[1] - q.p[1]);
-                    (n + 1, sq + f64::from(dx * dx + dy * dy))
-                });
+        let mut errors: Vec<f32> = points
+            .iter()
+            .filter(|q| q.region == region)
+            .map(|q| ((q.probed[0] - q.p[0]).powi(2) + (q.probed[1] - q.p[1]).powi(2)).sqrt())
+            .collect();
+        errors.sort_by(f32::total_cmp);
+        let n = errors.len();
+        let rms = (errors.iter().map(|e| f64::from(e * e)).sum::<f64>() / n.max(1) as f64).sqrt();
+        let quantile = |q: f64| errors.get(((n as f64 * q) as usize).min(n.saturating_sub(1)));
         let mut s: Vec<f32> = slopes
             .iter()
             .filter(|(r, _)| *r == region)
             .map(|(_, s)| *s)
             .collect();
         s.sort_by(f32::total_cmp);
-        let median = s.get(s.len() / 2).copied().unwrap_or(f32::NAN);
         println!(
-            "| {} | {n} | {:.2} | {median:.3} |",
+            "| {} | {n} | {rms:.2} | {:.2} / {:.2} | {:.2} | {:.3} |",
             region.name(),
-            (sq / n.max(1) as f64).sqrt()
+            quantile(0.95).copied().unwrap_or(f32::NAN),
+            quantile(0.99).copied().unwrap_or(f32::NAN),
+            errors.last().copied().unwrap_or(f32::NAN),
+            s.get(s.len() / 2).copied().unwrap_or(f32::NAN),
         );
     }
 

@@ -106,9 +106,10 @@ pub struct Args {
     stage_weight: Option<f32>,
     /// Add this many px per latent unit of the distance between the predicted and the goal
     /// latent to a probed cost: pins the last pixels, where the probe's error is as large as
-    /// the success radius (0: the probed cost alone).
-    #[arg(long, default_value_t = 0.0)]
-    latent_weight: f32,
+    /// the success radius (0: the probed cost alone; default: 20 for Two-Rooms pixel models,
+    /// 0 otherwise).
+    #[arg(long)]
+    latent_weight: Option<f32>,
     /// PointMaze: only start-goal pairs at least this far apart along the free path.
     #[arg(long, default_value_t = 0.0)]
     min_goal_path: f32,
@@ -163,7 +164,8 @@ impl Args {
             jepa_stage_weight: self
                 .stage_weight
                 .unwrap_or_else(|| self.env().default_jepa_stage_weight()),
-            jepa_latent_weight: self.latent_weight,
+            // Resolved once the model's observation is known (`run`).
+            jepa_latent_weight: self.latent_weight.unwrap_or(0.0),
             hazard_buffer: self.hazard_buffer,
             min_goal_path: self.min_goal_path,
         }
@@ -171,7 +173,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let settings = args.settings();
+    let mut settings = args.settings();
     let episodes_to_run = Episodes::new(&settings)?;
     let agents: Vec<evaluation::Agent> = args.agents.iter().map(|&a| a.into()).collect();
     let needs_model = agents.iter().any(|a| a.needs_model());
@@ -197,6 +199,11 @@ pub fn run(args: Args) -> Result<()> {
         ),
         (None, false) => None,
     };
+    if let (None, Some(world)) = (args.latent_weight, &learned) {
+        settings.jepa_latent_weight = settings
+            .env
+            .default_jepa_latent_weight(world.observation(), settings.jepa_cost);
+    }
     let mut rows = Vec::new();
     for agent in agents {
         let started = std::time::Instant::now();
@@ -204,12 +211,6 @@ pub fn run(args: Args) -> Result<()> {
             .run(agent, &settings, learned.as_ref())
             .with_context(|| format!("running {}", agent.name()))?;
         let row = summarise(agent.name(), &episodes);
-        tracing::info!(
-            agent = agent.name(),
-            success = row.success_rate,
-            seconds = started.elapsed().as_secs_f64(),
-            "agent done"
-        );
         eprintln!(
             "{}: success {:.2}, violations {:.2}, {:.1} ms/plan ({:.0} s)",
             agent.name(),
