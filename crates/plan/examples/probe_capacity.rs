@@ -13,11 +13,11 @@
 //! cargo run --release --example probe_capacity -p lcm-plan -- ~/.lcm/wm/two-rooms-pixels-r48-6k [steps] [model.safetensors to write]
 //! ```
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Linear, Module};
-use lcm_plan::env::two_rooms::dataset::render_state;
 use lcm_plan::env::two_rooms::{TwoRoomsConfig, Vec2};
-use lcm_plan::world::jepa::ObservationKind;
 use lcm_plan::world::learned::{Latent, LearnedWorld};
 use lcm_plan::world::load_world_model;
 use lcm_train::optim::{AdamW, AdamWConfig, default_decay_filter};
@@ -109,17 +109,7 @@ fn sample(
             positions.push(p);
         }
     }
-    let mut latents = Vec::with_capacity(n);
-    for chunk in positions.chunks(256) {
-        let mut obs = Vec::new();
-        for &p in chunk {
-            match world.observation() {
-                ObservationKind::State { .. } => obs.extend_from_slice(&p),
-                ObservationKind::Pixels { .. } => obs.extend(render_state(cfg, p)?),
-            }
-        }
-        latents.extend(world.encode_batch(&obs, chunk.len())?);
-    }
+    let latents = common::encode_positions(world, cfg, &positions)?;
     Ok((positions, latents))
 }
 

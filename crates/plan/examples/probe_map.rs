@@ -11,6 +11,8 @@
 //! cargo run --release --example probe_map -p lcm-plan -- ~/.lcm/wm/two-rooms-pixels-r48-6k [weights…]
 //! ```
 
+mod common;
+
 use lcm_plan::cost::Cost;
 use lcm_plan::env::two_rooms::dataset::render_state;
 use lcm_plan::env::two_rooms::{Geometry, TwoRoomsConfig, Vec2};
@@ -171,26 +173,20 @@ fn grid(
             }
         }
     }
-    let mut points = Vec::with_capacity(positions.len());
-    for chunk in positions.chunks(256) {
-        let mut obs = Vec::new();
-        for &p in chunk {
-            match world.observation() {
-                ObservationKind::State { .. } => obs.extend_from_slice(&p),
-                ObservationKind::Pixels { .. } => obs.extend(render_state(cfg, p)?),
-            }
-        }
-        for (&p, z) in chunk.iter().zip(world.encode_batch(&obs, chunk.len())?) {
+    let latents = common::encode_positions(world, cfg, &positions)?;
+    Ok(positions
+        .iter()
+        .zip(latents)
+        .map(|(&p, z)| {
             let q = probe.position(&z);
-            points.push(Point {
+            Point {
                 p,
                 probed: [q[0], q[1]],
                 region: Region::of(g, p),
                 z,
-            });
-        }
-    }
-    Ok(points)
+            }
+        })
+        .collect())
 }
 
 /// Per grid position with a right-hand and an upper neighbour, the larger latent change per
