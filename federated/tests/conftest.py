@@ -90,14 +90,30 @@ def federation(sites, normalizer, work: Path, total_steps: int):
     return Federation(work, lcm_binary(), sites, normalizer, threads=1, encoder=str(TINY_BERT)), initial
 
 
-def run_to_end(fed, run_config: dict, timeout: float = 240) -> tuple[subprocess.CompletedProcess, str]:
+def run_config(initial: Path, server: Path, *, rounds: int, local_steps: int, min_train_nodes: int = 2,
+               round_timeout: float = 120.0, **extra) -> dict:
+    """The run config of a two-site loopback run from `initial`, checkpointing to `server`;
+    `extra` adds keys (with `_` for `-`, e.g. `dp_clipping_norm=1.0`)."""
+    return {
+        "initial-global": str(initial),
+        "checkpoint-dir": str(server),
+        "num-server-rounds": rounds,
+        "local-steps": local_steps,
+        "min-train-nodes": min_train_nodes,
+        "min-available-nodes": 2,
+        "round-timeout": round_timeout,
+        **{key.replace("_", "-"): value for key, value in extra.items()},
+    }
+
+
+def run_to_end(fed, config: dict, timeout: float = 240) -> tuple[subprocess.CompletedProcess, str]:
     """Starts the superlink and one supernode per site, runs the app to its end, stops
     everything; returns `flwr run`'s result and its log."""
     try:
         fed.start_superlink()
         for i in range(len(fed.sites)):
             fed.start_supernode(i)
-        done = fed.run(run_config, timeout=timeout)
+        done = fed.run(config, timeout=timeout)
     finally:
         fed.stop()
     return done, (fed.work / "logs" / "flwr-run.log").read_text(errors="replace")

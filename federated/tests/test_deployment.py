@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CANARY, CANARY_TOKEN, TINY_BERT, fed_init, federation, lcm_binary, run_to_end
+from conftest import CANARY, CANARY_TOKEN, TINY_BERT, fed_init, federation, lcm_binary, run_config, run_to_end
 
 from lcm_federated import safetensors_io
 from lcm_federated.client_app import REPLY_METRICS, run_round
@@ -70,19 +70,10 @@ def test_two_supernodes_complete_two_rounds_with_identical_global_models_under_d
     fed, initial = federation(sites, normalizer, work, total_steps=4)
     done, log = run_to_end(
         fed,
-        {
-            "initial-global": str(initial),
-            "checkpoint-dir": str(work / "server"),
-            "num-server-rounds": 2,
-            "local-steps": 2,
-            "min-train-nodes": 2,
-            "min-available-nodes": 2,
-            "round-timeout": 120.0,
-            # Differential privacy on: Flower's fixedclipping_mod at the sites, noise
-            # and the ε it spends at the server.
-            "dp-clipping-norm": 1.0,
-            "dp-noise-multiplier": 0.5,
-        },
+        # Differential privacy on: Flower's fixedclipping_mod at the sites, noise and the ε
+        # it spends at the server.
+        run_config(initial, work / "server", rounds=2, local_steps=2,
+                   dp_clipping_norm=1.0, dp_noise_multiplier=0.5),
     )
     assert done.returncode == 0, log[-3000:]
     server = work / "server"

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import federation
+from conftest import federation, run_config
 
 from run_local import Federation
 
@@ -38,9 +38,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_in_background(fed: Federation, run_config: dict) -> tuple[threading.Thread, dict]:
+def run_in_background(fed: Federation, config: dict) -> tuple[threading.Thread, dict]:
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(done=fed.run(run_config, timeout=240)))
+    thread = threading.Thread(target=lambda: result.update(done=fed.run(config, timeout=240)))
     thread.start()
     return thread, result
 
@@ -54,17 +54,9 @@ def test_a_site_killed_mid_round_is_left_out_and_rejoins_the_next_round(sites, n
         fed.start_supernode(1)
         thread, result = run_in_background(
             fed,
-            {
-                "initial-global": str(initial),
-                "checkpoint-dir": str(server),
-                "num-server-rounds": 2,
-                "local-steps": 20,
-                # Explicit quorum and round timeout: a round aggregates what arrived within
-                # 20 s if at least one site answered.
-                "min-train-nodes": 1,
-                "min-available-nodes": 2,
-                "round-timeout": 20.0,
-            },
+            # Explicit quorum and round timeout: a round aggregates what arrived within 20 s
+            # if at least one site answered.
+            run_config(initial, server, rounds=2, local_steps=20, min_train_nodes=1, round_timeout=20.0),
         )
         # Site 1 got round 1's model and started `lcm fed-step`: kill its supernode (and the
         # ClientApp under it), then bring the site back at once.
@@ -87,20 +79,12 @@ def test_a_site_killed_mid_round_is_left_out_and_rejoins_the_next_round(sites, n
 def test_a_stopped_server_app_resumes_from_its_last_round(sites, normalizer, tmp_path):
     fed, initial = federation(sites, normalizer, tmp_path / "federation", total_steps=40)
     server = fed.work / "server"
-    run_config = {
-        "initial-global": str(initial),
-        "checkpoint-dir": str(server),
-        "num-server-rounds": 3,
-        "local-steps": 2,
-        "min-train-nodes": 2,
-        "min-available-nodes": 2,
-        "round-timeout": 60.0,
-    }
+    config = run_config(initial, server, rounds=3, local_steps=2, round_timeout=60.0)
     try:
         fed.start_superlink()
         fed.start_supernode(0)
         fed.start_supernode(1)
-        thread, result = run_in_background(fed, run_config)
+        thread, result = run_in_background(fed, config)
         # Stop the run (its ServerApp) once round 1 is checkpointed, before round 3.
         wait_until(lambda: (server / "round-000001").is_dir(), 120, "round 1's checkpoint")
         runs = json.loads(fed.flwr("ls", "local-federation", "--format", "json"))["runs"]
@@ -112,7 +96,7 @@ def test_a_stopped_server_app_resumes_from_its_last_round(sites, normalizer, tmp
         stopped_at = max(int(p.name.split("-")[1]) for p in server.glob("round-[0-9]*") if p.is_dir())
         assert stopped_at < 3, "the run finished before it was stopped"
         # A new ServerApp with the same settings continues after the last checkpoint.
-        done = fed.run(run_config, timeout=240)
+        done = fed.run(config, timeout=240)
     finally:
         fed.stop()
     log = (fed.logs / "flwr-run.log").read_text(errors="replace")

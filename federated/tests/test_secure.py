@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import federation, run_to_end
+from conftest import federation, run_config, run_to_end
 from test_deployment import node
 
 from lcm_federated import safetensors_io
@@ -22,16 +22,7 @@ def test_the_secure_sum_gives_the_outer_step_on_the_mean_update(sites, normalize
     fed, initial = federation(sites, normalizer, work, total_steps=4)
     done, log = run_to_end(
         fed,
-        {
-            "initial-global": str(initial),
-            "checkpoint-dir": str(work / "server"),
-            "num-server-rounds": 1,
-            "local-steps": 2,
-            "secure-aggregation": True,
-            "min-train-nodes": 2,
-            "min-available-nodes": 2,
-            "round-timeout": 120.0,
-        },
+        run_config(initial, work / "server", rounds=1, local_steps=2, secure_aggregation=True),
     )
     assert done.returncode == 0, log[-3000:]
     assert "Secure aggregation completed." in log, log[-3000:]
