@@ -16,7 +16,7 @@ mod common;
 use lcm_plan::cost::Cost;
 use lcm_plan::env::two_rooms::dataset::render_state;
 use lcm_plan::env::two_rooms::{Geometry, TwoRoomsConfig, Vec2};
-use lcm_plan::evaluation::{ProbedPathLength, with_latent_term};
+use lcm_plan::evaluation::{EvalEnv, ProbedPathLength, with_latent_term};
 use lcm_plan::world::WorldModel;
 use lcm_plan::world::jepa::ObservationKind;
 use lcm_plan::world::learned::{HostProbe, Latent, LearnedWorld, latent_distance};
@@ -213,7 +213,7 @@ fn on_coarse_grid(p: Vec2) -> bool {
 
 /// The final approach with a perfect one-action search: from [`APPROACH`] px away (a seeded
 /// direction per goal), [`REPLANS`] times pick the held action whose predicted outcome
-/// minimises the evaluation's cost (probed path length, stage weight 3, plus `w` times the
+/// minimises the evaluation's cost (probed path length, its Two-Rooms stage weight, plus `w` times the
 /// latent distance) among a polar grid of actions, and take it in the simulator. Returns
 /// the real final distance to each goal. Model and cost are then the only sources of error.
 fn final_approach(
@@ -245,7 +245,7 @@ fn final_approach(
             let d = ProbedPathLength::new(probe.clone(), g, goal.z.clone());
             move |z: &Latent, gz: &Latent| d.distance(z, gz)
         });
-        cost.stage_weight = 3.0;
+        cost.stage_weight = EvalEnv::TwoRooms.default_jepa_stage_weight();
         let cost = with_latent_term(cost, w);
         let mut p = start_near(&g, goal.p, i as u64);
         for _ in 0..REPLANS {

@@ -318,8 +318,9 @@ impl EvalEnv {
     /// (`--seed 100`, 50 episodes, plain, 3,000-step 48-step model; CEM / MPPI 0.76 / 0.86 at
     /// 0, 0.90 / 0.94 at 5, 0.92 / 0.98 at 20, 0.90 / 0.96 at 50): the pixel probe's error
     /// near the goal is as large as the success radius, and `examples/probe_map.rs` shows the
-    /// final approach from 5 px with an exhaustive search ending within it 27% of the time at
-    /// 0, 88–92% at 10–20. Everything else: 0, as it was measured (the state model is at the
+    /// final approach from 5 px with an exhaustive search ending within it for 27% of interior
+    /// goals at 0 and 88–92% at 10–20 (same 3,000-step model; 34% and 94–96% with the
+    /// 6,000-step one). Everything else: 0, as it was measured (the state model is at the
     /// bar without it; the PointMaze results predate it).
     pub fn default_jepa_latent_weight(self, observation: ObservationKind, cost: JepaCost) -> f32 {
         match (self, observation, cost) {
