@@ -446,6 +446,119 @@ fn augmented_lagrangian_never_returns_an_infeasible_plan_when_one_was_seen() -> 
     Ok(())
 }
 
+/// Feasible only within 0.01 px of `centre`: any sampled motion breaks it, standing still
+/// does not.
+struct StayPut {
+    centre: Vec2,
+}
+
+impl Guardrail<Vec2> for StayPut {
+    fn name(&self) -> &str {
+        "stay_put"
+    }
+    fn margin(&self, z: &Vec2) -> f32 {
+        0.01 - euclidean(z, &self.centre)
+    }
+}
+
+#[test]
+fn constrained_planners_stand_still_when_no_sampled_plan_is_feasible() -> Result<(), PlanError> {
+    let cfg = TwoRoomsConfig::default();
+    let model = OracleTwoRooms::new(&cfg);
+    let start = [16.0, 30.0];
+    let goal = [16.0, 50.0];
+    let free = Cost::new(goal, euclidean);
+    let guarded =
+        Cost::new(goal, euclidean).with_guardrail(StayPut { centre: start }, Severity::Hard);
+    let cem = |seed| CemConfig {
+        seed,
+        population: 16,
+        elites: 4,
+        ..Default::default()
+    };
+    // One round: a second would search again around the first round's standing still.
+    let aug_lag = |seed, feasible_fallback| AugLagConfig {
+        cem: cem(seed),
+        rounds: 1,
+        feasible_fallback,
+        ..AugLagConfig::default()
+    };
+    for seed in 0..5 {
+        // A first call without the guardrail leaves a warm start that moves towards the
+        // goal, so no sample of the second call stands still.
+        let mut constrained = ConstrainedCem::new(cem(seed))?;
+        constrained.plan(&model, &start, &free);
+        let plan = constrained.plan(&model, &start, &guarded);
+        assert_eq!(plan.feasible_candidates, 0, "seed {seed}");
+        assert!(plan.feasible, "seed {seed}: {plan:?}");
+        assert!(
+            plan.actions.iter().flatten().all(|a| *a == 0.0),
+            "seed {seed}"
+        );
+
+        let mut lagrangian = AugLagCem::new(aug_lag(seed, true))?;
+        lagrangian.plan(&model, &start, &free);
+        let plan = lagrangian.plan(&model, &start, &guarded);
+        assert_eq!(plan.feasible_candidates, 0, "seed {seed}");
+        assert!(plan.feasible, "seed {seed}: {plan:?}");
+        // Without the fallback the augmented Lagrangian keeps an infeasible best.
+        let mut plain = AugLagCem::new(aug_lag(seed, false))?;
+        plain.plan(&model, &start, &free);
+        assert!(
+            !plain.plan(&model, &start, &guarded).feasible,
+            "seed {seed}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn augmented_lagrangian_returns_the_least_violating_plan_when_nothing_is_feasible()
+-> Result<(), PlanError> {
+    // Half a pixel inside the infeasible half with the goal deeper in it: standing still
+    // violates too, and a vanishing penalty lets the Lagrangian head for the goal.
+    let cfg = TwoRoomsConfig::default();
+    let model = OracleTwoRooms::new(&cfg);
+    let cost = Cost::new([16.0, 50.0], euclidean).with_guardrail(StayBelow, Severity::Hard);
+    let planner = |seed, feasible_fallback| {
+        AugLagCem::new(AugLagConfig {
+            cem: CemConfig {
+                seed,
+                population: 16,
+                elites: 4,
+                ..CemConfig::default()
+            },
+            rounds: 1,
+            rho: 1.0e-6,
+            rho_growth: 1.0,
+            rho_max: 1.0e-6,
+            feasible_fallback,
+        })
+    };
+    let mut safer = 0;
+    for seed in 0..10 {
+        let fallback = planner(seed, true)?.plan(&model, &[16.0, 30.5], &cost);
+        let plain = planner(seed, false)?.plan(&model, &[16.0, 30.5], &cost);
+        if fallback.feasible_candidates > 0 {
+            assert!(fallback.feasible, "seed {seed}");
+            continue;
+        }
+        assert!(!fallback.feasible, "seed {seed}");
+        assert!(
+            fallback.hard_violation <= plain.hard_violation,
+            "seed {seed}: {} > {}",
+            fallback.hard_violation,
+            plain.hard_violation
+        );
+        safer += usize::from(fallback.hard_violation < plain.hard_violation);
+    }
+    assert!(
+        safer > 0,
+        "the Lagrangian's best should violate more than the least violating plan"
+    );
+    Ok(())
+}
+
 #[test]
 fn oracle_agents_give_the_same_trajectory_for_the_same_seed() -> Result<(), PlanError> {
     let small = SearchSize {

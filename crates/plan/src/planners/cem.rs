@@ -104,7 +104,8 @@ pub struct Cem {
     cfg: CemConfig,
     ranking: Ranking,
     /// Under a Lagrangian ranking, return the cheapest feasible candidate seen rather than
-    /// an infeasible best (set by [`AugLagConfig::feasible_fallback`]).
+    /// an infeasible best, or the least violating one when none was feasible (set by
+    /// [`AugLagConfig::feasible_fallback`]).
     keep_feasible: bool,
     rng: ChaCha12Rng,
     warm: Option<Vec<f32>>,
@@ -126,6 +127,18 @@ impl Cem {
         &self.cfg
     }
 
+    /// Whether this search treats hard guardrails as constraints (constrained CEM, and the
+    /// augmented Lagrangian with its feasible fallback): it then never returns an infeasible
+    /// plan when a feasible one was sampled or standing still is feasible, and with neither
+    /// it returns the least violating plan it evaluated.
+    fn guards_feasibility(&self) -> bool {
+        match self.ranking {
+            Ranking::FeasibleFirst => true,
+            Ranking::Lagrangian { .. } => self.keep_feasible,
+            Ranking::Penalty(_) => false,
+        }
+    }
+
     fn run<M: WorldModel>(
         &mut self,
         model: &M,
@@ -137,9 +150,10 @@ impl Cem {
         let mut mean = warm_start(&self.warm, len);
         let mut std = vec![c.init_std; len];
         let mut best: Option<Candidate<M::Latent>> = None;
-        // The cheapest feasible candidate seen, for rankings that can put an infeasible
-        // candidate first (the Lagrangian's): a hard guardrail must not be traded away.
-        let mut best_feasible: Option<Candidate<M::Latent>> = None;
+        // The first candidate in feasible-first order seen (the cheapest feasible one, or
+        // with none the least violating), for rankings that can put an infeasible candidate
+        // first (the Lagrangian's): a hard guardrail must not be traded away.
+        let mut safest: Option<Candidate<M::Latent>> = None;
         let mut feasible_candidates = 0;
         for _ in 0..c.iterations {
             let seqs = sample_sequences(
@@ -175,14 +189,13 @@ impl Cem {
                 && let Some(i) = cands
                     .iter()
                     .enumerate()
-                    .filter(|(_, k)| k.eval.feasible)
-                    .min_by(|(_, a), (_, b)| a.eval.total().total_cmp(&b.eval.total()))
+                    .min_by(|(_, a), (_, b)| feasible_first(&a.eval, &b.eval))
                     .map(|(i, _)| i)
-                && best_feasible
+                && safest
                     .as_ref()
-                    .is_none_or(|b| cands[i].eval.total() < b.eval.total())
+                    .is_none_or(|b| feasible_first(&cands[i].eval, &b.eval) == Ordering::Less)
             {
-                best_feasible = Some(Candidate {
+                safest = Some(Candidate {
                     actions: cands[i].actions.clone(),
                     predicted: cands[i].predicted.clone(),
                     eval: cands[i].eval.clone(),
@@ -201,10 +214,19 @@ impl Cem {
         // iterations > 0 and population > 0 (validated), so a best candidate exists; the
         // fallback only keeps this total without a panic path.
         let mut best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
-        if !best.eval.feasible
-            && let Some(f) = best_feasible
-        {
-            best = f;
+        if self.guards_feasibility() && !best.eval.feasible {
+            if let Some(s) = safest
+                && feasible_first(&s.eval, &best.eval) == Ordering::Less
+            {
+                best = s;
+            }
+            // The backup plan: standing still. Where nothing sampled is predicted feasible,
+            // staying put usually is (the agent is safe where it stands and the worlds here
+            // have no momentum); the next call searches again from zero motion.
+            let stop = Candidate::rolled_out(model, z0, cost, vec![0.0; len]);
+            if feasible_first(&stop.eval, &best.eval) == Ordering::Less {
+                best = stop;
+            }
         }
         self.warm = Some(best.actions.clone());
         to_plan(best, cost, c.action_dim, feasible_candidates)
@@ -279,8 +301,10 @@ pub struct AugLagConfig {
     pub rho_max: f32,
     /// Return the cheapest feasible candidate sampled in any iteration when the Lagrangian's
     /// best is infeasible, so a hard guardrail is never traded for objective once a feasible
-    /// plan was seen (as [`ConstrainedCem`]). Off, a round's Lagrangian best is kept even
-    /// if infeasible (the behaviour the JEPA rows of EVALUATION.md were measured with).
+    /// plan was seen (as [`ConstrainedCem`]); with no feasible candidate, standing still if
+    /// that is predicted feasible, else the least violating candidate. Off, a round's
+    /// Lagrangian best is kept even if infeasible (the behaviour the issue-5 JEPA rows of
+    /// EVALUATION.md were measured with).
     pub feasible_fallback: bool,
 }
 

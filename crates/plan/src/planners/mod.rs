@@ -6,7 +6,9 @@
 //! - [`ConstrainedCem`]: feasible-first CEM (Wen & Topcu 2018; OmniSafe's CCE): feasible
 //!   candidates are ranked by cost before any infeasible one, infeasible ones by total
 //!   violation, and the best feasible candidate seen in *any* iteration is returned, so it
-//!   never returns an infeasible plan once a feasible one was sampled.
+//!   never returns an infeasible plan once a feasible one was sampled. When no sample is
+//!   feasible it falls back on standing still if that is predicted feasible (a backup plan:
+//!   the worlds here have no momentum), else on the least violating plan.
 //! - [`Mppi`]: model-predictive path integral control (PLDM / TD-MPC2 style): the mean is the
 //!   softmin(cost / λ)-weighted average of the samples.
 //!
@@ -15,7 +17,8 @@
 //!   rises by `ρ·v`; repeated a few times per call, the best feasible plan of any round wins,
 //!   and (with [`AugLagConfig::feasible_fallback`], the default) the cheapest feasible
 //!   candidate sampled in any iteration is returned rather than an infeasible one, so like
-//!   [`ConstrainedCem`] it never returns an infeasible plan once a feasible one was sampled.
+//!   [`ConstrainedCem`] it never returns an infeasible plan once a feasible one was sampled,
+//!   and with none it falls back the same way (standing still, else the least violating).
 //! - [`RandomPolicy`]: the random baseline (a fresh random action every step).
 //! - Gradient-based planning through a learned model: [`GradientPlanner`].
 //!
