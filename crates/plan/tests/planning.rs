@@ -476,10 +476,8 @@ fn constrained_planners_stand_still_when_no_sampled_plan_is_feasible() -> Result
         elites: 4,
         ..Default::default()
     };
-    // One round: a second would search again around the first round's standing still.
     let aug_lag = |seed, feasible_fallback| AugLagConfig {
         cem: cem(seed),
-        rounds: 1,
         feasible_fallback,
         ..AugLagConfig::default()
     };

@@ -127,24 +127,30 @@ impl Cem {
         &self.cfg
     }
 
-    /// Whether this search treats hard guardrails as constraints (constrained CEM, and the
-    /// augmented Lagrangian with its feasible fallback): it then never returns an infeasible
-    /// plan when a feasible one was sampled or standing still is feasible, and with neither
-    /// it returns the least violating plan it evaluated.
-    fn guards_feasibility(&self) -> bool {
-        match self.ranking {
-            Ranking::FeasibleFirst => true,
-            Ranking::Lagrangian { .. } => self.keep_feasible,
-            Ranking::Penalty(_) => false,
-        }
-    }
-
+    /// One planning call: [`Self::search`], then for the feasible-first ranking (constrained
+    /// CEM) the backup plan where nothing feasible was sampled ([`with_backup`]).
     fn run<M: WorldModel>(
         &mut self,
         model: &M,
         z0: &M::Latent,
         cost: &Cost<M::Latent>,
     ) -> Plan<M::Latent> {
+        let found = self.search(model, z0, cost);
+        let mut best = found.best;
+        if self.ranking == Ranking::FeasibleFirst {
+            best = with_backup(best, found.safest, model, z0, cost);
+        }
+        self.warm = Some(best.actions.clone());
+        to_plan(best, cost, self.cfg.action_dim, found.feasible_candidates)
+    }
+
+    /// The CEM iterations from the warm start; the warm start becomes the best candidate.
+    fn search<M: WorldModel>(
+        &mut self,
+        model: &M,
+        z0: &M::Latent,
+        cost: &Cost<M::Latent>,
+    ) -> Search<M::Latent> {
         let c = &self.cfg;
         let len = c.horizon * c.action_dim;
         let mut mean = warm_start(&self.warm, len);
@@ -213,24 +219,55 @@ impl Cem {
         }
         // iterations > 0 and population > 0 (validated), so a best candidate exists; the
         // fallback only keeps this total without a panic path.
-        let mut best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
-        if self.guards_feasibility() && !best.eval.feasible {
-            if let Some(s) = safest
-                && feasible_first(&s.eval, &best.eval) == Ordering::Less
-            {
-                best = s;
-            }
-            // The backup plan: standing still. Where nothing sampled is predicted feasible,
-            // staying put usually is (the agent is safe where it stands and the worlds here
-            // have no momentum); the next call searches again from zero motion.
-            let stop = Candidate::rolled_out(model, z0, cost, vec![0.0; len]);
-            if feasible_first(&stop.eval, &best.eval) == Ordering::Less {
-                best = stop;
-            }
-        }
+        let best = best.unwrap_or_else(|| Candidate::rolled_out(model, z0, cost, mean));
+        let (best, safest) = match safest {
+            Some(s) if s.eval.feasible && !best.eval.feasible => (s, None),
+            other => (best, other),
+        };
         self.warm = Some(best.actions.clone());
-        to_plan(best, cost, c.action_dim, feasible_candidates)
+        Search {
+            best,
+            safest,
+            feasible_candidates,
+        }
     }
+}
+
+/// What one CEM search found.
+struct Search<L> {
+    /// First under the search's ranking, except that a feasible candidate replaces an
+    /// infeasible best where the search keeps feasibility.
+    best: Candidate<L>,
+    /// Under a Lagrangian ranking that keeps feasibility, the first candidate seen in
+    /// feasible-first order (the cheapest feasible one, or with none the least violating).
+    safest: Option<Candidate<L>>,
+    feasible_candidates: usize,
+}
+
+/// Where `best` is infeasible: the least violating candidate `safest` if it violates less,
+/// then the backup plan — standing still (the worlds here have no momentum, so an agent safe
+/// where it stands stays safe), kept if it ranks before both in feasible-first order.
+fn with_backup<M: WorldModel>(
+    best: Candidate<M::Latent>,
+    safest: Option<Candidate<M::Latent>>,
+    model: &M,
+    z0: &M::Latent,
+    cost: &Cost<M::Latent>,
+) -> Candidate<M::Latent> {
+    if best.eval.feasible {
+        return best;
+    }
+    let mut best = best;
+    if let Some(s) = safest
+        && feasible_first(&s.eval, &best.eval) == Ordering::Less
+    {
+        best = s;
+    }
+    let stop = Candidate::rolled_out(model, z0, cost, vec![0.0; best.actions.len()]);
+    if feasible_first(&stop.eval, &best.eval) == Ordering::Less {
+        best = stop;
+    }
+    best
 }
 
 impl Planner for Cem {
@@ -368,36 +405,53 @@ impl Planner for AugLagCem {
         cost: &Cost<M::Latent>,
     ) -> Plan<M::Latent> {
         let mut rho = self.cfg.rho;
-        let mut best: Option<Plan<M::Latent>> = None;
+        let mut best: Option<Candidate<M::Latent>> = None;
+        // Across rounds, the first candidate in feasible-first order (with the fallback on).
+        let mut safest: Option<Candidate<M::Latent>> = None;
         let mut feasible_candidates = 0;
         for _ in 0..self.cfg.rounds {
             self.inner.ranking = Ranking::Lagrangian {
                 lambda: self.lambda,
                 rho,
             };
-            let plan = self.inner.run(model, z0, cost);
-            feasible_candidates += plan.feasible_candidates;
-            let v = plan.hard_violation;
+            let found = self.inner.search(model, z0, cost);
+            feasible_candidates += found.feasible_candidates;
+            let round = found.best;
+            let v = round.eval.hard_violation;
             self.lambda = (self.lambda + rho * v).min(1.0e6);
             rho = (rho * self.cfg.rho_growth).min(self.cfg.rho_max);
-            let better = best
-                .as_ref()
-                .is_none_or(|b| match (plan.feasible, b.feasible) {
-                    (true, false) => true,
-                    (false, true) => false,
-                    (true, true) => plan.objective < b.objective,
-                    (false, false) => v < b.hard_violation,
-                });
+            if let Some(s) = found.safest
+                && safest
+                    .as_ref()
+                    .is_none_or(|b| feasible_first(&s.eval, &b.eval) == Ordering::Less)
+            {
+                safest = Some(s);
+            }
+            let better =
+                best.as_ref()
+                    .is_none_or(|b| match (round.eval.feasible, b.eval.feasible) {
+                        (true, false) => true,
+                        (false, true) => false,
+                        (true, true) => round.eval.total() < b.eval.total(),
+                        (false, false) => v < b.eval.hard_violation,
+                    });
             if better {
-                best = Some(plan);
+                best = Some(round);
             }
         }
-        // rounds > 0 (validated), so a plan exists; the fallback keeps this panic-free.
-        let mut best = best.unwrap_or_else(|| self.inner.run(model, z0, cost));
-        best.feasible_candidates = feasible_candidates;
+        // rounds > 0 (validated), so a candidate exists; the fallback keeps this panic-free.
+        let best = match best {
+            Some(b) => b,
+            None => self.inner.search(model, z0, cost).best,
+        };
+        let best = if self.cfg.feasible_fallback {
+            with_backup(best, safest, model, z0, cost)
+        } else {
+            best
+        };
         // Warm-start the next call from the plan actually returned.
-        self.inner.warm = Some(best.actions.concat());
-        best
+        self.inner.warm = Some(best.actions.clone());
+        to_plan(best, cost, self.inner.cfg.action_dim, feasible_candidates)
     }
 
     fn shift(&mut self, steps: usize) {
