@@ -407,6 +407,19 @@ fn constrained_oracle_planners_cross_the_door_past_a_hazard_with_only_feasible_p
     Ok(())
 }
 
+/// One round with a vanishing penalty: the Lagrangian ranks by the objective alone, so only
+/// the feasible fallback keeps its answer out of a guardrail.
+fn objective_led_aug_lag(cem: CemConfig, feasible_fallback: bool) -> Result<AugLagCem, PlanError> {
+    AugLagCem::new(AugLagConfig {
+        cem,
+        rounds: 1,
+        rho: 1.0e-6,
+        rho_growth: 1.0,
+        rho_max: 1.0e-6,
+        feasible_fallback,
+    })
+}
+
 #[test]
 fn augmented_lagrangian_never_returns_an_infeasible_plan_when_one_was_seen() -> Result<(), PlanError>
 {
@@ -417,17 +430,13 @@ fn augmented_lagrangian_never_returns_an_infeasible_plan_when_one_was_seen() -> 
     let model = OracleTwoRooms::new(&cfg);
     let cost = hazard_cost(&cfg, [18.0, 52.0], Severity::Hard);
     let planner = |seed, feasible_fallback| {
-        AugLagCem::new(AugLagConfig {
-            cem: CemConfig {
+        objective_led_aug_lag(
+            CemConfig {
                 seed,
                 ..CemConfig::default()
             },
-            rounds: 1,
-            rho: 1.0e-6,
-            rho_growth: 1.0,
-            rho_max: 1.0e-6,
             feasible_fallback,
-        })
+        )
     };
     let mut traded = 0;
     for seed in 0..5 {
@@ -519,19 +528,15 @@ fn augmented_lagrangian_returns_the_least_violating_plan_when_nothing_is_feasibl
     let model = OracleTwoRooms::new(&cfg);
     let cost = Cost::new([16.0, 50.0], euclidean).with_guardrail(StayBelow, Severity::Hard);
     let planner = |seed, feasible_fallback| {
-        AugLagCem::new(AugLagConfig {
-            cem: CemConfig {
+        objective_led_aug_lag(
+            CemConfig {
                 seed,
                 population: 16,
                 elites: 4,
                 ..CemConfig::default()
             },
-            rounds: 1,
-            rho: 1.0e-6,
-            rho_growth: 1.0,
-            rho_max: 1.0e-6,
             feasible_fallback,
-        })
+        )
     };
     let mut safer = 0;
     for seed in 0..10 {
